@@ -1,0 +1,51 @@
+# attnedu: the two commands are `make book` and `make test`; see README.md.
+# Every target sets up .venv first (once; again when pyproject.toml changes).
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.attnedu-installed
+# torch==2.13.0 first: pip takes that CPU wheel from local disk here, and the
+# project's `torch>=2.2` is then already satisfied (no multi-gigabyte CUDA build).
+TORCH  ?= torch==2.13.0
+PIP    := $(BIN)/python -m pip --disable-pip-version-check --quiet
+export PYDEVD_DISABLE_FILE_VALIDATION := 1
+
+.PHONY: help setup book test lab release grade clean
+
+help:
+	@echo "make book     set up, execute every chapter, build the HTML book"
+	@echo "make test     set up, then run every test (unit, notebooks, grading, book)"
+	@echo "make lab      JupyterLab on your own copies of the chapters (my-work/)"
+	@echo "make release  student versions of every chapter (_grading/release/)"
+	@echo "make grade    autograde _grading/submitted/, write feedback and grade CSVs"
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@echo "Installing $(TORCH), then attnedu with its [dev] extras (log: $(VENV)/install.log)"
+	$(PIP) install "$(TORCH)" > $(VENV)/install.log 2>&1 || { cat $(VENV)/install.log; exit 1; }
+	$(PIP) install -e ".[dev]" >> $(VENV)/install.log 2>&1 || { cat $(VENV)/install.log; exit 1; }
+	$(BIN)/python -c "import attnedu, torch, jupyter_book, nbgrader, nbval, hypothesis"
+	touch $@
+
+book: setup
+	$(BIN)/jupyter-book build . -W --keep-going
+	@echo "The book is at file://$(CURDIR)/_build/html/index.html"
+
+test: setup
+	$(BIN)/python -m pytest
+
+lab: setup
+	$(BIN)/python -m attnedu.grading workspace
+	$(BIN)/jupyter lab --notebook-dir=my-work
+
+release: setup
+	$(BIN)/python -m attnedu.grading release
+
+grade: setup
+	$(BIN)/python -m attnedu.grading grade
+
+clean:
+	rm -rf _build _grading .pytest_cache

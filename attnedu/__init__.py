@@ -1,0 +1,16 @@
+"""attnedu: the helper library of the attnedu course on attention.
+
+It grows chapter by chapter; each module holds one concept:
+
+=====================  ===========  ==================================================
+module                 chapter      what is in it
+=====================  ===========  ==================================================
+``functional``         1            softmax, weighted sums, kernels, attention pooling
+``plot``               1 and on     attention heatmaps with labelled axes
+``data``               1            small, seeded data sets made on the spot
+``checks``             every        checks that explain a wrong answer in one sentence
+``grading``            (teachers)   release student versions and autograde, via nbgrader
+=====================  ===========  ==================================================
+"""
+
+__version__ = "0.1.0"

@@ -1,0 +1,254 @@
+"""Attention as plain functions on NumPy arrays.
+
+Chapter 1 (weighted sums) puts here what every later chapter builds on:
+
+* :func:`softmax`: turn any real scores into weights that are positive and sum to 1;
+* :func:`weighted_average` and :func:`weighted_sum`: pool values with those weights;
+* :data:`KERNELS`, :func:`attention_pool` and :func:`leave_one_out_mse`:
+  Nadaraya-Watson kernel regression, the oldest attention mechanism there is.
+
+Shapes follow one convention throughout the course: ``Tq`` queries attend over
+``Tk`` keys, and each key carries a value of size ``dv``. A weight matrix is
+``(Tq, Tk)``: one row per query, one column per key, each row summing to 1.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+
+from ._validate import as_float_array, normalize_axis, positive_number
+
+__all__ = [
+    "softmax",
+    "weighted_average",
+    "weighted_sum",
+    "KERNELS",
+    "kernel_scores",
+    "attention_pool",
+    "leave_one_out_mse",
+]
+
+
+# --------------------------------------------------------------------------- softmax
+def softmax(x, axis: int = -1, temperature: float = 1.0) -> np.ndarray:
+    r"""Softmax of ``x`` along ``axis``, at a given temperature.
+
+    .. math:: \mathrm{softmax}(x)_i = \frac{\exp(x_i / T)}{\sum_j \exp(x_j / T)}
+
+    The row maximum is subtracted before exponentiating. This changes nothing
+    mathematically (softmax is invariant to adding a constant to a row) but keeps
+    ``exp`` from overflowing: the largest exponent is then exactly 0.
+
+    Scores of ``-inf`` mean "masked": they get weight 0. A row in which every score
+    is ``-inf`` has nothing to attend to and gets all-zero weights, silently.
+
+    Args:
+        x: scores, any shape ``(..., n, ...)``; integers are converted to float64.
+        axis: the axis that is normalised (default: the last one).
+        temperature: ``T > 0``. ``T > 1`` flattens the weights towards uniform,
+            ``T < 1`` sharpens them towards a one-hot on the maximum.
+
+    Returns:
+        An array of the same shape (and floating dtype) as ``x`` whose entries are
+        in ``[0, 1]`` and sum to 1 along ``axis`` (or to 0 for a fully masked row).
+
+    Raises:
+        ValueError: ``x`` is not numeric, is empty along ``axis``, contains NaN or
+            ``+inf``, or ``temperature`` is not a positive number.
+    """
+    x = as_float_array(x, "x", min_ndim=1)
+    ax = normalize_axis(axis, x.ndim, shape=x.shape)
+    t = positive_number(temperature, "temperature")
+    if x.shape[ax] == 0:
+        raise ValueError(f"softmax over an empty axis: x has shape {x.shape} and axis={axis}")
+    if np.isnan(x).any() or np.isposinf(x).any():
+        raise ValueError(
+            f"x of shape {x.shape} contains NaN or +inf; softmax needs finite scores "
+            "(use -inf only to mask a position out)"
+        )
+    z = x / t if t != 1.0 else x
+    m = np.max(z, axis=ax, keepdims=True)
+    m = np.where(np.isfinite(m), m, 0)  # fully masked row: max is -inf, shift by 0 instead
+    e = np.exp(z - m)  # (same shape as x); largest entry of each row is exactly 1
+    total = np.sum(e, axis=ax, keepdims=True)
+    # A fully masked row has total 0: divide by 1 there, so its weights stay 0.
+    return e / np.where(total > 0, total, 1).astype(e.dtype, copy=False)
+
+
+# --------------------------------------------------------------------- weighted sums
+def weighted_average(values, weights) -> np.ndarray:
+    r"""The weighted average :math:`\sum_i w_i v_i / \sum_i w_i` of ``values``.
+
+    Args:
+        values: ``(n,)`` numbers or ``(n, d)`` vectors.
+        weights: ``(n,)`` non-negative weights, not all zero. They need not sum to 1:
+            dividing by their sum is what makes this an *average*.
+
+    Returns:
+        A scalar (for ``(n,)`` values) or a ``(d,)`` vector.
+    """
+    v = as_float_array(values, "values", min_ndim=1, max_ndim=2)
+    w = as_float_array(weights, "weights", min_ndim=1, max_ndim=1)
+    if w.shape[0] != v.shape[0]:
+        raise ValueError(f"weights has shape {w.shape} but values has shape {v.shape}: need one weight per value")
+    if (w < 0).any():
+        raise ValueError("weights must be non-negative for a weighted average")
+    total = w.sum()
+    if not total > 0:
+        raise ValueError("weights sum to 0: a weighted average needs at least one positive weight")
+    return (w / total) @ v  # (n,) @ (n,) -> () or (n,) @ (n, d) -> (d,)
+
+
+def weighted_sum(weights, values) -> np.ndarray:
+    r"""Pool ``values`` with a matrix of weights: :math:`o_q = \sum_k w_{qk} v_k`.
+
+    This is the last step of every attention mechanism in the course.
+
+    Args:
+        weights: ``(..., Tq, Tk)``, one row of weights per query.
+        values: ``(..., Tk, dv)`` or ``(Tk,)`` (one number per key).
+
+    Returns:
+        ``(..., Tq, dv)``, or ``(..., Tq)`` for ``(Tk,)`` values.
+    """
+    w = as_float_array(weights, "weights", min_ndim=2)
+    v = as_float_array(values, "values", min_ndim=1)
+    if v.ndim == 1:
+        if w.shape[-1] != v.shape[0]:
+            raise ValueError(f"weights has shape {w.shape} (Tk={w.shape[-1]}) but values has shape {v.shape}")
+        return w @ v  # (..., Tq, Tk) @ (Tk,) -> (..., Tq)
+    if w.shape[-1] != v.shape[-2]:
+        raise ValueError(
+            f"weights has shape {w.shape} (Tk={w.shape[-1]}) but values has shape {v.shape} "
+            f"(Tk={v.shape[-2]}): the key axes must match"
+        )
+    try:
+        np.broadcast_shapes(w.shape[:-2], v.shape[:-2])
+    except ValueError:
+        raise ValueError(f"batch dimensions of weights {w.shape} and values {v.shape} do not broadcast") from None
+    return w @ v  # (..., Tq, Tk) @ (..., Tk, dv) -> (..., Tq, dv)
+
+
+# ------------------------------------------------------------------------- kernels
+def _gaussian(u: np.ndarray) -> np.ndarray:
+    return -0.5 * u**2  # log of exp(-u^2 / 2)
+
+
+def _laplace(u: np.ndarray) -> np.ndarray:
+    return -np.abs(u)  # log of exp(-|u|)
+
+
+def _log_of(kernel: Callable[[np.ndarray], np.ndarray]) -> Callable[[np.ndarray], np.ndarray]:
+    def log_kernel(u: np.ndarray) -> np.ndarray:
+        k = kernel(u)
+        with np.errstate(divide="ignore"):
+            return np.log(k)  # zero kernel -> -inf score -> zero weight
+
+    return log_kernel
+
+
+#: Kernels as *log-kernels*: ``KERNELS[name](u)`` is ``log K(u)`` for the scaled
+#: distance ``u = |q - k| / width``. Working with logs means the Nadaraya-Watson
+#: weights ``K(u_i) / sum_j K(u_j)`` are exactly ``softmax(log K(u))``.
+KERNELS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "gaussian": _gaussian,
+    "laplace": _laplace,
+    "boxcar": _log_of(lambda u: (np.abs(u) <= 1).astype(float)),
+    "epanechnikov": _log_of(lambda u: np.maximum(0.0, 1.0 - u**2)),
+}
+
+
+def _as_points(x, name: str) -> np.ndarray:
+    """``(n,)`` scalars or ``(n, d)`` vectors -> ``(n, d)``."""
+    a = as_float_array(x, name, min_ndim=1, max_ndim=2)
+    return a[:, None] if a.ndim == 1 else a
+
+
+def kernel_scores(queries, keys, width: float = 1.0, kernel: str = "gaussian") -> np.ndarray:
+    """Attention scores ``log K(|q - k| / width)`` for every query-key pair.
+
+    Args:
+        queries: ``(Tq,)`` or ``(Tq, d)``.
+        keys: ``(Tk,)`` or ``(Tk, d)``, with the same ``d`` as the queries.
+        width: the kernel width (bandwidth) ``h > 0``.
+        kernel: a name in :data:`KERNELS`.
+
+    Returns:
+        ``(Tq, Tk)`` scores; ``softmax`` over the last axis gives the weights.
+    """
+    if kernel not in KERNELS:
+        raise ValueError(f"unknown kernel {kernel!r}; choose one of {sorted(KERNELS)}")
+    h = positive_number(width, "width")
+    q = _as_points(queries, "queries")  # (Tq, d)
+    k = _as_points(keys, "keys")  # (Tk, d)
+    if q.shape[1] != k.shape[1]:
+        raise ValueError(
+            f"queries have shape {np.shape(queries)} and keys have shape {np.shape(keys)}: "
+            "their last dimension (the feature size d) must match"
+        )
+    diff = q[:, None, :] - k[None, :, :]  # (Tq, Tk, d)
+    u = np.sqrt(np.sum(diff**2, axis=-1)) / h  # (Tq, Tk) scaled distances
+    return KERNELS[kernel](u)
+
+
+def attention_pool(queries, keys, values, width: float = 1.0, kernel: str = "gaussian"):
+    r"""Nadaraya-Watson kernel regression, read as attention pooling.
+
+    .. math::
+
+        f(q) = \sum_i \alpha(q, k_i)\, v_i, \qquad
+        \alpha(q, k_i) = \frac{K((q - k_i)/h)}{\sum_j K((q - k_j)/h)}
+                       = \mathrm{softmax}_i\big(\log K((q - k_i)/h)\big)
+
+    A query that has no key inside the kernel's support (possible for ``boxcar`` and
+    ``epanechnikov``) gets all-zero weights and output 0, like a fully masked row.
+
+    Args:
+        queries: ``(Tq,)`` or ``(Tq, d)``: where to predict.
+        keys: ``(Tk,)`` or ``(Tk, d)``: where the observations are.
+        values: ``(Tk,)`` or ``(Tk, dv)``: what was observed there.
+        width: kernel width ``h > 0``; small widths follow the data closely.
+        kernel: a name in :data:`KERNELS`.
+
+    Returns:
+        ``(output, weights)``: ``output`` is ``(Tq,)`` or ``(Tq, dv)``; ``weights``
+        is ``(Tq, Tk)`` with rows summing to 1.
+    """
+    v = as_float_array(values, "values", min_ndim=1, max_ndim=2)
+    k_len = _as_points(keys, "keys").shape[0]
+    if v.shape[0] != k_len:
+        raise ValueError(
+            f"keys have shape {np.shape(keys)} but values have shape {v.shape}: need one value per key"
+        )
+    weights = softmax(kernel_scores(queries, keys, width, kernel), axis=-1)  # (Tq, Tk)
+    return weights @ v, weights  # (Tq, Tk) @ (Tk[, dv]) -> (Tq[, dv])
+
+
+def leave_one_out_mse(x, y, width: float, kernel: str = "gaussian") -> float:
+    """Mean squared error of kernel regression when each point is predicted from the others.
+
+    Every training point is a query whose own key is masked out (score ``-inf``), so
+    the estimate cannot simply copy its own value: the error then measures how well
+    ``width`` generalises, and its minimum is a data-driven choice of width.
+
+    Args:
+        x: ``(n,)`` or ``(n, d)`` inputs, ``n >= 2``.
+        y: ``(n,)`` targets.
+        width: kernel width ``h > 0``.
+        kernel: a name in :data:`KERNELS`.
+
+    Returns:
+        The mean of ``(y_i - f_{-i}(x_i))**2`` over all ``i``.
+    """
+    pts = _as_points(x, "x")
+    t = as_float_array(y, "y", min_ndim=1, max_ndim=1)
+    if t.shape[0] != pts.shape[0]:
+        raise ValueError(f"x has shape {np.shape(x)} but y has shape {t.shape}: need one target per input")
+    if t.shape[0] < 2:
+        raise ValueError(f"leave-one-out needs at least 2 points, got x of shape {np.shape(x)}")
+    scores = kernel_scores(pts, pts, width, kernel)  # (n, n)
+    np.fill_diagonal(scores, -np.inf)  # a point may not look at itself
+    pred = softmax(scores, axis=-1) @ t  # (n,)
+    return float(np.mean((t - pred) ** 2))

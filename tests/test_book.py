@@ -1,0 +1,96 @@
+"""The book: `make book` builds with -W (warnings fail it), every chapter page is there with
+its figures, solutions sit behind toggles, and no hidden test is published anywhere."""
+
+import re
+import subprocess
+
+import pytest
+import yaml
+from bs4 import BeautifulSoup
+
+from conftest import NOTEBOOKS, REPO, load_notebook
+
+HTML = REPO / "_build" / "html"
+
+
+@pytest.fixture(scope="module")
+def built_book():
+    result = subprocess.run(["make", "book"], cwd=REPO, capture_output=True, text=True, timeout=1200)
+    log = result.stdout + result.stderr
+    assert result.returncode == 0, f"make book failed:\n{log[-6000:]}"
+    assert "build succeeded" in log  # with -W, any Sphinx warning would have failed the build
+    assert f"file://{REPO}/_build/html/index.html" in log, "make book must print where the book is"
+    return log
+
+
+def page(notebook) -> BeautifulSoup:
+    html = HTML / notebook.relative_to(REPO).with_suffix(".html")
+    assert html.exists(), f"{html} was not built"
+    return BeautifulSoup(html.read_text(encoding="utf-8"), "html.parser")
+
+
+def cells(notebook):
+    return load_notebook(notebook)["cells"]
+
+
+def hidden_lines(notebook):
+    """The distinctive lines of every hidden test, which must appear nowhere in the book."""
+    lines = set()
+    for c in cells(notebook):
+        text = "".join(c["source"])
+        for block in re.findall(r"### BEGIN HIDDEN TESTS\n(.*?)### END HIDDEN TESTS", text, re.S):
+            lines |= {ln.strip() for ln in block.splitlines() if len(ln.strip()) > 25}
+    return lines
+
+
+def test_every_page_of_the_table_of_contents_is_built(built_book):
+    toc = yaml.safe_load((REPO / "_toc.yml").read_text())
+    files = [toc["root"]] + [ch["file"] for part in toc["parts"] for ch in part["chapters"]]
+    for f in files:
+        assert (HTML / f"{f}.html").exists(), f"{f}.html is missing from the built book"
+    landing = BeautifulSoup((HTML / "book" / "index.html").read_text(), "html.parser")
+    assert any("course-map" in img.get("src", "") for img in landing.find_all("img"))
+
+
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=[p.parent.name for p in NOTEBOOKS])
+def test_chapter_page_has_all_its_figures(built_book, notebook):
+    soup = page(notebook)
+    n_figures = sum("plt.show()" in "".join(c["source"]) for c in cells(notebook) if c["cell_type"] == "code")
+    images = [img for img in soup.select("div.cell_output img")]
+    assert len(images) >= n_figures > 0, f"{len(images)} figures on the page, {n_figures} expected"
+    for img in images:
+        target = (HTML / notebook.relative_to(REPO).parent / img["src"]).resolve()
+        assert target.exists() and target.stat().st_size > 5000, f"figure {img['src']} is missing or empty"
+
+
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=[p.parent.name for p in NOTEBOOKS])
+def test_chapter_page_shows_check_results_and_no_errors(built_book, notebook):
+    text = page(notebook).get_text()
+    assert "passes all" in text  # the visible checks ran against the solutions
+    for bad in ("Traceback", "CheckFailed", "NotImplementedError"):
+        assert bad not in text, f"{bad} on the page"
+
+
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=[p.parent.name for p in NOTEBOOKS])
+def test_solutions_are_behind_a_toggle_without_nbgrader_markers(built_book, notebook):
+    soup = page(notebook)
+    toggled = soup.select("div.cell.tag_hide-input")
+    solutions = [c for c in cells(notebook) if c.get("metadata", {}).get("nbgrader", {}).get("solution")]
+    assert len(toggled) == len(solutions)
+    for div, cell in zip(toggled, solutions):
+        first_line = "".join(cell["source"]).splitlines()[0]
+        assert first_line in div.get_text()
+    assert "BEGIN SOLUTION" not in soup.get_text()
+
+
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=[p.parent.name for p in NOTEBOOKS])
+def test_no_hidden_test_appears_anywhere_in_the_built_book(built_book, notebook):
+    secrets = hidden_lines(notebook)
+    assert secrets, "the notebook should have hidden tests to look for"
+    for f in HTML.rglob("*"):
+        if f.is_file() and f.suffix in {".html", ".ipynb", ".js", ".txt", ".md", ".json"}:
+            text = f.read_text(encoding="utf-8", errors="ignore")
+            if f.suffix == ".ipynb" or f.stem == notebook.stem:
+                assert "HIDDEN TESTS" not in text, f"hidden-test marker in {f}"
+            leaked = [s for s in secrets if s in text]
+            assert not leaked, f"hidden test lines published in {f}: {leaked[:3]}"

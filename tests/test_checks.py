@@ -1,0 +1,208 @@
+"""attnedu.checks: a wrong answer gets one clear sentence, garbage never crashes a check."""
+
+import numpy as np
+import pytest
+
+from attnedu import functional as F
+from attnedu.checks import Case, CheckFailed, check_function
+from attnedu.checks import ch01_weighted_sums as ch01
+
+# ------------------------------------------------------------------ learner functions
+def good_softmax(x, axis=-1):
+    return F.softmax(x, axis=axis)
+
+
+def naive_softmax(x, axis=-1):
+    e = np.exp(x)
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+def global_sum_softmax(x, axis=-1):
+    e = np.exp(x - np.max(x))
+    return e / e.sum()
+
+
+def forgot_return(x, axis=-1):
+    np.exp(x)
+
+
+def stub(x, axis=-1):
+    raise NotImplementedError()
+
+
+def raises_index_error(x, axis=-1):
+    return x[100]
+
+
+def loops_forever(x, axis=-1):
+    while True:
+        pass
+
+
+def swallows_everything_and_loops(x, axis=-1):
+    while True:
+        try:
+            pass
+        except Exception:
+            pass
+
+
+def returns_ragged_list(x, axis=-1):
+    return [[1.0, 2.0], [3.0]]
+
+
+def returns_strings(x, axis=-1):
+    return np.array(["a", "b", "c"])
+
+
+def returns_booleans(x, axis=-1):
+    return np.ones(np.shape(x), dtype=bool)
+
+
+def returns_a_function(x, axis=-1):
+    return good_softmax
+
+
+def wrong_axis_ignored(x, axis=-1):
+    return F.softmax(x)  # ignores axis
+
+
+def modifies_input(x, axis=-1):
+    x -= np.max(x, axis=axis, keepdims=True)
+    e = np.exp(x)
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+# ------------------------------------------------------------------ softmax check
+def test_a_correct_softmax_passes_and_says_so(capsys):
+    ch01.check_softmax(good_softmax)
+    assert "passes all 5 checks" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "fn, message",
+    [
+        (naive_softmax, "with NaN at"),
+        (global_sum_softmax, "does not sum to 1 along axis -1"),
+        (forgot_return, "returned None: did you forget to `return`"),
+        (stub, "is not written yet: replace `raise NotImplementedError()`"),
+        (raises_index_error, "raised IndexError"),
+        (returns_ragged_list, "NumPy cannot turn into an array of numbers"),
+        (returns_strings, "dtype <U1"),
+        (returns_booleans, "returned booleans"),
+        (returns_a_function, "returned a function"),
+        (wrong_axis_ignored, "does not sum to 1 along axis 0"),
+        (None, "should be a function, but it is None"),
+        ([1, 2, 3], "should be a function, but it is a list"),
+        (np.float32(1.0), "should be a function, but it is a float32"),
+        ("softmax", "should be a function, but it is a str"),
+    ],
+)
+def test_a_wrong_softmax_gets_one_explaining_sentence(fn, message):
+    with pytest.raises(CheckFailed) as info:
+        ch01.check_softmax(fn)
+    text = str(info.value)
+    assert message in text
+    assert "\n" not in text  # one sentence, one line
+    assert isinstance(info.value, AssertionError)  # so nbgrader gives the cell zero
+
+
+def test_overflow_is_named_as_such():
+    with pytest.raises(CheckFailed, match="np.exp overflows above about 709.*subtract the maximum"):
+        ch01.check_softmax(naive_softmax)
+
+
+def test_a_function_that_raises_keeps_the_learners_own_traceback():
+    with pytest.raises(CheckFailed) as info:
+        ch01.check_softmax(raises_index_error)
+    tb = info.value.learner_traceback
+    assert "raises_index_error" in tb and "return x[100]" in tb
+    assert "core.py" not in tb  # only the learner's frames
+    rendered = "\n".join(info.value._render_traceback_())
+    assert "Where your function raised" in rendered and "IndexError" in rendered
+
+
+def test_the_ipython_rendering_is_the_message_not_a_traceback_through_attnedu():
+    with pytest.raises(CheckFailed) as info:
+        ch01.check_softmax(forgot_return)
+    rendered = info.value._render_traceback_()
+    assert rendered[0].endswith(str(info.value))
+    assert not any("attnedu/checks" in line for line in rendered)
+
+
+@pytest.mark.parametrize("fn", [loops_forever, swallows_everything_and_loops])
+def test_a_function_that_never_returns_is_stopped_by_the_time_limit(fn):
+    cases = [Case((np.ones(3),), F.softmax(np.ones(3)))]
+    with pytest.raises(CheckFailed, match="ran for more than 0.5 s.*loop that never ends"):
+        check_function(fn, "softmax", cases, params=["x"], time_limit=0.5)
+
+
+def test_a_function_that_modifies_its_input_cannot_spoil_later_cases(capsys):
+    # every case gets a copy of its arguments; the function is still correct
+    ch01.check_softmax(modifies_input)
+    assert "passes" in capsys.readouterr().out
+
+
+def test_a_case_hint_is_added_to_the_message():
+    case = Case((np.ones(2),), np.array([0.5, 0.5]), hint="look at the axis.")
+    with pytest.raises(CheckFailed, match=r"off by up to 0.5.*Hint: look at the axis\."):
+        check_function(lambda x: np.array([1.0, 0.0]), "f", [case], params=["x"])
+
+
+def test_a_wrong_value_names_the_index_and_both_numbers():
+    case = Case((np.zeros((2, 2)),), np.zeros((2, 2)))
+    with pytest.raises(CheckFailed, match=r"at index \(1, 0\): got 3, expected 0"):
+        check_function(lambda x: np.array([[0.0, 0.0], [3.0, 0.0]]), "f", [case], params=["x"])
+
+
+def test_a_transposed_result_is_called_out():
+    case = Case((None,), np.zeros((2, 3)))
+    with pytest.raises(CheckFailed, match=r"shape \(3, 2\); expected shape \(2, 3\) \(transposed\?\)"):
+        check_function(lambda x: np.zeros((3, 2)), "f", [case])
+
+
+# ------------------------------------------------------------------ tuple-returning checks
+def test_the_library_functions_pass_their_own_chapter_checks(capsys):
+    ch01.check_attention_pool(lambda q, k, v, w: F.attention_pool(q, k, v, w))
+    ch01.check_leave_one_out_mse(F.leave_one_out_mse)
+    ch01.check_soft_lookup(ch01.soft_lookup_reference)
+    assert capsys.readouterr().out.count("passes all") == 3
+
+
+@pytest.mark.parametrize(
+    "fn, message",
+    [
+        (lambda q, k, v, w: F.attention_pool(q, k, v, w)[0], "returned 1 value\\(s\\); expected a tuple of 2"),
+        (lambda q, k, v, w: (F.attention_pool(q, k, v, w)[0], F.attention_pool(q, k, v, w)[1].T), "transposed"),
+        (lambda q, k, v, w: (None, None), "returned None as `output`"),
+        (lambda q, k, v, w: None, "returned None: did you forget to `return output, weights`"),
+    ],
+)
+def test_attention_pool_check_explains_structural_mistakes(fn, message):
+    with pytest.raises(CheckFailed, match=message):
+        ch01.check_attention_pool(fn)
+
+
+def test_an_unstable_attention_pool_is_told_to_use_a_stable_softmax():
+    def unstable(q, k, v, w):
+        kern = np.exp(-((q[:, None] - k[None, :]) ** 2) / (2 * w**2))
+        with np.errstate(invalid="ignore"):
+            weights = kern / kern.sum(axis=1, keepdims=True)
+        return weights @ v, weights
+
+    with pytest.raises(CheckFailed, match="NaN.*stable softmax"):
+        ch01.check_attention_pool(unstable)
+
+
+def test_leave_one_out_that_forgets_the_mask_is_caught():
+    def no_mask(x, y, width):
+        scores = -((x[:, None] - x[None, :]) ** 2) / (2 * width**2)
+        return float(np.mean((y - F.softmax(scores) @ y) ** 2))
+
+    with pytest.raises(CheckFailed, match="leave_one_out_mse.*off by"):
+        ch01.check_leave_one_out_mse(no_mask)
+
+
+def test_soft_lookup_that_ignores_temperature_is_caught():
+    with pytest.raises(CheckFailed, match="temperature"):
+        ch01.check_soft_lookup(lambda q, k, v, temperature=1.0: ch01.soft_lookup_reference(q, k, v))

@@ -1,0 +1,174 @@
+"""The grading pipeline, end to end, on a copy of the course: release the student version of
+every chapter, autograde four kinds of submission, and read the exported grades.
+
+(a) the source notebook itself            -> full marks
+(b) the untouched student version         -> zero
+(c) the first exercise's solution raises  -> zero for that exercise, the others graded
+(d) the first solution cell loops forever -> nbgrader's time limit ends it; zero for that
+                                             exercise, the others graded
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from collections import defaultdict
+
+import pytest
+
+from attnedu import grading
+from conftest import NOTEBOOKS, REPO, load_notebook
+
+CELL_TIMEOUT = 15  # seconds; the course's own config allows 60
+CHAPTERS = [p.parent.name for p in NOTEBOOKS]
+
+
+def nbgrader(cell) -> dict:
+    return cell.get("metadata", {}).get("nbgrader", {})
+
+
+def exercises(nb) -> list[dict]:
+    """[{solution, cells: [graded grade ids], points}] in notebook order."""
+    out = []
+    for cell in nb["cells"]:
+        meta = nbgrader(cell)
+        if meta.get("solution"):
+            out.append({"solution": meta["grade_id"], "cells": [], "points": 0.0})
+        elif meta.get("grade") and out:
+            out[-1]["cells"].append(meta["grade_id"])
+            out[-1]["points"] += meta["points"]
+    return out
+
+
+def submission(released: dict, source: dict, override: dict[str, str]) -> dict:
+    """A student's notebook: the released version, with each solution cell filled in with the
+    source's code (markers removed) unless `override` gives other code for it."""
+    nb = json.loads(json.dumps(released))
+    solutions = {nbgrader(c)["grade_id"]: c for c in source["cells"] if nbgrader(c).get("solution")}
+    for cell in nb["cells"]:
+        gid = nbgrader(cell).get("grade_id")
+        if nbgrader(cell).get("solution"):
+            if gid in override:
+                cell["source"] = override[gid]
+            else:
+                lines = "".join(solutions[gid]["source"]).splitlines(keepends=True)
+                cell["source"] = "".join(ln for ln in lines if "### BEGIN SOLUTION" not in ln
+                                         and "### END SOLUTION" not in ln)
+    return nb
+
+
+@pytest.fixture(scope="module")
+def course(tmp_path_factory):
+    root = tmp_path_factory.mktemp("course")
+    shutil.copytree(REPO / "notebooks", root / "notebooks")
+    shutil.copy(REPO / "nbgrader_config.py", root / "nbgrader_config.py")
+    return root
+
+
+@pytest.fixture(scope="module")
+def config(course):
+    return grading.load_config(course, **{"Execute.timeout": CELL_TIMEOUT})
+
+
+@pytest.fixture(scope="module")
+def released(course, config):
+    paths = grading.release(course, config)
+    return {p.parent.name: p for p in paths}
+
+
+@pytest.fixture(scope="module")
+def graded(course, config, released):
+    """Write the four submissions of every chapter, then run what `make grade` runs."""
+    for chapter in CHAPTERS:
+        source = load_notebook(course / "notebooks" / chapter / f"{chapter}.ipynb")
+        student = load_notebook(released[chapter])
+        first = exercises(source)[0]["solution"]
+        stub = "".join(next(c for c in student["cells"] if nbgrader(c).get("grade_id") == first)["source"])
+        assert "raise NotImplementedError()" in stub
+        notebooks = {
+            "solutions": source,
+            "untouched": student,
+            "raises": submission(student, source, {first: stub.replace(
+                "raise NotImplementedError()", 'raise RuntimeError("broken on purpose")')}),
+            "loops": submission(student, source, {first: "while True:\n    pass\n\n" + stub}),
+        }
+        for who, nb in notebooks.items():
+            target = course / "_grading" / "submitted" / who / chapter / f"{chapter}.ipynb"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(json.dumps(nb), encoding="utf-8")
+    return grading.grade(course, config)
+
+
+def test_every_chapter_is_released_without_solutions_or_hidden_tests(released):
+    assert sorted(released) == CHAPTERS
+    for chapter, path in released.items():
+        text = path.read_text(encoding="utf-8")
+        assert "### BEGIN SOLUTION" not in text and "BEGIN HIDDEN TESTS" not in text
+        nb = json.loads(text)
+        stubs = [c for c in nb["cells"] if nbgrader(c).get("solution")]
+        assert stubs and all("raise NotImplementedError()" in "".join(c["source"]) for c in stubs)
+        source = load_notebook(REPO / "notebooks" / chapter / f"{chapter}.ipynb")
+        assert len(nb["cells"]) == len(source["cells"])
+
+
+def read_csv(path) -> list[dict]:
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_grades_csv_has_full_marks_zero_and_partial_credit(graded):
+    assert sorted(graded["graded"]) == sorted((w, c) for w in ("loops", "raises", "solutions", "untouched")
+                                              for c in CHAPTERS)
+    rows = read_csv(graded["grades"])
+    assert {"assignment", "student_id", "score", "max_score"} <= set(rows[0])
+    by = {(r["student_id"], r["assignment"]): r for r in rows}
+    for chapter in CHAPTERS:
+        source = load_notebook(REPO / "notebooks" / chapter / f"{chapter}.ipynb")
+        total = sum(e["points"] for e in exercises(source))
+        first = exercises(source)[0]["points"]
+        assert float(by["solutions", chapter]["max_score"]) == total
+        assert float(by["solutions", chapter]["score"]) == total, "the source notebook must get full marks"
+        assert float(by["untouched", chapter]["score"]) == 0, "an untouched student version must get zero"
+        assert float(by["raises", chapter]["score"]) == total - first
+        assert float(by["loops", chapter]["score"]) == total - first
+
+
+def test_grades_by_exercise_zero_only_the_broken_exercise(graded):
+    rows = read_csv(graded["by_exercise"])
+    score = defaultdict(dict)
+    for r in rows:
+        score[r["student_id"], r["assignment"]][r["grade_id"]] = (float(r["score"]), float(r["max_score"]))
+    for chapter in CHAPTERS:
+        source = load_notebook(REPO / "notebooks" / chapter / f"{chapter}.ipynb")
+        ex = exercises(source)
+        in_order = [r["grade_id"] for r in rows if r["student_id"] == "solutions" and r["assignment"] == chapter]
+        assert in_order == [g for e in ex for g in e["cells"]], "rows follow the notebook's order"
+        exercise_of = {r["grade_id"]: r["exercise"] for r in rows if r["assignment"] == chapter}
+        assert all(exercise_of[g] == e["solution"] for e in ex for g in e["cells"])
+        for who in ("raises", "loops"):
+            cells = score[who, chapter]
+            for grade_id in ex[0]["cells"]:
+                assert cells[grade_id][0] == 0, f"{who}: {grade_id} should get zero"
+            for later in ex[1:]:
+                for grade_id in later["cells"]:
+                    assert cells[grade_id][0] == cells[grade_id][1] > 0, f"{who}: {grade_id} should be graded"
+
+
+def test_feedback_explains_the_failure_in_one_sentence(graded, course):
+    for chapter in CHAPTERS:
+        html = course / "_grading" / "feedback" / "raises" / chapter / f"{chapter}.html"
+        text = html.read_text(encoding="utf-8")
+        assert "raised RuntimeError: broken on purpose" in text
+        untouched = (course / "_grading" / "feedback" / "untouched" / chapter / f"{chapter}.html").read_text()
+        assert "is not written yet" in untouched
+
+
+def test_the_endless_loop_was_interrupted_by_the_time_limit(graded, course):
+    for chapter in CHAPTERS:
+        nb = load_notebook(course / "_grading" / "autograded" / "loops" / chapter / f"{chapter}.ipynb")
+        first = exercises(nb)[0]["solution"]
+        cell = next(c for c in nb["cells"] if nbgrader(c).get("grade_id") == first)
+        errors = [o for o in cell["outputs"] if o["output_type"] == "error"]
+        assert errors, "the looping cell should end in an error"
+        assert errors[0]["ename"] in {"KeyboardInterrupt", "CellTimeoutError"}
