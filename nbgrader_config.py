@@ -12,6 +12,7 @@ c.CourseDirectory.release_directory = "_grading/release"
 c.CourseDirectory.submitted_directory = "_grading/submitted"
 c.CourseDirectory.autograded_directory = "_grading/autograded"
 c.CourseDirectory.feedback_directory = "_grading/feedback"
+os.makedirs(os.path.join(here, "_grading"), exist_ok=True)  # sqlite cannot create the folder
 c.CourseDirectory.db_url = "sqlite:///" + os.path.join(here, "_grading", "gradebook.db")
 
 # A cell that runs longer than this is interrupted and counts as failed; the rest of

@@ -63,18 +63,20 @@ def softmax(x, axis: int = -1, temperature: float = 1.0) -> np.ndarray:
     t = positive_number(temperature, "temperature")
     if x.shape[ax] == 0:
         raise ValueError(f"softmax over an empty axis: x has shape {x.shape} and axis={axis}")
-    if np.isnan(x).any() or np.isposinf(x).any():
+    z = x / t if t != 1.0 else x
+    m = np.max(z, axis=ax, keepdims=True)  # NaN and +inf anywhere in a row show up here
+    if np.isnan(m).any() or np.isposinf(m).any():
         raise ValueError(
             f"x of shape {x.shape} contains NaN or +inf; softmax needs finite scores "
             "(use -inf only to mask a position out)"
         )
-    z = x / t if t != 1.0 else x
-    m = np.max(z, axis=ax, keepdims=True)
-    m = np.where(np.isfinite(m), m, 0)  # fully masked row: max is -inf, shift by 0 instead
-    e = np.exp(z - m)  # (same shape as x); largest entry of each row is exactly 1
+    m[~np.isfinite(m)] = 0  # a fully masked row has max -inf: shift it by 0 instead
+    e = np.subtract(z, m)  # (same shape as x); a fresh array, so the rest works in place
+    np.exp(e, out=e)  # the largest entry of each row is exactly exp(0) = 1
     total = np.sum(e, axis=ax, keepdims=True)
-    # A fully masked row has total 0: divide by 1 there, so its weights stay 0.
-    return e / np.where(total > 0, total, 1).astype(e.dtype, copy=False)
+    total[total == 0] = 1  # a fully masked row sums to 0: divide by 1, so its weights stay 0
+    e /= total
+    return e
 
 
 # --------------------------------------------------------------------- weighted sums

@@ -172,3 +172,21 @@ def test_the_endless_loop_was_interrupted_by_the_time_limit(graded, course):
         errors = [o for o in cell["outputs"] if o["output_type"] == "error"]
         assert errors, "the looping cell should end in an error"
         assert errors[0]["ename"] in {"KeyboardInterrupt", "CellTimeoutError"}
+
+
+def test_a_learners_workspace_is_created_once_and_never_overwritten(course, tmp_path):
+    dest = tmp_path / "my-work"
+    added = grading.workspace(course, dest)
+    assert sorted(p.parent.name for p in added) == CHAPTERS
+    mine = added[0]
+    assert "raise NotImplementedError()" in mine.read_text()
+    mine.write_text('{"my": "work"}')
+    assert grading.workspace(course, dest) == []
+    assert mine.read_text() == '{"my": "work"}'
+
+
+def test_grading_with_no_submissions_says_where_to_put_them(tmp_path, capsys):
+    shutil.copytree(REPO / "notebooks", tmp_path / "notebooks")
+    shutil.copy(REPO / "nbgrader_config.py", tmp_path / "nbgrader_config.py")
+    assert grading.main(["grade", "--root", str(tmp_path)]) == 1
+    assert "_grading/submitted/<student>/<NN-slug>/<NN-slug>.ipynb" in capsys.readouterr().err

@@ -103,3 +103,11 @@ def test_the_table_of_contents_lists_every_chapter_and_only_existing_files():
         assert any((REPO / f"{f}{ext}").exists() for ext in (".md", ".ipynb")), f"{f} is in _toc.yml but missing"
     chapters = {str(p.relative_to(REPO).with_suffix("")) for p in NOTEBOOKS}
     assert chapters <= set(files), f"not in _toc.yml: {chapters - set(files)}"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=ids)
+def test_only_solution_cells_are_folded_behind_the_solution_toggle(path):
+    # the book labels hide-input toggles "Show the solution" (_config.yml)
+    for c in load_notebook(path)["cells"]:
+        if "hide-input" in tags(c):
+            assert nbgrader(c).get("solution"), f"hide-input on a cell that is not a solution: {source(c)[:60]!r}"

@@ -1,0 +1,19 @@
+"""Benchmark scripts stay runnable: each runs in --quick mode and prints its table.
+(Speed itself is measured by running them, never asserted in a test.)"""
+
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO
+
+SCRIPTS = sorted((REPO / "benchmarks").glob("*.py"))
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=[s.stem for s in SCRIPTS])
+def test_benchmark_runs_and_prints_a_table(script):
+    result = subprocess.run([sys.executable, str(script), "--quick"], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = [ln for ln in result.stdout.splitlines() if ln.strip()]
+    assert len(lines) >= 2 and "median" in lines[0]
