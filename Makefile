@@ -9,6 +9,8 @@ STAMP  := $(VENV)/.attnedu-installed
 # project's `torch>=2.2` is then already satisfied (no multi-gigabyte CUDA build).
 TORCH  ?= torch==2.13.0
 PIP    := $(BIN)/python -m pip --disable-pip-version-check --quiet
+# JupyterLab refuses to start as root (as in many containers) unless told it may.
+LAB_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root,)
 export PYDEVD_DISABLE_FILE_VALIDATION := 1
 
 .PHONY: help setup book test lab release grade clean
@@ -39,7 +41,7 @@ test: setup
 
 lab: setup
 	$(BIN)/python -m attnedu.grading workspace
-	$(BIN)/jupyter lab --notebook-dir=my-work
+	$(BIN)/jupyter lab --notebook-dir=my-work $(LAB_ROOT)
 
 release: setup
 	$(BIN)/python -m attnedu.grading release

@@ -207,3 +207,10 @@ def test_leave_one_out_that_forgets_the_mask_is_caught():
 def test_soft_lookup_that_ignores_temperature_is_caught():
     with pytest.raises(CheckFailed, match="temperature"):
         ch01.check_soft_lookup(lambda q, k, v, temperature=1.0: ch01.soft_lookup_reference(q, k, v))
+
+
+def test_a_case_hint_about_numbers_is_left_out_when_the_result_is_not_even_an_array():
+    case = Case((np.ones(2),), np.array([0.5, 0.5]), hint="look at the axis.")
+    with pytest.raises(CheckFailed) as info:
+        check_function(lambda x: None, "f", [case], params=["x"])
+    assert "Hint" not in str(info.value)

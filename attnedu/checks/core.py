@@ -46,9 +46,12 @@ class CheckFailed(AssertionError):
     when their function raised, so that they can see the line at fault.
     """
 
-    def __init__(self, message: str, learner_traceback: str | None = None):
+    def __init__(self, message: str, learner_traceback: str | None = None, *, about_values: bool = True):
         super().__init__(message)
         self.learner_traceback = learner_traceback
+        # False when the result is not even an array of the right kind: a case's hint,
+        # which is about the numbers, would then only distract.
+        self.about_values = about_values
 
     def _render_traceback_(self) -> list[str]:
         """What IPython shows instead of a traceback through this module."""
@@ -171,21 +174,25 @@ def _as_numbers(got, lead: str, thing: str) -> np.ndarray:
     """``got`` as a real numeric array, or a CheckFailed saying why it is not one."""
     if got is None:
         raise CheckFailed(f"{lead} returned None{' as ' + thing if thing != 'a result' else ''}: "
-                          "did you forget to `return` the result?")
+                          "did you forget to `return` the result?", about_values=False)
     if callable(got):
-        raise CheckFailed(f"{lead} returned a function as {thing}: did you forget to call it?")
+        raise CheckFailed(f"{lead} returned a function as {thing}: did you forget to call it?",
+                          about_values=False)
     try:
         arr = np.asarray(got)
     except Exception:
         raise CheckFailed(f"{lead} returned {_a(type(got).__name__)} as {thing}, "
-                          "which NumPy cannot turn into an array of numbers (are the rows of different lengths?).") from None
+                          "which NumPy cannot turn into an array of numbers (are the rows of different lengths?).",
+                          about_values=False) from None
     if arr.dtype == object or arr.dtype.kind in "USVMm":
         raise CheckFailed(f"{lead} returned {_a(type(got).__name__)} of dtype {arr.dtype} as {thing}, "
-                          "not an array of numbers.")
+                          "not an array of numbers.", about_values=False)
     if arr.dtype.kind == "b":
-        raise CheckFailed(f"{lead} returned booleans as {thing}; expected floating-point numbers.")
+        raise CheckFailed(f"{lead} returned booleans as {thing}; expected floating-point numbers.",
+                          about_values=False)
     if arr.dtype.kind == "c":
-        raise CheckFailed(f"{lead} returned complex numbers as {thing}; expected real numbers.")
+        raise CheckFailed(f"{lead} returned complex numbers as {thing}; expected real numbers.",
+                          about_values=False)
     return arr.astype(np.float64)
 
 
@@ -279,18 +286,20 @@ def check_function(
                 _compare(got, case.expected, lead, "a result", case, properties)
             else:
                 if got is None:
-                    raise CheckFailed(f"{lead} returned None: did you forget to `return {', '.join(outputs)}`?")
+                    raise CheckFailed(f"{lead} returned None: did you forget to `return {', '.join(outputs)}`?",
+                                      about_values=False)
                 if not isinstance(got, tuple) or len(got) != len(outputs):
                     n = len(got) if isinstance(got, tuple) else 1
                     raise CheckFailed(
                         f"{lead} returned {n} value(s); expected a tuple of {len(outputs)}: "
-                        f"`return {', '.join(outputs)}`."
+                        f"`return {', '.join(outputs)}`.",
+                        about_values=False,
                     )
                 for i, (part, exp, label) in enumerate(zip(got, case.expected, outputs)):
                     last = i == len(outputs) - 1
                     _compare(part, exp, lead, f"`{label}`", case, properties if last else ())
         except CheckFailed as failure:
-            if case.hint:
+            if case.hint and failure.about_values:
                 raise CheckFailed(f"{failure} Hint: {case.hint}") from None
             raise
     if not quiet:
