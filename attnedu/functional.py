@@ -7,6 +7,9 @@ Chapter 1 (weighted sums) puts here what every later chapter builds on:
 * :data:`KERNELS`, :func:`attention_pool` and :func:`leave_one_out_mse`:
   Nadaraya-Watson kernel regression, the oldest attention mechanism there is.
 
+Chapter 2 adds :func:`scaled_dot_product_attention` with :func:`causal_mask` and
+:func:`padding_mask`; chapter 3 adds :func:`sinusoidal_positions` and :func:`apply_rope`.
+
 Shapes follow one convention throughout the course: ``Tq`` queries attend over
 ``Tk`` keys, and each key carries a value of size ``dv``. A weight matrix is
 ``(Tq, Tk)``: one row per query, one column per key, each row summing to 1.
@@ -28,6 +31,11 @@ __all__ = [
     "kernel_scores",
     "attention_pool",
     "leave_one_out_mse",
+    "causal_mask",
+    "padding_mask",
+    "scaled_dot_product_attention",
+    "sinusoidal_positions",
+    "apply_rope",
 ]
 
 
@@ -254,3 +262,137 @@ def leave_one_out_mse(x, y, width: float, kernel: str = "gaussian") -> float:
     np.fill_diagonal(scores, -np.inf)  # a point may not look at itself
     pred = softmax(scores, axis=-1) @ t  # (n,)
     return float(np.mean((t - pred) ** 2))
+
+
+# ------------------------------------------------- chapter 2: scaled dot-product attention
+def causal_mask(T: int) -> np.ndarray:
+    """``(T, T)`` boolean mask, True where query ``i`` may attend to key ``j``: ``j <= i``.
+
+    The convention is that of ``torch.nn.functional.scaled_dot_product_attention``:
+    True means "may attend". (``torch.nn.MultiheadAttention`` uses the opposite.)
+    """
+    if int(T) != T or T < 1:
+        raise ValueError(f"T must be a positive integer, got {T!r}")
+    return np.tril(np.ones((int(T), int(T)), dtype=bool))
+
+
+def padding_mask(lengths, T: int) -> np.ndarray:
+    """``(B, 1, T)`` boolean mask, True for the real (non-padding) keys of each sequence.
+
+    Sequence ``b`` has ``lengths[b]`` real tokens followed by padding. The middle axis of
+    size 1 lets the mask broadcast against scores of shape ``(B, Tq, T)``; for scores with a
+    head axis, ``(B, H, Tq, T)``, use ``padding_mask(lengths, T)[:, None]``.
+    """
+    lens = np.asarray(lengths)
+    if lens.ndim != 1 or lens.dtype.kind not in "iu":
+        raise ValueError(f"lengths must be a 1-D array of integers, got shape {lens.shape} and dtype {lens.dtype}")
+    if int(T) != T or T < 1:
+        raise ValueError(f"T must be a positive integer, got {T!r}")
+    if (lens < 0).any() or (lens > T).any():
+        raise ValueError(f"every length must lie in [0, T={T}], got {lens.tolist()}")
+    return (np.arange(int(T))[None, :] < lens[:, None])[:, None, :]  # (B, 1, T)
+
+
+def scaled_dot_product_attention(q, k, v, mask=None, scale=None):
+    r"""Scaled dot-product attention, :math:`\mathrm{softmax}(QK^\top / \sqrt{d_k})\,V`.
+
+    Args:
+        q: queries ``(..., Tq, dk)``.
+        k: keys ``(..., Tk, dk)``.
+        v: values ``(..., Tk, dv)``.
+        mask: optional boolean array broadcastable to ``(..., Tq, Tk)``; True means "may
+            attend" (the convention of ``torch.nn.functional.scaled_dot_product_attention``).
+            A query whose keys are all masked gets zero weights and a zero output.
+        scale: multiplies the scores; defaults to ``1 / sqrt(dk)``.
+
+    Returns:
+        ``(output, weights)``: ``(..., Tq, dv)`` and ``(..., Tq, Tk)``.
+    """
+    q = as_float_array(q, "q", min_ndim=2)
+    k = as_float_array(k, "k", min_ndim=2)
+    v = as_float_array(v, "v", min_ndim=2)
+    if q.shape[-1] != k.shape[-1]:
+        raise ValueError(f"q has shape {q.shape} and k has shape {k.shape}: their last axis (dk) must match")
+    if k.shape[-2] != v.shape[-2]:
+        raise ValueError(f"k has shape {k.shape} and v has shape {v.shape}: they need the same number of keys (Tk)")
+    try:
+        batch = np.broadcast_shapes(q.shape[:-2], k.shape[:-2], v.shape[:-2])
+    except ValueError:
+        raise ValueError(f"the batch axes of q {q.shape}, k {k.shape} and v {v.shape} do not broadcast") from None
+    scale = 1.0 / np.sqrt(q.shape[-1]) if scale is None else scale
+    scores = (q @ np.swapaxes(k, -1, -2)) * float(scale)  # (..., Tq, Tk); float keeps float32 as is
+    if mask is not None:
+        m = np.asarray(mask)
+        if m.dtype != bool:
+            raise ValueError(
+                f"mask must be boolean (True = may attend), got dtype {m.dtype}; "
+                "build it with causal_mask, padding_mask or a comparison"
+            )
+        target = batch + scores.shape[-2:]
+        try:
+            fits = np.broadcast_shapes(m.shape, target) == target
+        except ValueError:
+            fits = False
+        if not fits:
+            raise ValueError(f"mask of shape {m.shape} does not broadcast to the scores' shape {target}")
+        scores = np.where(m, scores, -np.inf)
+    weights = softmax(scores, axis=-1)  # (..., Tq, Tk)
+    return weights @ v, weights  # (..., Tq, dv), (..., Tq, Tk)
+
+
+# ------------------------------------------------------ chapter 3: positional information
+def sinusoidal_positions(T: int, d: int, base: float = 10000.0) -> np.ndarray:
+    r"""The sinusoidal position encodings of "Attention Is All You Need", ``(T, d)``.
+
+    .. math::
+        PE_{p, 2i} = \sin(p\,\omega_i), \quad PE_{p, 2i+1} = \cos(p\,\omega_i),
+        \quad \omega_i = \mathrm{base}^{-2i/d}
+
+    Each pair of columns is a clock turning at its own frequency, from one turn every
+    :math:`2\pi` positions down to one every :math:`2\pi \cdot \mathrm{base}` positions.
+    For odd ``d`` the last column is a sine.
+    """
+    if int(T) != T or T < 1 or int(d) != d or d < 1:
+        raise ValueError(f"T and d must be positive integers, got T={T!r}, d={d!r}")
+    positions = np.arange(int(T))[:, None]  # (T, 1)
+    omega = positive_number(base, "base") ** (-np.arange(0, int(d), 2) / d)  # (ceil(d/2),)
+    angles = positions * omega  # (T, ceil(d/2))
+    pe = np.empty((int(T), int(d)))
+    pe[:, 0::2] = np.sin(angles)
+    pe[:, 1::2] = np.cos(angles[:, : int(d) // 2])
+    return pe
+
+
+def apply_rope(x, positions=None, base: float = 10000.0) -> np.ndarray:
+    r"""Rotary position embedding (RoPE): rotate each pair of features by an angle
+    proportional to the position.
+
+    Features ``(2i, 2i+1)`` of the vector at position ``p`` are rotated by the angle
+    :math:`p\,\theta_i` with :math:`\theta_i = \mathrm{base}^{-2i/d}` (adjacent pairs, as in
+    the RoFormer paper and llama.cpp). Because rotations compose, the dot product of a
+    rotated query at position ``m`` and a rotated key at position ``n`` depends on the
+    positions only through ``n - m``.
+
+    Args:
+        x: ``(..., T, d)`` with ``d`` even.
+        positions: ``(T,)`` positions (or broadcastable to ``(..., T)``); default ``0..T-1``.
+        base: the frequency base.
+
+    Returns:
+        The rotated array, same shape as ``x``.
+    """
+    x = as_float_array(x, "x", min_ndim=2)
+    T, d = x.shape[-2], x.shape[-1]
+    if d % 2:
+        raise ValueError(f"apply_rope needs an even feature size, got x of shape {x.shape}")
+    pos = np.arange(T) if positions is None else as_float_array(positions, "positions", min_ndim=1)
+    if pos.shape[-1] != T:
+        raise ValueError(f"positions has shape {pos.shape} but x has shape {x.shape}: need one position per row")
+    theta = positive_number(base, "base") ** (-np.arange(0, d, 2) / d)  # (d/2,)
+    angles = pos[..., None] * theta  # (..., T, d/2)
+    cos, sin = np.cos(angles), np.sin(angles)
+    even, odd = x[..., 0::2], x[..., 1::2]  # (..., T, d/2) each
+    out = np.empty(np.broadcast_shapes(x.shape, angles.shape[:-1] + (d,)), dtype=x.dtype)
+    out[..., 0::2] = even * cos - odd * sin
+    out[..., 1::2] = even * sin + odd * cos
+    return out
