@@ -214,3 +214,14 @@ def test_a_case_hint_about_numbers_is_left_out_when_the_result_is_not_even_an_ar
     with pytest.raises(CheckFailed) as info:
         check_function(lambda x: None, "f", [case], params=["x"])
     assert "Hint" not in str(info.value)
+
+
+def test_a_torch_tensor_that_requires_grad_is_compared_like_an_array(capsys):
+    import torch
+
+    def torch_softmax(x, axis=-1):
+        t = torch.tensor(x, requires_grad=True)
+        return torch.softmax(t, dim=axis)
+
+    ch01.check_softmax(torch_softmax)
+    assert "passes" in capsys.readouterr().out

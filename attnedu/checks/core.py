@@ -178,6 +178,8 @@ def _as_numbers(got, lead: str, thing: str) -> np.ndarray:
     if callable(got):
         raise CheckFailed(f"{lead} returned a function as {thing}: did you forget to call it?",
                           about_values=False)
+    if hasattr(got, "detach") and hasattr(got, "numpy"):  # a torch tensor, maybe with grad
+        got = got.detach().cpu().numpy()
     try:
         arr = np.asarray(got)
     except Exception:
