@@ -5,7 +5,9 @@ It grows chapter by chapter; each module holds one concept:
 =====================  ===========  ==================================================
 module                 chapter      what is in it
 =====================  ===========  ==================================================
-``functional``         1            softmax, weighted sums, kernels, attention pooling
+``functional``         1, 2, 3      softmax, weighted sums, kernels, attention pooling;
+                                    scaled dot-product attention, masks; positions, RoPE
+``nn``                 4            ``MultiHeadAttention``, equal to torch's
 ``plot``               1 and on     attention heatmaps with labelled axes
 ``data``               1            small, seeded data sets made on the spot
 ``checks``             every        checks that explain a wrong answer in one sentence
