@@ -1,0 +1,356 @@
+"""Chapter 4's checks: the references pass, typical mistakes get the sentence meant for them,
+garbage never crashes a check, and the NumPy reference is the multi-head attention of
+attnedu.nn and of torch.nn."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from attnedu import functional as F
+from attnedu.checks import CheckFailed
+from attnedu.checks import ch04_multi_head as ch04
+from attnedu.nn import MultiHeadAttention
+
+split_ref, merge_ref = ch04.split_heads_reference, ch04.merge_heads_reference
+
+
+# ------------------------------------------------------------------ wrong learner functions
+def split_reshape_only(x, num_heads):
+    B, T, E = x.shape
+    return x.reshape(B, num_heads, T, E // num_heads)  # heads interleaved with tokens
+
+
+def split_without_transpose(x, num_heads):
+    B, T, E = x.shape
+    return x.reshape(B, T, num_heads, E // num_heads)  # (B, T, H, dh)
+
+
+def split_strided(x, num_heads):
+    B, T, E = x.shape
+    return x.reshape(B, T, E // num_heads, num_heads).transpose(0, 3, 1, 2)  # every H-th feature
+
+
+def split_fixed_dh(x, num_heads):
+    B, T, E = x.shape
+    return x.reshape(B, T, num_heads, 2).transpose(0, 2, 1, 3)  # dh hard-coded from the first example
+
+
+def merge_reshape_only(x):
+    B, H, T, dh = x.shape
+    return x.reshape(B, T, H * dh)
+
+
+def merge_transpose_only(x):
+    return x.transpose(0, 2, 1, 3)
+
+
+def merge_interleaved(x):
+    B, H, T, dh = x.shape
+    return x.transpose(0, 2, 3, 1).reshape(B, T, H * dh)
+
+
+def merge_wrong_axis(x):
+    return np.concatenate(list(x.transpose(1, 0, 2, 3)), axis=1)  # stacks heads along tokens
+
+
+def _mha(x, W_q, W_k, W_v, W_o, num_heads, mask=None, *, scale=None, split=split_ref, merge=merge_ref,
+         use_mask=True, use_out=True, right=True, average=False):
+    """The reference with one typical mistake switched on."""
+    t = (lambda W: W) if right else (lambda W: W.T)
+    q, k, v = (split(x @ t(W), num_heads) for W in (W_q, W_k, W_v))
+    out, w = F.scaled_dot_product_attention(q, k, v, mask=mask if use_mask else None, scale=scale)
+    out = merge(out)
+    if use_out:
+        out = out @ t(W_o)
+    return out, (w.mean(axis=1) if average else w)
+
+
+def mha_scale_by_E(x, W_q, W_k, W_v, W_o, num_heads, mask=None):
+    return _mha(x, W_q, W_k, W_v, W_o, num_heads, mask, scale=1 / np.sqrt(x.shape[-1]))
+
+
+def mha_no_output_projection(x, W_q, W_k, W_v, W_o, num_heads, mask=None):
+    return _mha(x, W_q, W_k, W_v, W_o, num_heads, mask, use_out=False)
+
+
+def mha_heads_interleaved(x, W_q, W_k, W_v, W_o, num_heads, mask=None):
+    return _mha(x, W_q, W_k, W_v, W_o, num_heads, mask, split=split_reshape_only, merge=merge_reshape_only)
+
+
+def mha_torch_orientation(x, W_q, W_k, W_v, W_o, num_heads, mask=None):
+    return _mha(x, W_q, W_k, W_v, W_o, num_heads, mask, right=False)
+
+
+def mha_ignores_mask(x, W_q, W_k, W_v, W_o, num_heads, mask=None):
+    return _mha(x, W_q, W_k, W_v, W_o, num_heads, mask, use_mask=False)
+
+
+def mha_averaged_weights(x, W_q, W_k, W_v, W_o, num_heads, mask=None):
+    return _mha(x, W_q, W_k, W_v, W_o, num_heads, mask, average=True)
+
+
+def mha_output_only(x, W_q, W_k, W_v, W_o, num_heads, mask=None):
+    return _mha(x, W_q, W_k, W_v, W_o, num_heads, mask)[0]
+
+
+def count_no_biases(embed_dim, kdim=None, vdim=None, bias=True):
+    kd, vd = kdim or embed_dim, vdim or embed_dim
+    return 2 * embed_dim**2 + kd * embed_dim + vd * embed_dim
+
+
+def count_three_biases(embed_dim, kdim=None, vdim=None, bias=True):
+    return count_no_biases(embed_dim, kdim, vdim) + (3 * embed_dim if bias else 0)
+
+
+def count_biases_always(embed_dim, kdim=None, vdim=None, bias=True):
+    return count_no_biases(embed_dim, kdim, vdim) + 4 * embed_dim
+
+
+def count_ignores_kdim_vdim(embed_dim, kdim=None, vdim=None, bias=True):
+    return 4 * embed_dim**2 + (4 * embed_dim if bias else 0)
+
+
+def count_square_kv(embed_dim, kdim=None, vdim=None, bias=True):
+    kd, vd = kdim or embed_dim, vdim or embed_dim
+    return 2 * embed_dim**2 + kd * kd + vd * vd + (4 * embed_dim if bias else 0)
+
+
+def flops_without_factor_two(batch, seq_len, embed_dim, num_heads):
+    return ch04.mha_flops_reference(batch, seq_len, embed_dim, num_heads) // 2
+
+
+def flops_without_output_projection(batch, seq_len, embed_dim, num_heads):
+    B, T, E = batch, seq_len, embed_dim
+    return 6 * B * T * E * E + 4 * B * T * T * E
+
+
+def flops_without_weighted_sum(batch, seq_len, embed_dim, num_heads):
+    B, T, E = batch, seq_len, embed_dim
+    return 8 * B * T * E * E + 2 * B * T * T * E
+
+
+def flops_E_instead_of_dh(batch, seq_len, embed_dim, num_heads):
+    B, T, E, H = batch, seq_len, embed_dim, num_heads
+    return 8 * B * T * E * E + 4 * B * H * T * T * E
+
+
+def flops_projections_only(batch, seq_len, embed_dim, num_heads):
+    return 8 * batch * seq_len * embed_dim**2
+
+
+def stub(*args, **kwargs):
+    raise NotImplementedError()
+
+
+def returns_none(*args, **kwargs):
+    return None
+
+
+def returns_text(*args, **kwargs):
+    return "42"
+
+
+# ------------------------------------------------------------------ the references pass
+@pytest.mark.parametrize(
+    "check, fn, n",
+    [
+        (ch04.check_split_heads, ch04.split_heads_reference, 5),
+        (ch04.check_merge_heads, ch04.merge_heads_reference, 4),
+        (ch04.check_multi_head_attention, ch04.multi_head_attention_reference, 7),
+        (ch04.check_mha_parameter_count, ch04.mha_parameter_count_reference, 6),
+        (ch04.check_mha_flops, ch04.mha_flops_reference, 4),
+    ],
+)
+def test_the_reference_passes_its_own_check_and_says_so(check, fn, n, capsys):
+    check(fn)
+    assert f"passes all {n} checks" in capsys.readouterr().out
+
+
+def test_the_notebooks_own_solutions_pass(capsys):
+    # written the way the chapter's solution cells write them
+    def split_heads(x, num_heads):
+        B, T, E = x.shape
+        return x.reshape(B, T, num_heads, E // num_heads).transpose(0, 2, 1, 3)
+
+    def merge_heads(x):
+        B, H, T, dh = x.shape
+        return x.transpose(0, 2, 1, 3).reshape(B, T, H * dh)
+
+    def mha_flops(batch, seq_len, embed_dim, num_heads):
+        dh = embed_dim // num_heads
+        return 8 * batch * seq_len * embed_dim**2 + 4 * batch * num_heads * seq_len**2 * dh
+
+    ch04.check_split_heads(split_heads)
+    ch04.check_merge_heads(merge_heads)
+    ch04.check_mha_flops(mha_flops)
+    ch04.check_mha_flops(lambda *a: float(mha_flops(*a)))  # a float is fine too
+    ch04.check_split_heads(lambda x, h: torch.from_numpy(split_heads(x, h)))  # so is a tensor
+    assert capsys.readouterr().out.count("passes all") == 5
+
+
+# ------------------------------------------------------------------ split_heads
+@pytest.mark.parametrize(
+    "fn, message",
+    [
+        (split_reshape_only, r"equals x\.reshape\(B, H, T, dh\).*reshape to \(B, T, H, dh\) first, then swap"),
+        (split_without_transpose, r"shape \(1, 3, 2, 2\); expected shape \(1, 2, 3, 2\).*Hint: by hand, head 0"),
+        (split_strided, r"each head takes every H-th feature.*contiguous block"),
+        (split_fixed_dh, r"raised ValueError: cannot reshape .* \(on x = an array of shape \(1, 3, 4\), num_heads = 1\)"),
+    ],
+)
+def test_split_heads_mistakes_get_their_sentence(fn, message):
+    with pytest.raises(CheckFailed, match=message):
+        ch04.check_split_heads(fn)
+
+
+# ------------------------------------------------------------------ merge_heads
+@pytest.mark.parametrize(
+    "fn, message",
+    [
+        (merge_reshape_only, r"equals x\.reshape\(B, T, H \* dh\).*transpose to \(B, T, H, dh\) first"),
+        (merge_transpose_only, r"shape \(1, 3, 2, 2\); expected shape \(1, 3, 4\).*then reshape"),
+        (merge_interleaved, r"heads' features are interleaved"),
+        (merge_wrong_axis, r"shape \(1, 6, 2\); expected shape \(1, 3, 4\)"),
+    ],
+)
+def test_merge_heads_mistakes_get_their_sentence(fn, message):
+    with pytest.raises(CheckFailed, match=message):
+        ch04.check_merge_heads(fn)
+
+
+# ------------------------------------------------------------------ multi_head_attention
+@pytest.mark.parametrize(
+    "fn, message",
+    [
+        (mha_scale_by_E, r"symmetric W_q.*Hint: divide each head's scores by sqrt\(dh\)"),
+        (mha_no_output_projection, r"four random matrices.*Hint: the merged heads go through the output projection"),
+        (mha_heads_interleaved, r"W_q = 0.*Hint: W_q = 0 makes every weight 1/T.*split_heads and merge_heads"),
+        (mha_torch_orientation, r"Hint: the matrices act from the right: queries = x @ W_q"),
+        (mha_ignores_mask, r"causal mask.*Hint: pass `mask` on"),
+        (mha_averaged_weights, r"returned `weights` of shape \(1, 2, 2\); expected shape \(1, 1, 2, 2\)"),
+        (mha_output_only, r"returned 1 value\(s\); expected a tuple of 2: `return output, weights`"),
+    ],
+)
+def test_multi_head_attention_mistakes_get_their_sentence(fn, message):
+    with pytest.raises(CheckFailed, match=message):
+        ch04.check_multi_head_attention(fn)
+
+
+# ------------------------------------------------------------------ parameter count
+@pytest.mark.parametrize(
+    "fn, message",
+    [
+        (count_no_biases, r"counts the weight matrices only: each of the four projections also has a bias"),
+        (count_three_biases, r"with three bias vectors: the output projection has a bias too"),
+        (count_biases_always, r"bias = False returned a result that counts biases although bias=False"),
+        (count_ignores_kdim_vdim, r"kdim = 3, vdim = 5 returned a result that ignores kdim and vdim"),
+        (count_square_kv, r"as if W_k were kdim x kdim"),
+    ],
+)
+def test_parameter_count_mistakes_get_their_sentence(fn, message):
+    with pytest.raises(CheckFailed, match=message):
+        ch04.check_mha_parameter_count(fn)
+
+
+# ------------------------------------------------------------------ FLOPs
+@pytest.mark.parametrize(
+    "fn, message",
+    [
+        (flops_without_factor_two, r"half the expected count.*2\*m\*k\*n"),
+        (flops_without_output_projection, r"leaves out the output projection"),
+        (flops_without_weighted_sum, r"counts the scores but not the weighted sum"),
+        (flops_E_instead_of_dh, r"num_heads = 2 returned a result that is H times too large.*dh = E / H"),
+        (flops_projections_only, r"counts the projections only"),
+    ],
+)
+def test_flop_mistakes_get_their_sentence(fn, message):
+    with pytest.raises(CheckFailed, match=message):
+        ch04.check_mha_flops(fn)
+
+
+# ------------------------------------------------------------------ garbage never crashes
+@pytest.mark.parametrize(
+    "check",
+    [ch04.check_split_heads, ch04.check_merge_heads, ch04.check_multi_head_attention,
+     ch04.check_mha_parameter_count, ch04.check_mha_flops],
+)
+@pytest.mark.parametrize(
+    "fn, message",
+    [
+        (stub, "is not written yet"),
+        (returns_none, "returned None"),
+        (returns_text, "not an array of numbers|returned 1 value"),
+        (None, "should be a function, but it is None"),
+        (3, "should be a function, but it is an int"),
+    ],
+)
+def test_garbage_gets_a_sentence_not_a_crash(check, fn, message):
+    with pytest.raises(CheckFailed, match=message) as info:
+        check(fn)
+    assert "\n" not in str(info.value)
+
+
+# ------------------------------------------------------------------ the references are the real thing
+@pytest.mark.parametrize("B, T, E, H", [(1, 1, 4, 1), (2, 5, 8, 2), (3, 7, 24, 6)])
+@pytest.mark.parametrize("masked", [False, True])
+def test_numpy_reference_equals_attnedu_and_torch_multi_head_attention(B, T, E, H, masked):
+    torch.manual_seed(B * 100 + T)
+    theirs = torch.nn.MultiheadAttention(E, H, bias=False, batch_first=True).double()
+    ours = MultiHeadAttention.from_torch(theirs)
+    w = theirs.in_proj_weight.detach()
+    W_q, W_k, W_v = (part.T.numpy() for part in w.chunk(3))
+    W_o = theirs.out_proj.weight.detach().T.numpy()
+    x = np.random.default_rng(T).normal(size=(B, T, E))
+    mask = F.causal_mask(T) if masked else None
+    out, weights = ch04.multi_head_attention_reference(x, W_q, W_k, W_v, W_o, H, mask=mask)
+    xt = torch.from_numpy(x)
+    blocked = None if mask is None else ~torch.from_numpy(mask)  # torch's MHA: True = blocked
+    for module in (ours, theirs):
+        o, wt = module(xt, xt, xt, attn_mask=blocked, average_attn_weights=False)
+        np.testing.assert_allclose(o.detach().numpy(), out, atol=1e-5, rtol=1e-5)
+        np.testing.assert_allclose(wt.detach().numpy(), weights, atol=1e-5, rtol=1e-5)
+
+
+def test_split_and_merge_are_inverse_and_match_the_modules_view():
+    x = np.random.default_rng(0).normal(size=(2, 5, 12))
+    for H in (1, 2, 3, 4, 6, 12):
+        assert np.array_equal(merge_ref(split_ref(x, H)), x)
+        module = MultiHeadAttention(12, H)
+        np.testing.assert_array_equal(module._split_heads(torch.from_numpy(x)).numpy(), split_ref(x, H))
+
+
+@pytest.mark.parametrize("E, H, kdim, vdim, bias", [(64, 8, None, None, True), (12, 3, 5, 7, True),
+                                                    (16, 1, None, 3, False), (768, 12, None, None, True)])
+def test_parameter_count_reference_equals_numel_of_both_modules(E, H, kdim, vdim, bias):
+    theirs = torch.nn.MultiheadAttention(E, H, kdim=kdim, vdim=vdim, bias=bias)
+    ours = MultiHeadAttention.from_torch(theirs)
+    expected = ch04.mha_parameter_count_reference(E, kdim, vdim, bias)
+    assert sum(p.numel() for p in theirs.parameters()) == expected
+    assert sum(p.numel() for p in ours.parameters()) == expected
+
+
+@pytest.mark.parametrize("B, T, E, H", [(2, 5, 16, 4), (1, 33, 32, 1), (1, 33, 32, 8)])
+def test_flop_reference_equals_torchs_flop_counter_on_the_explicit_path(B, T, E, H):
+    module = MultiHeadAttention(E, H)
+    x = torch.randn(B, T, E)
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        module(x, x, x, need_weights=True)
+    assert counter.get_total_flops() == ch04.mha_flops_reference(B, T, E, H)
+
+
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda: split_ref(np.zeros((2, 3, 5)), 2), r"E divisible by num_heads=2, got shape \(2, 3, 5\)"),
+        (lambda: split_ref(np.zeros((3, 4)), 2), r"got shape \(3, 4\)"),
+        (lambda: merge_ref(np.zeros((2, 3, 4))), r"\(B, H, T, dh\), got shape \(2, 3, 4\)"),
+        (lambda: ch04.mha_flops_reference(1, 2, 10, 3), "not divisible"),
+        (lambda: split_ref(np.zeros((1, 2, 4)), 0), "positive integer"),
+    ],
+)
+def test_references_reject_bad_shapes_with_value_error(call, message):
+    with pytest.raises(ValueError, match=message):
+        call()
