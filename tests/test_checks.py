@@ -225,3 +225,52 @@ def test_a_torch_tensor_that_requires_grad_is_compared_like_an_array(capsys):
 
     ch01.check_softmax(torch_softmax)
     assert "passes" in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------ named mistakes, masks
+def test_a_known_mistake_is_named_instead_of_the_generic_hint():
+    x = np.array([1.0, 2.0, 3.0])
+    mistakes = [(lambda x: np.exp(x) / 2, "you halved instead of normalising."),
+                (lambda x: np.exp(x) / np.exp(x).sum(), "should not be named: it is the right answer.")]
+    case = Case((x,), F.softmax(x), hint="generic hint.")
+    with pytest.raises(CheckFailed, match=r"off by .* Likely cause: you halved instead of normalising\.$"):
+        check_function(lambda x: np.exp(x) / 2, "f", [case], params=["x"], mistakes=mistakes)
+    with pytest.raises(CheckFailed, match="Hint: generic hint"):
+        check_function(lambda x: np.exp(x) / 3, "f", [case], params=["x"], mistakes=mistakes)
+
+
+def test_a_mistake_can_be_given_per_case_as_its_wrong_result():
+    case = Case((np.ones(2),), np.array([0.5, 0.5]), mistakes=[(np.array([1.0, 1.0]), "you forgot to divide.")])
+    with pytest.raises(CheckFailed, match="Likely cause: you forgot to divide"):
+        check_function(lambda x: x, "f", [case], params=["x"])
+
+
+def test_boolean_results_are_compared_and_numbers_are_refused_for_a_mask():
+    case = Case((3,), np.tril(np.ones((3, 3), dtype=bool)))
+    check_function(lambda T: np.tril(np.ones((T, T), dtype=bool)), "causal_mask", [case], boolean=True, quiet=True)
+    with pytest.raises(CheckFailed, match="returned numbers of dtype float64 .* expected booleans"):
+        check_function(lambda T: np.tril(np.ones((T, T))), "causal_mask", [case], boolean=True)
+    with pytest.raises(CheckFailed, match=r"off by up to 1 at index \(0, 1\)"):
+        check_function(lambda T: np.ones((T, T), dtype=bool), "causal_mask", [case], boolean=True)
+
+
+def test_a_hint_is_added_when_the_learners_function_raises_but_not_for_the_stub():
+    case = Case((np.ones((2, 3)),), np.ones(2), hint="the shapes should be (2, 3) and (3,).")
+    with pytest.raises(CheckFailed, match=r"raised ValueError.*Hint: the shapes should be"):
+        check_function(lambda x: x @ np.ones(4), "f", [case], params=["x"])
+    with pytest.raises(CheckFailed) as info:
+        check_function(stub, "f", [case], params=["x"])
+    assert "Hint" not in str(info.value)
+
+
+def test_frames_of_any_checks_module_are_left_out_of_the_learners_traceback():
+    def learner(x):
+        raise KeyError("mine")
+
+    def runner(x):  # stands for a chapter's wrapper, e.g. one that builds a module
+        return learner(x)
+
+    runner.__code__ = runner.__code__.replace(co_filename=ch01.__file__)
+    with pytest.raises(CheckFailed) as info:
+        check_function(runner, "f", [Case((1,), 1.0)])
+    assert "learner" in info.value.learner_traceback and "runner" not in info.value.learner_traceback

@@ -24,6 +24,7 @@ outcome is either a printed success or a ``CheckFailed``.
 from __future__ import annotations
 
 import copy
+import os
 import signal
 import threading
 import traceback
@@ -33,7 +34,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-__all__ = ["Case", "CheckFailed", "check_function", "rows_sum_to_one", "describe"]
+__all__ = ["Case", "CheckFailed", "check_function", "call_learner", "rows_sum_to_one", "describe"]
 
 #: Seconds a learner's function may run on one case before the check gives up.
 DEFAULT_TIME_LIMIT = 10.0
@@ -79,7 +80,11 @@ class Case:
         kwargs: keyword arguments.
         about: how the case is described in a message, e.g. ``"x of shape (2, 3)"``;
             by default it is made from the arguments' shapes.
-        hint: added to any failure on this case, e.g. what large inputs test.
+        hint: added to a failure on this case (wrong numbers, or an exception raised by
+            the learner's function), e.g. what large inputs test.
+        mistakes: typical wrong answers on this case, as ``(result, explanation)`` pairs:
+            when the learner's result equals ``result`` (an array or a tuple like the
+            expected one), ``explanation`` names the mistake instead of the hint.
         rtol, atol: tolerances of the value comparison.
     """
 
@@ -88,6 +93,7 @@ class Case:
     kwargs: dict = field(default_factory=dict)
     about: str | None = None
     hint: str | None = None
+    mistakes: Sequence[tuple[Any, str]] = ()
     rtol: float = 1e-5
     atol: float = 1e-7
 
@@ -137,9 +143,13 @@ def _time_limit(seconds: float | None):
         signal.signal(signal.SIGALRM, previous)
 
 
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
 def _learner_traceback(exc: BaseException) -> str:
-    """The traceback of ``exc`` without the frames of this module."""
-    frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename != __file__]
+    """The traceback of ``exc`` without the frames of ``attnedu.checks`` (ours, not theirs)."""
+    frames = [f for f in traceback.extract_tb(exc.__traceback__)
+              if os.path.dirname(os.path.abspath(f.filename)) != _PACKAGE_DIR]
     text = "".join(traceback.format_list(frames))
     return text + "".join(traceback.format_exception_only(type(exc), exc))
 
@@ -166,11 +176,17 @@ def _call(fn: Callable, name: str, case: Case, about: str, time_limit: float | N
         ) from None
 
 
+def call_learner(fn: Callable, name: str, case: Case, time_limit: float | None = DEFAULT_TIME_LIMIT):
+    """Call ``fn`` on ``case`` as a check does (copied arguments, time limit); a problem
+    becomes a :class:`CheckFailed`. For checks that need the raw result."""
+    return _call(fn, name, case, _about(case, ()), time_limit)
+
+
 def _a(word: str) -> str:
     return ("an " if word[:1].lower() in "aeiou" else "a ") + word
 
 
-def _as_numbers(got, lead: str, thing: str) -> np.ndarray:
+def _as_numbers(got, lead: str, thing: str, boolean: bool = False) -> np.ndarray:
     """``got`` as a real numeric array, or a CheckFailed saying why it is not one."""
     if got is None:
         raise CheckFailed(f"{lead} returned None{' as ' + thing if thing != 'a result' else ''}: "
@@ -189,7 +205,11 @@ def _as_numbers(got, lead: str, thing: str) -> np.ndarray:
     if arr.dtype == object or arr.dtype.kind in "USVMm":
         raise CheckFailed(f"{lead} returned {_a(type(got).__name__)} of dtype {arr.dtype} as {thing}, "
                           "not an array of numbers.", about_values=False)
-    if arr.dtype.kind == "b":
+    if boolean and arr.dtype.kind != "b":
+        raise CheckFailed(f"{lead} returned numbers of dtype {arr.dtype} as {thing}; expected booleans "
+                          "(True / False): build it with a comparison, or convert it with `.astype(bool)`.",
+                          about_values=False)
+    if arr.dtype.kind == "b" and not boolean:
         raise CheckFailed(f"{lead} returned booleans as {thing}; expected floating-point numbers.",
                           about_values=False)
     if arr.dtype.kind == "c":
@@ -212,13 +232,13 @@ def _largest_input(case: Case) -> float:
     return largest
 
 
-def _compare(got, expected, lead: str, thing: str, case: Case, properties) -> None:
+def _compare(got, expected, lead: str, thing: str, case: Case, properties, boolean: bool = False) -> None:
     """Compare one returned array with the expected one, most telling problem first.
 
     ``lead`` says which call it was; ``thing`` names the returned value in messages.
     """
     exp = np.asarray(expected, dtype=np.float64)
-    arr = _as_numbers(got, lead, thing)
+    arr = _as_numbers(got, lead, thing, boolean)
     if arr.shape != exp.shape:
         extra = ""
         if arr.shape == exp.shape[::-1] and arr.ndim == 2:
@@ -248,6 +268,47 @@ def _compare(got, expected, lead: str, thing: str, case: Case, properties) -> No
         )
 
 
+def _as_parts(result) -> list[np.ndarray] | None:
+    """A result (an array or a tuple of them, maybe torch tensors) as float arrays, or None."""
+    parts = result if isinstance(result, tuple) else (result,)
+    out = []
+    for p in parts:
+        if hasattr(p, "detach") and hasattr(p, "numpy"):
+            p = p.detach().cpu().numpy()
+        try:
+            out.append(np.asarray(p, dtype=np.float64))
+        except (TypeError, ValueError):
+            return None
+    return out
+
+
+def _same_result(got, wrong) -> bool:
+    mine, theirs = _as_parts(got), _as_parts(wrong)
+    if mine is None or theirs is None or len(mine) != len(theirs):
+        return False
+    with np.errstate(all="ignore"):
+        return all(a.shape == b.shape and np.allclose(a, b, rtol=1e-6, atol=1e-9, equal_nan=True)
+                   for a, b in zip(mine, theirs))
+
+
+def _recognised_mistake(got, case: Case, mistakes: Sequence[tuple[Any, str]]) -> str | None:
+    """The explanation of the first known mistake whose result equals ``got`` on ``case``.
+
+    A mistake is ``(result, explanation)``; ``result`` may be a function, which is then
+    called with the case's arguments to produce the wrong answer.
+    """
+    for wrong, explanation in list(case.mistakes) + list(mistakes):
+        if callable(wrong):
+            try:
+                with np.errstate(all="ignore"):
+                    wrong = wrong(*copy.deepcopy(case.args), **copy.deepcopy(case.kwargs))
+            except Exception:
+                continue
+        if _same_result(got, wrong):
+            return explanation
+    return None
+
+
 def check_function(
     fn,
     name: str,
@@ -256,6 +317,8 @@ def check_function(
     params: Sequence[str] = (),
     outputs: Sequence[str] | None = None,
     properties: Sequence[Callable] = (),
+    mistakes: Sequence[tuple[Any, str]] = (),
+    boolean: bool = False,
     time_limit: float | None = DEFAULT_TIME_LIMIT,
     quiet: bool = False,
 ) -> None:
@@ -269,7 +332,11 @@ def check_function(
         outputs: names of the returned values when ``fn`` returns a tuple, e.g.
             ``("output", "weights")``; ``None`` when it returns one array.
         properties: functions ``prop(array, case) -> str | None`` that return a
-            message when the (first) returned array breaks a rule.
+            message when the (last) returned array breaks a rule.
+        mistakes: typical wrong implementations, as ``(wrong_fn, explanation)`` pairs:
+            when a result is wrong and equals what ``wrong_fn`` returns on the same
+            arguments, the explanation names the mistake (see also ``Case.mistakes``).
+        boolean: the function returns a boolean array (a mask), not numbers.
         time_limit: seconds allowed per call (``None``: no limit).
         quiet: do not print the success line.
     """
@@ -281,11 +348,17 @@ def check_function(
         )
     for case in cases:
         about = _about(case, params)
-        got = _call(fn, name, case, about, time_limit)
+        try:
+            got = _call(fn, name, case, about, time_limit)
+        except CheckFailed as failure:
+            stopped = failure.learner_traceback is None  # the stub, or the time limit
+            if case.hint and not stopped:
+                raise CheckFailed(f"{failure} Hint: {case.hint}", failure.learner_traceback) from None
+            raise
         lead = f"`{name}` on {about}"
         try:
             if outputs is None:
-                _compare(got, case.expected, lead, "a result", case, properties)
+                _compare(got, case.expected, lead, "a result", case, properties, boolean)
             else:
                 if got is None:
                     raise CheckFailed(f"{lead} returned None: did you forget to `return {', '.join(outputs)}`?",
@@ -299,9 +372,14 @@ def check_function(
                     )
                 for i, (part, exp, label) in enumerate(zip(got, case.expected, outputs)):
                     last = i == len(outputs) - 1
-                    _compare(part, exp, lead, f"`{label}`", case, properties if last else ())
+                    _compare(part, exp, lead, f"`{label}`", case, properties if last else (), boolean)
         except CheckFailed as failure:
-            if case.hint and failure.about_values:
+            if not failure.about_values:
+                raise
+            named = _recognised_mistake(got, case, mistakes)
+            if named:
+                raise CheckFailed(f"{failure} Likely cause: {named}") from None
+            if case.hint:
                 raise CheckFailed(f"{failure} Hint: {case.hint}") from None
             raise
     if not quiet:
