@@ -35,7 +35,8 @@ def pytest_terminal_summary(terminalreporter):
         return
     tr = terminalreporter
     tr.section("notebook execution times (nbval)")
-    tr.write_line(f"{'notebook':<50} {'cells':>5} {'seconds':>8} {'budget':>7}  status")
+    width = max(len(p) for p in _seconds)
+    tr.write_line(f"{'notebook':<{width}} {'cells':>5} {'seconds':>8} {'budget':>7}  status")
     for path in sorted(_seconds):
         try:
             meta = load_notebook(REPO / path)["metadata"].get("attnedu", {})
@@ -44,4 +45,4 @@ def pytest_terminal_summary(terminalreporter):
         budget = meta.get("time_budget_s")
         status = "FAILED" if path in _failed else ("ok" if budget is None or _seconds[path] <= budget else "OVER BUDGET")
         budget_text = f"{budget:>6}s" if budget else "      -"
-        tr.write_line(f"{path:<50} {_cells[path]:>5} {_seconds[path]:>8.1f} {budget_text}  {status}")
+        tr.write_line(f"{path:<{width}} {_cells[path]:>5} {_seconds[path]:>8.1f} {budget_text}  {status}")

@@ -87,20 +87,23 @@ def test_the_library_passes_the_attention_check(capsys):
 @pytest.mark.parametrize(
     "fn, message",
     [
-        (forgot_the_scale, r"three-token example.*It looks like the scale is missing: divide the scores by sqrt\(d_k\)"),
-        (divides_by_dk, r"divided by d_k; divide them by sqrt\(d_k\) instead"),
-        (softmax_over_queries, r"softmax runs over the queries \(axis -2\)"),
+        (forgot_the_scale, r"three-token example.*Likely cause: the scale is missing: divide the scores by sqrt\(d_k\)"),
+        (divides_by_dk, r"Likely cause: the scores are divided by d_k; divide them by sqrt\(d_k\) instead"),
+        (softmax_over_queries, r"Likely cause: the softmax runs over the queries \(axis -2\)"),
         (plain_transpose, r"raised ValueError: matmul.*Hint: with a batch axis, k.T reverses \*all\* the axes"),
-        (inverted_mask, r"causal mask.*The mask's convention is inverted: True means 'may attend'"),
-        (ignores_the_mask, r"causal mask.*It looks like the mask is ignored"),
-        (masks_after_softmax, r"The mask is applied after the softmax, so the weights no longer sum to 1"),
-        (hand_written_softmax, r"may attend to no key at all returned `output` with NaN.*zero weights and a zero output"),
-        (fills_with_large_negative, r"The fully masked query gets uniform weights: fill the masked scores with -np.inf"),
+        (inverted_mask, r"causal mask.*Likely cause: the mask's convention is inverted: True means 'may attend'"),
+        (ignores_the_mask, r"causal mask.*Likely cause: the mask is ignored"),
+        (masks_after_softmax, r"Likely cause: the mask is applied after the softmax, so the weights no longer sum to 1"),
+        (hand_written_softmax,
+         r"may attend to no key at all returned `output` with NaN.*Hint: .*zero weights and a zero output"),
+        (fills_with_large_negative,
+         r"Likely cause: the fully masked query gets uniform weights: fill the masked scores with -np.inf"),
     ],
 )
 def test_a_typical_attention_mistake_is_named(fn, message):
     text = failure(ch02.check_scaled_dot_product_attention, fn)
     assert re.search(message, text), text
+    assert ("Likely cause:" in text) != ("Hint:" in text), text  # a named mistake replaces the hint
 
 
 @pytest.mark.parametrize(
@@ -117,12 +120,15 @@ def test_garbage_never_crashes_the_attention_check(fn, message):
     assert message in failure(ch02.check_scaled_dot_product_attention, fn)
 
 
-def test_an_error_that_is_not_about_shapes_gets_no_hint():
+def test_an_error_that_is_not_about_shapes_gets_the_case_hint_after_it():
+    # the checks core now adds a case's hint to any exception the learner's function raises
     def raises(q, k, v, mask=None):
         raise KeyError("oops")
 
     text = failure(ch02.check_scaled_dot_product_attention, raises)
-    assert "raised KeyError" in text and "Hint" not in text
+    assert re.search(r"raised KeyError: 'oops' \(on the three-token example of the chapter\)\. "
+                     r"Hint: by hand, q @ k\.T = ", text), text
+    assert "Likely cause" not in text
 
 
 def test_a_stub_is_told_it_is_not_written_yet_without_a_hint():
@@ -157,11 +163,13 @@ def test_a_torch_boolean_mask_is_accepted(capsys):
     "fn, message",
     [
         (lambda T: np.triu(np.ones((T, T), dtype=bool), 1),
-         "It is exactly the opposite of the expected mask, the convention of torch.nn.MultiheadAttention (True = blocked)"),
-        (lambda T: np.triu(np.ones((T, T), dtype=bool)), "It is transposed: row i is query i"),
-        (lambda T: np.tril(np.ones((T, T), dtype=bool), -1), "The diagonal is False: a token may attend to itself"),
-        (lambda T: np.tril(np.ones((T, T))), "returned numbers of dtype float64; a mask must be boolean"),
-        (lambda T: np.tri(T, dtype=int), "a mask must be boolean"),
+         "Likely cause: it is exactly the opposite of the expected mask, "
+         "the convention of torch.nn.MultiheadAttention (True = blocked)"),
+        (lambda T: np.triu(np.ones((T, T), dtype=bool)), "Likely cause: it is transposed: row i is query i"),
+        (lambda T: np.tril(np.ones((T, T), dtype=bool), -1),
+         "Likely cause: the diagonal is False: a token may attend to itself"),
+        (lambda T: np.tril(np.ones((T, T))), "returned numbers of dtype float64 as a result; expected booleans"),
+        (lambda T: np.tri(T, dtype=int), "returned numbers of dtype int64 as a result; expected booleans"),
         (lambda T: np.ones((T, T + 1), dtype=bool), "expected shape (3, 3). Hint: by hand"),
         (lambda T: None, "did you forget to `return`"),
         (lambda T: [[True], [True, False]], "NumPy cannot turn into an array"),
@@ -178,7 +186,10 @@ def test_a_raising_mask_function_shows_only_the_learners_own_frames():
 
     with pytest.raises(CheckFailed) as info:
         ch02.check_causal_mask(broken)
-    assert "raised IndexError" in str(info.value) and "Hint" not in str(info.value)
+    # the checks core now adds the case's hint after the error
+    assert "raised IndexError" in str(info.value)
+    assert str(info.value).endswith("(on T = 3). Hint: by hand: [[True, False, False], [True, True, False], "
+                                    "[True, True, True]].")
     tb = info.value.learner_traceback
     assert "return np.ones((T, T), dtype=bool)[100]" in tb
     assert "ch02_scaled_dot_product.py" not in tb and "core.py" not in tb
@@ -193,12 +204,12 @@ def test_the_library_passes_the_padding_mask_check(capsys):
 @pytest.mark.parametrize(
     "fn, message",
     [
-        (lambda lengths, T: ~F.padding_mask(lengths, T), "It is exactly the opposite of the expected mask"),
-        (lambda lengths, T: (np.arange(T) <= lengths[:, None])[:, None, :], "One token too many is True"),
+        (lambda lengths, T: ~F.padding_mask(lengths, T), "Likely cause: it is exactly the opposite of the expected mask"),
+        (lambda lengths, T: (np.arange(T) <= lengths[:, None])[:, None, :], "Likely cause: one token too many is True"),
         (lambda lengths, T: np.arange(T) < lengths[:, None],
          "returned a result of shape (1, 3); expected shape (1, 1, 3). Hint"),
         (lambda lengths, T: (np.arange(T) < lengths[:, None])[:, :, None], "expected shape (1, 1, 3)"),
-        (lambda lengths, T: F.padding_mask(lengths, T).astype(int), "a mask must be boolean"),
+        (lambda lengths, T: F.padding_mask(lengths, T).astype(int), "dtype int64 as a result; expected booleans"),
     ],
 )
 def test_a_wrong_padding_mask_gets_the_sentence_meant_for_it(fn, message):
@@ -211,6 +222,8 @@ def test_check_mask_function_compares_booleans_with_booleans(capsys):
     assert "passes all 1 checks" in capsys.readouterr().out
     with pytest.raises(CheckFailed, match="off by up to 1"):
         ch02.check_mask_function(lambda n: np.arange(n) < 2, "first", cases, params=["n"])
+    with pytest.raises(CheckFailed, match="returned numbers of dtype float64 as a result; expected booleans"):
+        ch02.check_mask_function(lambda n: (np.arange(n) < 1).astype(float), "first", cases, params=["n"])
 
 
 # ------------------------------------------------------------------ additive scores
@@ -260,8 +273,8 @@ def no_broadcast(q, k, W_q, W_k, w):
 @pytest.mark.parametrize(
     "fn, message",
     [
-        (no_tanh, "tiny example.*It looks like the tanh is missing"),
-        (untransposed, "It looks like W_q and W_k are used untransposed"),
+        (no_tanh, "tiny example.*Likely cause: the tanh is missing"),
+        (untransposed, "Likely cause: W_q and W_k are used untransposed"),
         (ignores_w, r"tiny example.*Hint: by hand, W_q q \+ W_k k is \[1, 0\]"),
         (no_broadcast, r"tiny example.*shape \(2,\); expected shape \(1, 2\)\. Hint.*\(Tq, Tk\) = \(1, 2\)"),
     ],

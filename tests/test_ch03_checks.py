@@ -157,13 +157,13 @@ def unstable_softmax(x, W_q, W_k, W_v):
 @pytest.mark.parametrize(
     "fn, message",
     [
-        (no_scale, r"not scaled: divide q @ k\.T by sqrt\(d_k\)"),
-        (scaled_by_d_model, r"not by sqrt\(d_model\)"),
-        (keys_times_queries, r"not k @ q\.T"),
-        (softmax_over_queries, r"normalises each query's scores over the keys: the last axis"),
-        (transposed_weights, r"with the weight matrices as given \(not transposed\)"),
-        (projection_on_the_wrong_side, r"raised ValueError.*so the queries are x @ W_q \(x on the left\)"),
-        (plain_transpose_breaks_batches, r"shape \(2, 5, 4\).*np\.swapaxes\(k, -1, -2\); k\.T would reverse"),
+        (no_scale, r"Likely cause: the scores were not scaled: divide q @ k\.T by sqrt\(d_k\)"),
+        (scaled_by_d_model, r"Likely cause: divide by sqrt\(d_k\).*not by sqrt\(d_model\)"),
+        (keys_times_queries, r"Likely cause: scores\[i, j\] is the query of token i.*not k @ q\.T"),
+        (softmax_over_queries, r"Likely cause: the softmax normalises each query's scores over the keys: the last"),
+        (transposed_weights, r"Likely cause: the projections are .*the weight matrices as given \(not transposed\)"),
+        (projection_on_the_wrong_side, r"raised ValueError.* Hint: .*so the queries are x @ W_q \(x on the left\)"),
+        (plain_transpose_breaks_batches, r"shape \(2, 5, 4\).* Hint: .*np\.swapaxes\(k, -1, -2\); k\.T would reverse"),
         (unstable_softmax, r"with NaN at .*stable softmax"),
         (lambda x, W_q, W_k, W_v: ch03.self_attention_reference(x, W_q, W_k, W_v)[0],
          r"returned 1 value\(s\); expected a tuple of 2"),
@@ -216,8 +216,8 @@ class Broken(ch03.SelfAttentionReference):
 @pytest.mark.parametrize(
     "cls, message",
     [
-        (NoScale, r"not scaled: divide q @ k\.T by sqrt\(d_k\)"),
-        (PlainTranspose, r"k\.transpose\(-2, -1\); k\.T would reverse all three axes"),
+        (NoScale, r"Likely cause: the scores were not scaled: divide q @ k\.T by sqrt\(d_k\)"),
+        (PlainTranspose, r"raised RuntimeError.* Hint: .*k\.transpose\(-2, -1\); k\.T would reverse all three axes"),
         (ThroughNumPy, r"right numbers, but gradients do not flow back to W_q, W_k and W_v"),
         (Stub, r"`SelfAttention` is not written yet"),
         (None, r"should be a class derived from torch\.nn\.Module, but it is None"),
@@ -255,12 +255,13 @@ def own_frequency_per_column(T, d):
 @pytest.mark.parametrize(
     "fn, message",
     [
-        (lambda T, d: table(T, d, sines_first=False), r"the other way round"),
-        (lambda T, d: table(T, d, interleave=False), r"all the sines first and then all the cosines"),
-        (lambda T, d: table(T, d, power=1.0), r"drop the 2 in the exponent"),
-        (lambda T, d: table(T, d, power=4.0), r"column index 2i where the formula has i"),
-        (own_frequency_per_column, r"cosine columns use a frequency of their own"),
-        (lambda T, d: table(T, d, start=1), r"positions start at 0"),
+        (lambda T, d: table(T, d, sines_first=False), r"Likely cause: the even columns hold sines .*other way round"),
+        (lambda T, d: table(T, d, interleave=False), r"Likely cause: .*all the sines first and then all the cosines"),
+        (lambda T, d: table(T, d, power=1.0), r"Likely cause: .*drop the 2 in the exponent"),
+        (lambda T, d: table(T, d, power=4.0), r"Likely cause: .*column index 2i where the formula has i"),
+        (own_frequency_per_column, r"Likely cause: .*cosine columns use a frequency of their own"),
+        (lambda T, d: table(T, d, start=1), r"Likely cause: positions start at 0"),
+        (lambda T, d: table(T, d, sines_first=False, interleave=False), r"Likely cause: .*all the cosines first, then"),
         (lambda T, d: table(T, d).T, r"\(transposed\?\)"),
         (lambda T, d: np.zeros((T, d)), r"Hint: by hand, with d = 2 row p is \[sin\(p\), cos\(p\)\]"),
     ],
@@ -286,10 +287,10 @@ def rope(x, positions, half_split=False, sign=1.0, power=2.0):
 @pytest.mark.parametrize(
     "fn, message",
     [
-        (lambda x, p: rope(x, p, half_split=True), r"half-split layout of GPT-NeoX"),
-        (lambda x, p: rope(x, p, sign=-1.0), r"rotated the wrong way"),
-        (lambda x, p: rope(x, np.arange(len(x))), r"you used t itself instead of the positions given"),
-        (lambda x, p: rope(x, p, power=1.0), r"drop the 2 in the exponent"),
+        (lambda x, p: rope(x, p, half_split=True), r"Likely cause: .*half-split layout of GPT-NeoX"),
+        (lambda x, p: rope(x, p, sign=-1.0), r"Likely cause: you rotated the wrong way"),
+        (lambda x, p: rope(x, np.arange(len(x))), r"Likely cause: .*you used t itself instead of the positions given"),
+        (lambda x, p: rope(x, p, power=1.0), r"Likely cause: .*drop the 2 in the exponent"),
         (lambda x, p: x, r"Hint: by hand, with d = 2 the row at position p turns by p radians"),
     ],
 )

@@ -195,9 +195,9 @@ def test_the_notebooks_own_solutions_pass(capsys):
 @pytest.mark.parametrize(
     "fn, message",
     [
-        (split_reshape_only, r"equals x\.reshape\(B, H, T, dh\).*reshape to \(B, T, H, dh\) first, then swap"),
+        (split_reshape_only, r"Likely cause: the result equals x\.reshape\(B, H, T, dh\).*reshape to \(B, T, H, dh\) first, then swap"),
         (split_without_transpose, r"shape \(1, 3, 2, 2\); expected shape \(1, 2, 3, 2\).*Hint: by hand, head 0"),
-        (split_strided, r"each head takes every H-th feature.*contiguous block"),
+        (split_strided, r"Likely cause: each head takes every H-th feature.*contiguous block"),
         (split_fixed_dh, r"raised ValueError: cannot reshape .* \(on x = an array of shape \(1, 3, 4\), num_heads = 1\)"),
     ],
 )
@@ -210,9 +210,9 @@ def test_split_heads_mistakes_get_their_sentence(fn, message):
 @pytest.mark.parametrize(
     "fn, message",
     [
-        (merge_reshape_only, r"equals x\.reshape\(B, T, H \* dh\).*transpose to \(B, T, H, dh\) first"),
+        (merge_reshape_only, r"Likely cause: the result equals x\.reshape\(B, T, H \* dh\).*transpose to \(B, T, H, dh\) first"),
         (merge_transpose_only, r"shape \(1, 3, 2, 2\); expected shape \(1, 3, 4\).*then reshape"),
-        (merge_interleaved, r"heads' features are interleaved"),
+        (merge_interleaved, r"Likely cause: the heads' features are interleaved"),
         (merge_wrong_axis, r"shape \(1, 6, 2\); expected shape \(1, 3, 4\)"),
     ],
 )
@@ -243,11 +243,11 @@ def test_multi_head_attention_mistakes_get_their_sentence(fn, message):
 @pytest.mark.parametrize(
     "fn, message",
     [
-        (count_no_biases, r"counts the weight matrices only: each of the four projections also has a bias"),
-        (count_three_biases, r"with three bias vectors: the output projection has a bias too"),
-        (count_biases_always, r"bias = False returned a result that counts biases although bias=False"),
-        (count_ignores_kdim_vdim, r"kdim = 3, vdim = 5 returned a result that ignores kdim and vdim"),
-        (count_square_kv, r"as if W_k were kdim x kdim"),
+        (count_no_biases, r"Likely cause: it counts the weight matrices only: each of the four projections also has a bias"),
+        (count_three_biases, r"Likely cause: it counts three bias vectors: the output projection has a bias too"),
+        (count_biases_always, r"bias = False returned a result .*Likely cause: it counts biases although bias=False"),
+        (count_ignores_kdim_vdim, r"kdim = 3, vdim = 5 returned a result .*Likely cause: it ignores kdim and vdim"),
+        (count_square_kv, r"Likely cause: it counts as if W_k were kdim x kdim"),
     ],
 )
 def test_parameter_count_mistakes_get_their_sentence(fn, message):
@@ -259,11 +259,11 @@ def test_parameter_count_mistakes_get_their_sentence(fn, message):
 @pytest.mark.parametrize(
     "fn, message",
     [
-        (flops_without_factor_two, r"half the expected count.*2\*m\*k\*n"),
-        (flops_without_output_projection, r"leaves out the output projection"),
-        (flops_without_weighted_sum, r"counts the scores but not the weighted sum"),
-        (flops_E_instead_of_dh, r"num_heads = 2 returned a result that is H times too large.*dh = E / H"),
-        (flops_projections_only, r"counts the projections only"),
+        (flops_without_factor_two, r"Likely cause: it is half the expected count.*2\*m\*k\*n"),
+        (flops_without_output_projection, r"Likely cause: it leaves out the output projection, another"),
+        (flops_without_weighted_sum, r"Likely cause: it counts the scores but not the weighted sum"),
+        (flops_E_instead_of_dh, r"num_heads = 2 returned a result .*Likely cause: it is H times too large.*dh = E / H"),
+        (flops_projections_only, r"Likely cause: it counts the projections only"),
     ],
 )
 def test_flop_mistakes_get_their_sentence(fn, message):

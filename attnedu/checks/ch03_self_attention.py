@@ -3,10 +3,11 @@
 Each ``check_*`` takes the learner's function (or class), runs it on a few cases,
 the first small enough to check by hand, and either prints one line of success or
 raises :class:`~attnedu.checks.core.CheckFailed` explaining the first problem found.
-When the numbers are wrong, the check also tries to *recognise* the mistake: it
-compares the learner's result with the results of typical wrong implementations
-(a forgotten scale, sines and cosines swapped, the half-split RoPE layout, ...)
-and, when one matches, names it.
+When the numbers are wrong, the check also tries to *recognise* the mistake: each
+check hands :func:`~attnedu.checks.core.check_function` the typical wrong
+implementations (a forgotten scale, sines and cosines swapped, the half-split RoPE
+layout, ...) as ``mistakes``, and when one gives the learner's result on the failing
+case, the message names it ("Likely cause: ...").
 
 The module also holds the chapter's reference code, which the notebook switches to
 after each exercise so that a broken exercise cannot spill into later cells:
@@ -21,18 +22,15 @@ The expected answers come from :mod:`attnedu.functional`.
 
 from __future__ import annotations
 
-import copy
 import math
-import os
-import re
-from typing import Callable, Sequence
+from typing import Callable
 
 import numpy as np
 import torch
 from torch import nn
 
 from .. import functional as F
-from .core import Case, CheckFailed, _a, _call, check_function, rows_sum_to_one
+from .core import Case, CheckFailed, call_learner, check_function, rows_sum_to_one
 
 __all__ = [
     "self_attention_reference",
@@ -112,94 +110,6 @@ def module_runner(cls) -> Callable:
     return run
 
 
-# ------------------------------------------------------------- recognising mistakes
-def _arrays(result) -> list[np.ndarray]:
-    """A learner's result (an array or a tuple of them, maybe torch tensors) as arrays."""
-    parts = result if isinstance(result, tuple) else (result,)
-    out = []
-    for p in parts:
-        if hasattr(p, "detach") and hasattr(p, "numpy"):
-            p = p.detach().cpu().numpy()
-        out.append(np.asarray(p, dtype=float))
-    return out
-
-
-def _recognise(fn, name: str, probes: Sequence[Case], mistakes) -> str | None:
-    """The message of the first mistake in ``mistakes`` whose wrong answers equal what
-    ``fn`` returns, on every probe where both give an answer (at least one); else None."""
-    got = []
-    for probe in probes:
-        try:
-            got.append(_arrays(_call(fn, name, probe, "a probe", 2.0)))
-        except Exception:  # CheckFailed included: the learner's function raised there
-            got.append(None)
-    for wrong, message in mistakes:
-        compared = 0
-        for probe, mine in zip(probes, got):
-            if mine is None:
-                continue
-            try:
-                with np.errstate(all="ignore"):
-                    theirs = _arrays(wrong(*copy.deepcopy(probe.args), **probe.kwargs))
-            except Exception:
-                continue
-            same = len(mine) == len(theirs) and all(
-                a.shape == b.shape and np.allclose(a, b, rtol=1e-5, atol=1e-7) for a, b in zip(mine, theirs)
-            )
-            if not same:
-                compared = -1
-                break
-            compared += 1
-        if compared > 0:
-            return message
-    return None
-
-
-def _probe(*args) -> Case:
-    """A call used only to recognise a mistake (its expected value is never read)."""
-    return Case(args, None)
-
-
-_VALUE_PROBLEMS = ("off by up to", "expected shape", "does not sum to 1")
-
-
-def _learner_frames_only(tb: str | None) -> str | None:
-    """Drop the frames of this file (the module runner) from a learner's traceback."""
-    if not tb:
-        return tb
-    here = os.path.abspath(__file__)
-    entries = re.split(r'(?m)^(?=  File ")', tb)
-    return "".join(e for e in entries if here not in e)
-
-
-def _run_checks(fn, name: str, groups, *, probes=(), mistakes=(), **kwargs) -> int:
-    """Run ``check_function`` on groups of cases, quietly; return the number of cases.
-
-    ``groups`` is a list of ``(cases, raise_hint)``: when the learner's function raises
-    on a case of that group, ``raise_hint`` (if any) is added to the message. When the
-    numbers are wrong and the result matches one of ``mistakes`` on the ``probes``,
-    that mistake's message replaces the case's hint.
-    """
-    total = 0
-    for cases, raise_hint in groups:
-        try:
-            check_function(fn, name, cases, quiet=True, **kwargs)
-        except CheckFailed as failure:
-            text = str(failure)
-            tb = _learner_frames_only(failure.learner_traceback)
-            if failure.learner_traceback is not None:  # the learner's code raised
-                if raise_hint and " raised NotImplementedError" not in text:
-                    raise CheckFailed(f"{text} Hint: {raise_hint}", learner_traceback=tb) from None
-                raise CheckFailed(text, learner_traceback=tb) from None
-            if failure.about_values and any(p in text for p in _VALUE_PROBLEMS) and mistakes:
-                named = _recognise(fn, name, probes, mistakes)
-                if named:
-                    raise CheckFailed(f"{text.split(' Hint: ')[0]} Hint: {named}") from None
-            raise
-        total += len(cases)
-    return total
-
-
 # ------------------------------------------------------------------ self-attention
 def _attend(q, k, v, scale, axis=-1, swap=False):
     """Scores, softmax, weighted sum, with the knobs that typical mistakes turn."""
@@ -234,11 +144,15 @@ _SA_MISTAKES = [
      "the queries and keys must be projected too: q = x @ W_q and k = x @ W_k."),
 ]
 
-_SHAPES = "x has shape (T, d_model) and W_q has shape (d_model, d_k), so the queries are x @ W_q (x on the left)."
+_SHAPES = " x has shape (T, d_model) and W_q has shape (d_model, d_k), so the queries are x @ W_q (x on the left)."
+_SA = dict(params=["x", "W_q", "W_k", "W_v"], outputs=("output", "weights"), properties=[rows_sum_to_one()],
+           mistakes=_SA_MISTAKES)
 
 
-def _sa_cases():
-    """Cases and probes shared by the NumPy function and the PyTorch module checks."""
+def _sa_cases(transpose: str, shapes: str = ""):
+    """The cases of the NumPy function (``shapes``: the projection hint, added to the cases
+    where a shape error shows first) and of the PyTorch module check. ``transpose`` is how
+    the batched hint says to swap the last two axes of the keys."""
     x3 = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
     Wq3 = np.array([[1.0, 0.0], [1.0, 1.0]])
     Wk3 = np.array([[1.0, 0.0], [0.0, 2.0]])
@@ -248,39 +162,25 @@ def _sa_cases():
     Wq, Wk, Wv = rng.normal(size=(4, 3)), rng.normal(size=(4, 3)), rng.normal(size=(4, 2))
     xb = rng.normal(size=(2, 5, 4))
     x_big = 30 * rng.normal(size=(6, 4))
-    plain = [
+    return [
         Case((x3, Wq3, Wk3, Wv3), self_attention_reference(x3, Wq3, Wk3, Wv3),
              hint="by hand, q = x @ W_q = [[1, 0], [1, 1], [2, 1]] and k = x @ W_k = [[1, 0], [0, 2], [1, 2]], "
-                  "so the scores q @ k.T / sqrt(2) have first row [1, 0, 1] / sqrt(2)."),
+                  "so the scores q @ k.T / sqrt(2) have first row [1, 0, 1] / sqrt(2)." + shapes),
         Case((x, Wq, Wk, Wv), self_attention_reference(x, Wq, Wk, Wv),
-             hint="d_model = 4, d_k = 3 and d_v = 2 here: divide the scores by sqrt(d_k) = sqrt(W_k.shape[1])."),
+             hint="d_model = 4, d_k = 3 and d_v = 2 here: divide the scores by sqrt(d_k) = sqrt(W_k.shape[1])."
+                  + shapes),
         Case((x_big, Wq, Wk, Wv), self_attention_reference(x_big, Wq, Wk, Wv),
              hint="large scores need a stable softmax, such as the library's `softmax`."),
-    ]
-    batched = [
         Case((xb, Wq, Wk, Wv), self_attention_reference(xb, Wq, Wk, Wv),
-             hint="with a batch axis in front, the keys are still on the last axis: transpose only the "
-                  "last two axes of k and normalise over axis=-1."),
+             hint="with a batch axis in front, x is (B, T, d_model) and the keys are still on the last axis: "
+                  f"transpose only the last two axes of k, with {transpose}; k.T would reverse all three axes. "
+                  "Normalise over axis=-1."),
     ]
-    probes = [
-        _probe(*(rng.normal(size=(4, 4)) for _ in range(4))),
-        _probe(x, Wq, Wk, Wv),
-    ]
-    return plain, batched, probes
 
 
 def check_self_attention(self_attention) -> None:
     """Check ``self_attention(x, W_q, W_k, W_v) -> (output, weights)`` in NumPy."""
-    plain, batched, probes = _sa_cases()
-    n = _run_checks(
-        self_attention, "self_attention",
-        [(plain, _SHAPES),
-         (batched, "with a batch axis, x is (B, T, d_model): transpose the keys with "
-                   "np.swapaxes(k, -1, -2); k.T would reverse all three axes.")],
-        probes=probes, mistakes=_SA_MISTAKES,
-        params=["x", "W_q", "W_k", "W_v"], outputs=("output", "weights"), properties=[rows_sum_to_one()],
-    )
-    print(f"\u2713 `self_attention` passes all {n} checks.")
+    check_function(self_attention, "self_attention", _sa_cases("np.swapaxes(k, -1, -2)", _SHAPES), **_SA)
 
 
 def check_self_attention_module(SelfAttention) -> None:
@@ -288,21 +188,14 @@ def check_self_attention_module(SelfAttention) -> None:
     returns ``(output, weights)``: values, a batch axis, and gradients reaching the weights."""
     name = "SelfAttention"
     if not (isinstance(SelfAttention, type) and issubclass(SelfAttention, nn.Module)):
-        kind = "None" if SelfAttention is None else _a(type(SelfAttention).__name__)
+        word = type(SelfAttention).__name__
+        kind = "None" if SelfAttention is None else ("an " if word[0] in "aeiou" else "a ") + word
         raise CheckFailed(
             f"`{name}` should be a class derived from torch.nn.Module, but it is {kind}: "
             f"run the cell that defines `class {name}(nn.Module)` first."
         )
-    plain, batched, probes = _sa_cases()
-    run = module_runner(SelfAttention)
-    n = _run_checks(
-        run, name,
-        [(plain, None),
-         (batched, "with a batch axis, x is (B, T, d_model): transpose the keys with "
-                   "k.transpose(-2, -1); k.T would reverse all three axes.")],
-        probes=probes, mistakes=_SA_MISTAKES,
-        params=["x", "W_q", "W_k", "W_v"], outputs=("output", "weights"), properties=[rows_sum_to_one()],
-    )
+    cases = _sa_cases("k.transpose(-2, -1)")
+    check_function(module_runner(SelfAttention), name, cases, quiet=True, **_SA)
     try:
         torch.manual_seed(0)
         module = SelfAttention(4, 3, 2).double()
@@ -316,7 +209,7 @@ def check_self_attention_module(SelfAttention) -> None:
             f"`{name}` gives the right numbers, but gradients do not flow back to W_q, W_k and W_v: "
             "compute with torch operations inside forward (no NumPy, no .detach(), no .item())."
         )
-    print(f"\u2713 `{name}` passes all {n + 1} checks.")
+    print(f"\u2713 `{name}` passes all {len(cases) + 1} checks.")
 
 
 # -------------------------------------------------------------- sinusoidal positions
@@ -340,6 +233,23 @@ def _omega(d, power=2.0, sign=-1.0):
     return 10000.0 ** (sign * power * np.arange(d // 2) / d)
 
 
+def _cosines_first_in_a_block(sinusoidal_positions) -> Callable:
+    """All the cosines, then all the sines, as a wrong implementation. With d = 2 this gives
+    the table of sines and cosines swapped, so it counts only if the learner's own table
+    with d = 8 shows it too."""
+
+    def blocks(T, d):
+        return _sinusoids(T, d, _omega(d), sin_first=False, interleave=False)
+
+    def wrong(T, d):
+        wide = call_learner(sinusoidal_positions, "sinusoidal_positions", Case((T, 8), None))
+        if not np.allclose(np.asarray(wide, dtype=float), blocks(T, 8)):
+            raise ValueError("not this mistake")  # a wrong implementation that raises is skipped
+        return blocks(T, d)
+
+    return wrong
+
+
 _FREQ = "the frequency of pair i (columns 2i and 2i+1) is 10000 ** (-2 * i / d), for i = 0, 1, ..., d/2 - 1"
 _SIN_MISTAKES = [
     (lambda T, d: _sinusoids(T, d, _omega(d), sin_first=False),
@@ -347,8 +257,6 @@ _SIN_MISTAKES = [
     (lambda T, d: _sinusoids(T, d, _omega(d), interleave=False),
      "sines and cosines must alternate, column by column (sin, cos, sin, cos, ...): "
      "you put all the sines first and then all the cosines."),
-    (lambda T, d: _sinusoids(T, d, _omega(d), sin_first=False, interleave=False),
-     "the columns must alternate sin, cos, sin, cos, ...: you put all the cosines first, then the sines."),
     (lambda T, d: _sinusoids(T, d, _omega(d, power=1.0)),
      f"{_FREQ}; yours fall too slowly (did you drop the 2 in the exponent?)."),
     (lambda T, d: _sinusoids(T, d, _omega(d, power=4.0)),
@@ -373,9 +281,11 @@ def check_sinusoidal_positions(sinusoidal_positions) -> None:
         Case((50, 16), F.sinusoidal_positions(50, 16), hint=_FREQ + "."),
         Case((7, 128), F.sinusoidal_positions(7, 128)),
     ]
-    n = _run_checks(sinusoidal_positions, "sinusoidal_positions", [(cases, None)],
-                    probes=[_probe(6, 8), _probe(5, 4)], mistakes=_SIN_MISTAKES, params=["T", "d"])
-    print(f"\u2713 `sinusoidal_positions` passes all {n} checks.")
+    cosines_first = (_cosines_first_in_a_block(sinusoidal_positions),
+                     "the columns must alternate sin, cos, sin, cos, ...: "
+                     "you put all the cosines first, then the sines.")
+    check_function(sinusoidal_positions, "sinusoidal_positions", cases, params=["T", "d"],
+                   mistakes=[cosines_first, *_SIN_MISTAKES])
 
 
 # ------------------------------------------------------------------ rotary positions
@@ -445,8 +355,4 @@ def check_apply_rope(apply_rope) -> None:
              hint="turn row t by positions[t] * theta_i: the positions need not be 0, 1, 2, ..."),
         Case((x16, p40), F.apply_rope(x16, p40), hint=_THETA + "."),
     ]
-    probes = [_probe(rng.normal(size=(5, 8)), np.arange(5)),
-              _probe(rng.normal(size=(5, 8)), np.array([2, 9, 4, 0, 7]))]
-    n = _run_checks(apply_rope, "apply_rope", [(cases, None)], probes=probes, mistakes=_ROPE_MISTAKES,
-                    params=["x", "positions"])
-    print(f"\u2713 `apply_rope` passes all {n} checks.")
+    check_function(apply_rope, "apply_rope", cases, params=["x", "positions"], mistakes=_ROPE_MISTAKES)

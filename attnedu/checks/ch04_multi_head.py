@@ -5,7 +5,8 @@ small enough to check by hand, each later one adding one new thing that can go
 wrong) and either prints one line of success or raises
 :class:`~attnedu.checks.core.CheckFailed` explaining the first problem found.
 Because a failure on case ``k`` means that cases ``1 .. k-1`` passed, each case's
-hint names the mistake that case is there to catch.
+hint names the mistake that case is there to catch; a result that equals one of the
+typical wrong implementations below is named instead (``Likely cause: ...``).
 
 The ``*_reference`` functions are the tested versions the chapter switches to
 after each exercise, and the source of every expected value. Conventions are
@@ -124,98 +125,61 @@ def mha_flops_reference(batch: int, seq_len: int, embed_dim: int, num_heads: int
     return projections + attention
 
 
-# ---------------------------------------------------------------- diagnoses
-def _same(arr: np.ndarray, other) -> bool:
-    other = np.asarray(other, dtype=float)
-    return arr.shape == other.shape and np.allclose(arr, other, rtol=1e-5, atol=1e-7)
+# ------------------------------------------------------------ typical mistakes
+# Wrong implementations with the learner's signature, each with the sentence that names it
+# (shown after "Likely cause:"). One that happens to be right on a case is never named there.
+_SPLIT_MISTAKES = [
+    (lambda x, H: x.reshape(x.shape[0], H, x.shape[1], x.shape[2] // H),
+     "the result equals x.reshape(B, H, T, dh): a reshape alone puts features of different tokens "
+     "into one head's rows; reshape to (B, T, H, dh) first, then swap axes 1 and 2."),
+    (lambda x, H: x.reshape(*x.shape[:2], x.shape[2] // H, H).transpose(0, 3, 1, 2),
+     "each head takes every H-th feature: head h must take the contiguous block "
+     "x[..., h*dh:(h+1)*dh], so reshape to (B, T, H, dh), not (B, T, dh, H)."),
+]
+
+_MERGE_MISTAKES = [
+    (lambda x: x.reshape(x.shape[0], x.shape[2], -1),
+     "the result equals x.reshape(B, T, H * dh): a reshape alone mixes the tokens up; transpose "
+     "to (B, T, H, dh) first, then reshape."),
+    (lambda x: x.transpose(0, 2, 3, 1).reshape(x.shape[0], x.shape[2], -1),
+     "the heads' features are interleaved: each head's dh features must stay together, so "
+     "transpose to (B, T, H, dh), not (B, T, dh, H)."),
+]
 
 
-def _diagnose(variants):
-    """A property that names a typical mistake when the result equals one of its outcomes.
-
-    ``variants(case)`` returns ``[(wrong_result, message), ...]`` for a case.
-    """
-
-    def prop(arr: np.ndarray, case: Case) -> str | None:
-        if _same(arr, case.expected):
-            return None
-        for wrong, message in variants(case):
-            if _same(arr, wrong):
-                return message
-        return None
-
-    return prop
+def _weights(E, kdim=None, vdim=None):
+    return 2 * E * E + (kdim or E) * E + (vdim or E) * E
 
 
-def _split_variants(case: Case):
-    x, H = np.asarray(case.args[0], dtype=float), case.args[1]
-    B, T, E = x.shape
-    return [
-        (x.reshape(B, H, T, E // H),
-         "that equals x.reshape(B, H, T, dh): a reshape alone puts features of different tokens "
-         "into one head's rows; reshape to (B, T, H, dh) first, then swap axes 1 and 2."),
-        (x.reshape(B, T, E // H, H).transpose(0, 3, 1, 2),
-         "in which each head takes every H-th feature: head h must take the contiguous block "
-         "x[..., h*dh:(h+1)*dh], so reshape to (B, T, H, dh), not (B, T, dh, H)."),
-    ]
+_COUNT_MISTAKES = [
+    (lambda E, kdim=None, vdim=None, bias=True: _weights(E, kdim, vdim),
+     "it counts the weight matrices only: each of the four projections also has a bias vector of E numbers."),
+    (lambda E, kdim=None, vdim=None, bias=True: _weights(E, kdim, vdim) + 3 * E * bias,
+     "it counts three bias vectors: the output projection has a bias too, so there are 4 * E bias numbers."),
+    (lambda E, kdim=None, vdim=None, bias=True: _weights(E, kdim, vdim) + 4 * E,
+     "it counts biases although bias=False."),
+    (lambda E, kdim=None, vdim=None, bias=True: 4 * E * E + 4 * E * bias,
+     "it ignores kdim and vdim: W_k is kdim x E and W_v is vdim x E."),
+    (lambda E, kdim=None, vdim=None, bias=True: 2 * E * E + (kdim or E) ** 2 + (vdim or E) ** 2 + 4 * E * bias,
+     "it counts as if W_k were kdim x kdim: every projection outputs E features, so W_k is kdim x E "
+     "and W_v is vdim x E."),
+]
 
-
-def _merge_variants(case: Case):
-    x = np.asarray(case.args[0], dtype=float)
-    B, H, T, dh = x.shape
-    return [
-        (x.reshape(B, T, H * dh),
-         "that equals x.reshape(B, T, H * dh): a reshape alone mixes the tokens up; transpose "
-         "to (B, T, H, dh) first, then reshape."),
-        (x.transpose(0, 2, 3, 1).reshape(B, T, H * dh),
-         "in which the heads' features are interleaved: each head's dh features must stay "
-         "together, so transpose to (B, T, H, dh), not (B, T, dh, H)."),
-    ]
-
-
-def _count_variants(case: Case):
-    E = case.args[0]
-    kdim, vdim = case.kwargs.get("kdim"), case.kwargs.get("vdim")
-    bias = case.kwargs.get("bias", True)
-    kd, vd = kdim or E, vdim or E
-    weights = E * E + kd * E + vd * E + E * E
-    out = []
-    if bias:
-        out += [
-            (weights, "that counts the weight matrices only: each of the four projections also "
-                      "has a bias vector of E numbers."),
-            (weights + 3 * E, "with three bias vectors: the output projection has a bias too, "
-                              "so there are 4 * E bias numbers."),
-        ]
-    else:
-        out.append((weights + 4 * E, "that counts biases although bias=False."))
-    if (kd, vd) != (E, E):
-        out += [
-            (4 * E * E + (4 * E if bias else 0),
-             "that ignores kdim and vdim: W_k is kdim x E and W_v is vdim x E."),
-            (E * E + kd * kd + vd * vd + E * E + (4 * E if bias else 0),
-             "as if W_k were kdim x kdim: every projection outputs E features, so W_k is kdim x E "
-             "and W_v is vdim x E."),
-        ]
-    return out
-
-
-def _flop_variants(case: Case):
-    B, T, E, H = case.args
-    proj, attn = 8 * B * T * E * E, 4 * B * T * T * E
-    return [
-        ((proj + attn) / 2, "that is half the expected count: a product of (m, k) and (k, n) "
-                            "matrices costs 2*m*k*n FLOPs, one multiply and one add per term."),
-        (6 * B * T * E * E + attn, "that leaves out the output projection, another 2*B*T*E*E."),
-        (proj + attn / 2, "that counts the scores but not the weighted sum of the values, "
-                          "which costs as much again."),
-        (proj, "that counts the projections only: the scores and the weighted sum cost "
-               "2*B*H*T*T*dh each."),
-        (proj + H * attn, "that is H times too large in the attention part: each head works on "
-                          "dh = E / H features, not E."),
-        (6 * B * T * E * E + H * attn, "that leaves out the output projection and counts each "
-                                       "head as if it had E features, not dh = E / H."),
-    ]
+_FLOP_MISTAKES = [
+    (lambda B, T, E, H: (8 * B * T * E * E + 4 * B * T * T * E) / 2,
+     "it is half the expected count: a product of (m, k) and (k, n) matrices costs 2*m*k*n FLOPs, "
+     "one multiply and one add per term."),
+    (lambda B, T, E, H: 6 * B * T * E * E + 4 * B * T * T * E,
+     "it leaves out the output projection, another 2*B*T*E*E."),
+    (lambda B, T, E, H: 8 * B * T * E * E + 2 * B * T * T * E,
+     "it counts the scores but not the weighted sum of the values, which costs as much again."),
+    (lambda B, T, E, H: 8 * B * T * E * E,
+     "it counts the projections only: the scores and the weighted sum cost 2*B*H*T*T*dh each."),
+    (lambda B, T, E, H: 8 * B * T * E * E + 4 * B * H * T * T * E,
+     "it is H times too large in the attention part: each head works on dh = E / H features, not E."),
+    (lambda B, T, E, H: 6 * B * T * E * E + 4 * B * H * T * T * E,
+     "it leaves out the output projection and counts each head as if it had E features, not dh = E / H."),
+]
 
 
 # ------------------------------------------------------------------- checks
@@ -236,8 +200,7 @@ def check_split_heads(split_heads) -> None:
              hint="read B, T and E from x.shape; every batch element is split on its own."),
         Case((x, 6), split_heads_reference(x, 6)),
     ]
-    check_function(split_heads, "split_heads", cases, params=["x", "num_heads"],
-                   properties=[_diagnose(_split_variants)])
+    check_function(split_heads, "split_heads", cases, params=["x", "num_heads"], mistakes=_SPLIT_MISTAKES)
 
 
 def check_merge_heads(merge_heads) -> None:
@@ -253,7 +216,7 @@ def check_merge_heads(merge_heads) -> None:
         Case((split_heads_reference(x3, 4),), x3, hint="read H and dh from x.shape."),
         Case((y,), merge_heads_reference(y), hint="read B, H, T and dh from x.shape."),
     ]
-    check_function(merge_heads, "merge_heads", cases, params=["x"], properties=[_diagnose(_merge_variants)])
+    check_function(merge_heads, "merge_heads", cases, params=["x"], mistakes=_MERGE_MISTAKES)
 
 
 def _symmetric(rng, E):
@@ -319,7 +282,7 @@ def check_mha_parameter_count(mha_parameter_count) -> None:
         Case((6,), ref(6, kdim=2, vdim=9, bias=False), kwargs={"kdim": 2, "vdim": 9, "bias": False}),
     ]
     check_function(mha_parameter_count, "mha_parameter_count", cases, params=["embed_dim"],
-                   properties=[_diagnose(_count_variants)])
+                   mistakes=_COUNT_MISTAKES)
 
 
 def check_mha_flops(mha_flops) -> None:
@@ -335,4 +298,4 @@ def check_mha_flops(mha_flops) -> None:
         Case((1, 4096, 64, 4), ref(1, 4096, 64, 4)),
     ]
     check_function(mha_flops, "mha_flops", cases, params=["batch", "seq_len", "embed_dim", "num_heads"],
-                   properties=[_diagnose(_flop_variants)])
+                   mistakes=_FLOP_MISTAKES)
