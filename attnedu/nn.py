@@ -6,7 +6,12 @@ outputs, attention weights and gradients against it, for every kind of mask), so
 torch's module can be swapped for ours anywhere, and
 :meth:`MultiHeadAttention.from_torch` copies a torch module's weights.
 
-Like nanoGPT's model file, the module has two paths: the explicit one, which computes the
+Chapter 5 builds the Transformer's blocks on top of it: :class:`FeedForward`,
+:class:`EncoderBlock` and :class:`DecoderBlock` (causal self-attention, optional
+cross-attention), each with pre-norm or post-norm residual connections; a
+:class:`KVCache` lets a decoder generate one token at a time without recomputing the past.
+
+Like nanoGPT's model file, the attention module has two paths: the explicit one, which computes the
 attention weights as ``softmax(q @ k^T / sqrt(d) + mask)`` and is what the chapter
 teaches, and a fast one through ``torch.nn.functional.scaled_dot_product_attention``,
 used when the weights are not asked for. Both give the same output.
@@ -20,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["MultiHeadAttention"]
+__all__ = ["KVCache", "MultiHeadAttention", "FeedForward", "EncoderBlock", "DecoderBlock"]
 
 
 def _float_mask(mask: Tensor | None, name: str, dtype: torch.dtype) -> Tensor | None:
@@ -32,6 +37,32 @@ def _float_mask(mask: Tensor | None, name: str, dtype: torch.dtype) -> Tensor | 
     if not torch.is_floating_point(mask):
         raise ValueError(f"{name} must be boolean (True = not allowed) or floating-point (added), got {mask.dtype}")
     return mask.to(dtype)
+
+
+class KVCache:
+    """The projected keys and values of the positions seen so far, for one attention layer.
+
+    Generating text one token at a time, a model would otherwise project the keys and values
+    of the whole prefix again at every step. With a cache, each step projects only the new
+    token and appends its key and value here.
+    """
+
+    def __init__(self):
+        self.k: Tensor | None = None  # (B, H, T, dh)
+        self.v: Tensor | None = None
+
+    def __len__(self) -> int:
+        return 0 if self.k is None else self.k.shape[-2]
+
+    def update(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        """Append ``(B, H, T_new, dh)`` keys and values; return all of them, ``(B, H, T, dh)``."""
+        if self.k is None:
+            self.k, self.v = k, v
+        else:
+            if k.shape[:2] != self.k.shape[:2] or k.shape[-1] != self.k.shape[-1]:
+                raise ValueError(f"new keys of shape {tuple(k.shape)} do not fit the cached {tuple(self.k.shape)}")
+            self.k, self.v = torch.cat([self.k, k], dim=-2), torch.cat([self.v, v], dim=-2)
+        return self.k, self.v
 
 
 class MultiHeadAttention(nn.Module):
@@ -103,7 +134,7 @@ class MultiHeadAttention(nn.Module):
         B, T, _ = x.shape
         return x.view(B, T, self.num_heads, self.head_dim).transpose(1, 2)  # (B, H, T, dh)
 
-    def _check(self, query: Tensor, key: Tensor, value: Tensor, key_padding_mask, attn_mask) -> None:
+    def _check(self, query: Tensor, key: Tensor, value: Tensor, key_padding_mask, attn_mask, past: int = 0) -> None:
         if query.dim() not in (2, 3) or key.dim() != query.dim() or value.dim() != query.dim():
             raise ValueError(
                 f"query, key and value must all be (B, T, E) or all (T, E); got shapes "
@@ -117,7 +148,7 @@ class MultiHeadAttention(nn.Module):
         if query.dim() == 3 and query.shape[0] != key.shape[0]:
             raise ValueError(f"query {tuple(query.shape)} and key {tuple(key.shape)} have different batch sizes")
         B = query.shape[0] if query.dim() == 3 else None
-        L, S = query.shape[-2], key.shape[-2]
+        L, S = query.shape[-2], key.shape[-2] + past  # S counts the cached positions too
         if key_padding_mask is not None:
             want = (B, S) if B is not None else (S,)
             if tuple(key_padding_mask.shape) != want:
@@ -133,7 +164,8 @@ class MultiHeadAttention(nn.Module):
     # ------------------------------------------------------------------ forward
     def forward(self, query: Tensor, key: Tensor, value: Tensor, key_padding_mask: Tensor | None = None,
                 need_weights: bool = True, attn_mask: Tensor | None = None,
-                average_attn_weights: bool = True, is_causal: bool = False) -> tuple[Tensor, Tensor | None]:
+                average_attn_weights: bool = True, is_causal: bool = False,
+                cache: KVCache | None = None) -> tuple[Tensor, Tensor | None]:
         """Attend from ``query`` ``(B, L, E)`` over ``key`` ``(B, S, kdim)`` / ``value`` ``(B, S, vdim)``.
 
         Masks follow ``torch.nn.MultiheadAttention``: a boolean True means "not allowed",
@@ -141,12 +173,17 @@ class MultiHeadAttention(nn.Module):
         ``attn_mask`` is ``(L, S)`` or ``(B * num_heads, L, S)``. ``is_causal`` is only a
         hint that ``attn_mask`` is the causal mask (which must still be given).
 
+        With a :class:`KVCache`, the new keys and values are appended to the cached ones and
+        the queries attend over all of them: masks then cover ``S = len(cache) + new``
+        key positions. (This is an addition to torch's interface, for generation.)
+
         Returns:
             ``(output, weights)``: output ``(B, L, E)``; weights ``(B, L, S)`` averaged over
             heads, ``(B, H, L, S)`` with ``average_attn_weights=False``, or ``None`` when
             ``need_weights=False``. Unbatched ``(L, E)`` inputs give unbatched results.
         """
-        self._check(query, key, value, key_padding_mask, attn_mask)
+        past = len(cache) if cache is not None else 0
+        self._check(query, key, value, key_padding_mask, attn_mask, past)
         batched = query.dim() == 3
         if not batched:  # (L, E) -> (1, L, E)
             query, key, value = query.unsqueeze(0), key.unsqueeze(0), value.unsqueeze(0)
@@ -154,13 +191,16 @@ class MultiHeadAttention(nn.Module):
                 key_padding_mask = key_padding_mask.unsqueeze(0)
         if is_causal and attn_mask is None:
             raise ValueError("is_causal=True is a hint about attn_mask, which must be given too (the causal mask)")
-        B, L, S, H = query.shape[0], query.shape[1], key.shape[1], self.num_heads
+        B, L, H = query.shape[0], query.shape[1], self.num_heads
 
         q, k, v = self._project(query, key, value)  # (B, L, E), (B, S, E), (B, S, E)
         q, k, v = self._split_heads(q), self._split_heads(k), self._split_heads(v)  # (B, H, T, dh)
+        if cache is not None:
+            k, v = cache.update(k, v)  # (B, H, past + S, dh)
+        S = k.shape[2]
 
         # One additive float mask of shape broadcastable to (B, H, L, S), or None.
-        use_causal_kernel = is_causal and key_padding_mask is None and not need_weights
+        use_causal_kernel = is_causal and key_padding_mask is None and not need_weights and past == 0
         mask = None
         if not use_causal_kernel:
             mask = _float_mask(attn_mask, "attn_mask", q.dtype)
@@ -237,3 +277,137 @@ class MultiHeadAttention(nn.Module):
     def extra_repr(self) -> str:
         return (f"embed_dim={self.embed_dim}, num_heads={self.num_heads}, dropout={self.dropout}, "
                 f"kdim={self.kdim}, vdim={self.vdim}, fast={self.fast}")
+
+
+# --------------------------------------------------------------------------- chapter 5
+class FeedForward(nn.Module):
+    r"""The position-wise feed-forward block: :math:`W_2\,\phi(W_1 x + b_1) + b_2`, applied to
+    every position on its own. ``(B, T, d_model) -> (B, T, d_model)``."""
+
+    def __init__(self, d_model: int, d_ff: int, dropout: float = 0.0, activation: str = "gelu", bias: bool = True):
+        super().__init__()
+        if activation not in ("gelu", "relu"):
+            raise ValueError(f"activation must be 'gelu' or 'relu', got {activation!r}")
+        self.fc1 = nn.Linear(d_model, d_ff, bias=bias)  # (d_model -> d_ff): widen
+        self.act = nn.GELU() if activation == "gelu" else nn.ReLU()
+        self.fc2 = nn.Linear(d_ff, d_model, bias=bias)  # (d_ff -> d_model): back
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.drop(self.fc2(self.act(self.fc1(x))))  # (B, T, d_model)
+
+
+class _Residual(nn.Module):
+    """``x + sublayer(x)`` with a LayerNorm before (pre-norm) or after (post-norm) it.
+
+    Pre-norm, ``x + f(LN(x))``, keeps an untouched path from the input to the output, so
+    deep stacks train without a learning-rate warm-up; post-norm, ``LN(x + f(x))``, is the
+    original Transformer's arrangement.
+    """
+
+    def __init__(self, d_model: int, norm_first: bool, bias: bool):
+        super().__init__()
+        self.norm = nn.LayerNorm(d_model, bias=bias)
+        self.norm_first = norm_first
+
+    def forward(self, x: Tensor, sublayer) -> Tensor:
+        if self.norm_first:
+            return x + sublayer(self.norm(x))
+        return self.norm(x + sublayer(x))
+
+
+class EncoderBlock(nn.Module):
+    """Self-attention over the whole sequence, then a feed-forward block, each a residual.
+
+    ``forward(x, key_padding_mask=None, need_weights=False)``: ``(B, T, d_model)`` in and
+    out; ``key_padding_mask`` is ``(B, T)`` with True on padding (torch's convention). With
+    ``need_weights=True`` the per-head attention weights ``(B, H, T, T)`` are kept in
+    ``self.attn_weights``.
+    """
+
+    def __init__(self, d_model: int, n_head: int, d_ff: int, dropout: float = 0.0,
+                 norm_first: bool = True, bias: bool = True, activation: str = "gelu"):
+        super().__init__()
+        self.self_attn = MultiHeadAttention(d_model, n_head, dropout=dropout, bias=bias)
+        self.ff = FeedForward(d_model, d_ff, dropout, activation, bias)
+        self.res1 = _Residual(d_model, norm_first, bias)
+        self.res2 = _Residual(d_model, norm_first, bias)
+        self.drop = nn.Dropout(dropout)
+        self.attn_weights: Tensor | None = None
+
+    def forward(self, x: Tensor, key_padding_mask: Tensor | None = None, need_weights: bool = False) -> Tensor:
+        def attend(h):
+            out, w = self.self_attn(h, h, h, key_padding_mask=key_padding_mask,
+                                    need_weights=need_weights, average_attn_weights=False)
+            self.attn_weights = w
+            return self.drop(out)
+
+        x = self.res1(x, attend)  # (B, T, d_model)
+        return self.res2(x, self.ff)  # (B, T, d_model)
+
+
+class DecoderBlock(nn.Module):
+    """Causal self-attention, optional cross-attention to an encoder's output, feed-forward.
+
+    ``forward(x, memory=None, attn_mask=None, key_padding_mask=None,
+    memory_key_padding_mask=None, cache=None, need_weights=False)``:
+
+    * ``x``: ``(B, T, d_model)``; position ``t`` sees positions ``<= t`` only. The causal
+      mask is built here unless ``attn_mask`` (torch's convention, True = blocked) is given.
+    * ``memory``: ``(B, S, d_model)``, the encoder's output, for cross-attention
+      (``cross_attention=True`` blocks only).
+    * ``cache``: a :class:`KVCache` for the self-attention: ``x`` holds only the new
+      positions, which attend to every cached one and causally among themselves.
+
+    With ``need_weights=True``, ``self.attn_weights`` (self-attention) and
+    ``self.cross_weights`` hold the per-head weights.
+    """
+
+    def __init__(self, d_model: int, n_head: int, d_ff: int, dropout: float = 0.0,
+                 norm_first: bool = True, bias: bool = True, cross_attention: bool = False,
+                 activation: str = "gelu"):
+        super().__init__()
+        self.self_attn = MultiHeadAttention(d_model, n_head, dropout=dropout, bias=bias)
+        self.cross_attn = MultiHeadAttention(d_model, n_head, dropout=dropout, bias=bias) if cross_attention else None
+        self.ff = FeedForward(d_model, d_ff, dropout, activation, bias)
+        self.res1 = _Residual(d_model, norm_first, bias)
+        self.res2 = _Residual(d_model, norm_first, bias) if cross_attention else None
+        self.res3 = _Residual(d_model, norm_first, bias)
+        self.drop = nn.Dropout(dropout)
+        self.attn_weights: Tensor | None = None
+        self.cross_weights: Tensor | None = None
+
+    @staticmethod
+    def causal_mask(T_new: int, past: int = 0, device=None) -> Tensor:
+        """``(T_new, past + T_new)`` booleans, True where new position ``i`` may NOT look (the future)."""
+        i = torch.arange(T_new, device=device)[:, None] + past  # absolute positions of the queries
+        j = torch.arange(past + T_new, device=device)[None, :]
+        return j > i
+
+    def forward(self, x: Tensor, memory: Tensor | None = None, attn_mask: Tensor | None = None,
+                key_padding_mask: Tensor | None = None, memory_key_padding_mask: Tensor | None = None,
+                cache: KVCache | None = None, need_weights: bool = False) -> Tensor:
+        if memory is not None and self.cross_attn is None:
+            raise ValueError("this DecoderBlock has no cross-attention: build it with cross_attention=True")
+        if memory is None and self.cross_attn is not None:
+            raise ValueError("this DecoderBlock has cross-attention: pass the encoder's output as memory")
+        past = len(cache) if cache is not None else 0
+        if attn_mask is None:
+            attn_mask = self.causal_mask(x.shape[1], past, x.device)  # (T, past + T)
+
+        def self_attend(h):
+            out, w = self.self_attn(h, h, h, attn_mask=attn_mask, key_padding_mask=key_padding_mask,
+                                    need_weights=need_weights, average_attn_weights=False, cache=cache)
+            self.attn_weights = w
+            return self.drop(out)
+
+        def cross_attend(h):
+            out, w = self.cross_attn(h, memory, memory, key_padding_mask=memory_key_padding_mask,
+                                     need_weights=need_weights, average_attn_weights=False)
+            self.cross_weights = w
+            return self.drop(out)
+
+        x = self.res1(x, self_attend)  # (B, T, d_model)
+        if self.cross_attn is not None:
+            x = self.res2(x, cross_attend)  # (B, T, d_model)
+        return self.res3(x, self.ff)  # (B, T, d_model)
