@@ -1,11 +1,13 @@
 """The grading pipeline, end to end, on a copy of the course: release the student version of
 every chapter, autograde four kinds of submission, and read the exported grades.
 
-(a) the source notebook itself            -> full marks
-(b) the untouched student version         -> zero
-(c) the first exercise's solution raises  -> zero for that exercise, the others graded
-(d) the first solution cell loops forever -> nbgrader's time limit ends it; zero for that
-                                             exercise, the others graded
+(a) the source notebook itself             -> full marks
+(b) the untouched student version          -> zero
+(c) the first exercise's solution raises   -> zero for that exercise, the others graded
+(d) the second solution cell loops forever -> nbgrader's time limit ends it; zero for that
+                                              exercise, the others graded
+(c) and (d) share one submission per chapter ("broken"), which halves the grading time and
+shows that neither failure spills into the other exercises.
 """
 
 from __future__ import annotations
@@ -83,15 +85,17 @@ def graded(course, config, released):
     for chapter in CHAPTERS:
         source = load_notebook(course / "notebooks" / chapter / f"{chapter}.ipynb")
         student = load_notebook(released[chapter])
-        first = exercises(source)[0]["solution"]
-        stub = "".join(next(c for c in student["cells"] if nbgrader(c).get("grade_id") == first)["source"])
-        assert "raise NotImplementedError()" in stub
+        first, second = (e["solution"] for e in exercises(source)[:2])
+        stubs = {c["metadata"]["nbgrader"]["grade_id"]: "".join(c["source"])
+                 for c in student["cells"] if nbgrader(c).get("solution")}
+        assert "raise NotImplementedError()" in stubs[first]
         notebooks = {
             "solutions": source,
             "untouched": student,
-            "raises": submission(student, source, {first: stub.replace(
-                "raise NotImplementedError()", 'raise RuntimeError("broken on purpose")')}),
-            "loops": submission(student, source, {first: "while True:\n    pass\n\n" + stub}),
+            "broken": submission(student, source, {
+                first: stubs[first].replace("raise NotImplementedError()", 'raise RuntimeError("broken on purpose")'),
+                second: "while True:\n    pass\n\n" + stubs[second],
+            }),
         }
         for who, nb in notebooks.items():
             target = course / "_grading" / "submitted" / who / chapter / f"{chapter}.ipynb"
@@ -118,7 +122,7 @@ def read_csv(path) -> list[dict]:
 
 
 def test_grades_csv_has_full_marks_zero_and_partial_credit(graded):
-    assert sorted(graded["graded"]) == sorted((w, c) for w in ("loops", "raises", "solutions", "untouched")
+    assert sorted(graded["graded"]) == sorted((w, c) for w in ("broken", "solutions", "untouched")
                                               for c in CHAPTERS)
     rows = read_csv(graded["grades"])
     assert {"assignment", "student_id", "score", "max_score"} <= set(rows[0])
@@ -126,15 +130,14 @@ def test_grades_csv_has_full_marks_zero_and_partial_credit(graded):
     for chapter in CHAPTERS:
         source = load_notebook(REPO / "notebooks" / chapter / f"{chapter}.ipynb")
         total = sum(e["points"] for e in exercises(source))
-        first = exercises(source)[0]["points"]
+        first_two = sum(e["points"] for e in exercises(source)[:2])
         assert float(by["solutions", chapter]["max_score"]) == total
         assert float(by["solutions", chapter]["score"]) == total, "the source notebook must get full marks"
         assert float(by["untouched", chapter]["score"]) == 0, "an untouched student version must get zero"
-        assert float(by["raises", chapter]["score"]) == total - first
-        assert float(by["loops", chapter]["score"]) == total - first
+        assert float(by["broken", chapter]["score"]) == total - first_two
 
 
-def test_grades_by_exercise_zero_only_the_broken_exercise(graded):
+def test_grades_by_exercise_zero_only_the_broken_exercises(graded):
     rows = read_csv(graded["by_exercise"])
     score = defaultdict(dict)
     for r in rows:
@@ -146,18 +149,17 @@ def test_grades_by_exercise_zero_only_the_broken_exercise(graded):
         assert in_order == [g for e in ex for g in e["cells"]], "rows follow the notebook's order"
         exercise_of = {r["grade_id"]: r["exercise"] for r in rows if r["assignment"] == chapter}
         assert all(exercise_of[g] == e["solution"] for e in ex for g in e["cells"])
-        for who in ("raises", "loops"):
-            cells = score[who, chapter]
-            for grade_id in ex[0]["cells"]:
-                assert cells[grade_id][0] == 0, f"{who}: {grade_id} should get zero"
-            for later in ex[1:]:
-                for grade_id in later["cells"]:
-                    assert cells[grade_id][0] == cells[grade_id][1] > 0, f"{who}: {grade_id} should be graded"
+        cells = score["broken", chapter]
+        for grade_id in ex[0]["cells"] + ex[1]["cells"]:
+            assert cells[grade_id][0] == 0, f"{grade_id} should get zero"
+        for later in ex[2:]:
+            for grade_id in later["cells"]:
+                assert cells[grade_id][0] == cells[grade_id][1] > 0, f"{grade_id} should be graded"
 
 
 def test_feedback_explains_the_failure_in_one_sentence(graded, course):
     for chapter in CHAPTERS:
-        html = course / "_grading" / "feedback" / "raises" / chapter / f"{chapter}.html"
+        html = course / "_grading" / "feedback" / "broken" / chapter / f"{chapter}.html"
         text = html.read_text(encoding="utf-8")
         assert "raised RuntimeError: broken on purpose" in text
         untouched = (course / "_grading" / "feedback" / "untouched" / chapter / f"{chapter}.html").read_text()
@@ -166,9 +168,9 @@ def test_feedback_explains_the_failure_in_one_sentence(graded, course):
 
 def test_the_endless_loop_was_interrupted_by_the_time_limit(graded, course):
     for chapter in CHAPTERS:
-        nb = load_notebook(course / "_grading" / "autograded" / "loops" / chapter / f"{chapter}.ipynb")
-        first = exercises(nb)[0]["solution"]
-        cell = next(c for c in nb["cells"] if nbgrader(c).get("grade_id") == first)
+        nb = load_notebook(course / "_grading" / "autograded" / "broken" / chapter / f"{chapter}.ipynb")
+        second = exercises(nb)[1]["solution"]
+        cell = next(c for c in nb["cells"] if nbgrader(c).get("grade_id") == second)
         errors = [o for o in cell["outputs"] if o["output_type"] == "error"]
         assert errors, "the looping cell should end in an error"
         assert errors[0]["ename"] in {"KeyboardInterrupt", "CellTimeoutError"}
