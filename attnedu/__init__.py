@@ -7,7 +7,13 @@ module                 chapter      what is in it
 =====================  ===========  ==================================================
 ``functional``         1, 2, 3      softmax, weighted sums, kernels, attention pooling;
                                     scaled dot-product attention, masks; positions, RoPE
-``nn``                 4            ``MultiHeadAttention``, equal to torch's
+``nn``                 4, 5         ``MultiHeadAttention`` equal to torch's; ``KVCache``;
+                                    ``FeedForward``, ``EncoderBlock``, ``DecoderBlock``
+``models``             6            ``GPTConfig``, ``GPT`` with ``generate`` (temperature,
+                                    top-k, top-p, KV cache)
+``train``              6            a small, seeded training loop with a progress bar
+``corpus``             6            the Python standard library as a character corpus;
+                                    tiny Shakespeare (download with checksum and cache)
 ``plot``               1 and on     attention heatmaps with labelled axes
 ``data``               1            small, seeded data sets made on the spot
 ``checks``             every        checks that explain a wrong answer in one sentence

@@ -1,0 +1,99 @@
+"""Generation with and without a KV cache: the same tokens, and how much faster.
+
+Run:  .venv/bin/python benchmarks/kv_cache.py [--quick] [--repeats N] [--threads N] [--checkpoint PATH]
+
+Two GPTs with context 256 (vocabulary 96, float32, random weights): the course's model (4
+layers, 4 heads, 128 dimensions) and nanoGPT's shakespeare-char model (6 layers, 6 heads, 384
+dimensions, at half the repeats). Each generates 256 tokens after a 1-token prompt, batch 1,
+with ``use_cache=True`` and ``use_cache=False``, from the same seed, greedily and by sampling
+(temperature 1, top-k 40): the tokens must be identical. The last of the 256 tokens is
+predicted from a window of 256 tokens, so the whole run stays inside the context window,
+where the cache is used at every step.
+
+Without a cache each step re-reads the whole sequence so far (1, 2, ..., 256 tokens); with
+one, the prompt is read once and each step reads one token. The modes take turns, a warm-up
+each and then ``--repeats`` runs; the table gives the median. Goal: at least 3 times faster.
+``--checkpoint`` times a model saved by ``benchmarks/gpt_train.py`` instead (speed does
+not depend on the weights).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+from attnedu.models import GPT, GPTConfig
+
+
+def generate(model, prompt, n, use_cache, sampled, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    kw = dict(temperature=1.0, top_k=40) if sampled else dict(temperature=0.0)
+    return model.generate(prompt, n, use_cache=use_cache, generator=gen, **kw)
+
+
+MODELS = {  # name: (n_layer, n_head, n_embd); all with context 256 and a vocabulary of 96
+    "course 4x128": (4, 4, 128),  # the model of chapter 6 and benchmarks/gpt_train.py
+    "nanoGPT 6x384": (6, 6, 384),  # nanoGPT's shakespeare-char model
+}
+
+
+def run(name, model, repeats):
+    config = model.config
+    n_new = config.block_size  # a 1-token prompt + block_size new tokens: the last step reads block_size tokens
+    prompt = torch.zeros(1, 1, dtype=torch.long)
+    for sampled in (False, True):
+        outputs = {mode: generate(model, prompt, n_new, mode, sampled) for mode in (False, True)}  # warm-up
+        same = torch.equal(outputs[False], outputs[True])
+        times = {False: [], True: []}
+        for _ in range(repeats):
+            for mode in (False, True):
+                start = time.perf_counter()
+                out = generate(model, prompt, n_new, mode, sampled)
+                times[mode].append(time.perf_counter() - start)
+                same = same and torch.equal(out, outputs[False])
+        base = statistics.median(times[False])
+        for mode in (False, True):
+            med = statistics.median(times[mode])
+            print(f"{name:<14} {model.num_parameters() / 1e6:>6.2f}M {'sampled' if sampled else 'greedy':<9} "
+                  f"{'yes' if mode else 'no':<6} {n_new:>6} {med:>9.3f} {n_new / med:>9.0f} {base / med:>8.2f}x "
+                  f"{str(same):>6}")
+        assert same, f"{name}: cached and uncached generation gave different tokens"
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="a tiny configuration (a smoke test)")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    parser.add_argument("--checkpoint", help="time a model saved by benchmarks/gpt_train.py instead "
+                                             "(at its own context length)")
+    args = parser.parse_args(argv)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+
+    if args.checkpoint:
+        models = {"checkpoint": GPT.load(args.checkpoint)[0]}
+    else:
+        shapes = {"tiny 2x32": (2, 2, 32)} if args.quick else MODELS
+        block_size = 32 if args.quick else 256
+        models = {}
+        for name, (n_layer, n_head, n_embd) in shapes.items():
+            torch.manual_seed(0)
+            config = GPTConfig(block_size, 96, n_layer, n_head, n_embd, dropout=0.0, bias=False)
+            models[name] = GPT(config).eval()
+    repeats = 2 if args.quick else args.repeats
+
+    first = next(iter(models.values())).config
+    print(f"context {first.block_size}: {first.block_size} new tokens after a 1-token prompt, batch 1, float32; "
+          f"{torch.get_num_threads()} threads, torch {torch.__version__}")
+    print(f"{'model':<14} {'params':>7} {'decoding':<9} {'cache':<6} {'tokens':>6} {'median s':>9} {'tokens/s':>9} "
+          f"{'speed-up':>9} {'same':>6}")
+    for i, (name, model) in enumerate(models.items()):
+        run(name, model, repeats if i == 0 else max(1, (repeats + 1) // 2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,309 @@
+"""attnedu.models: a GPT built from attnedu.nn's decoder blocks, with tied input/output
+embeddings, a parameter count that a formula predicts, and generation whose KV cache changes
+the speed, never the tokens. Sampling filters (top-k, top-p, temperature) do what they say."""
+
+from __future__ import annotations
+
+import inspect
+
+import pytest
+import torch
+
+import attnedu.models as models
+from attnedu.models import GPT, GPTConfig, parameter_count, sample_next, top_k_filter, top_p_filter
+from attnedu.nn import DecoderBlock
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    # tiny tensors: extra threads only add overhead (and stall on a busy machine)
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def tiny(block_size=16, vocab_size=11, n_layer=2, n_head=2, n_embd=16, dropout=0.0, bias=True, seed=0) -> GPT:
+    torch.manual_seed(seed)
+    return GPT(GPTConfig(block_size, vocab_size, n_layer, n_head, n_embd, dropout, bias)).eval()
+
+
+def prompt(B=2, T=3, vocab_size=11, seed=1) -> torch.Tensor:
+    return torch.randint(vocab_size, (B, T), generator=torch.Generator().manual_seed(seed))
+
+
+def gen(seed=0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+# ----------------------------------------------------------------------------- architecture
+def test_the_model_is_a_stack_of_attnedu_decoder_blocks_without_torch_transformer_modules():
+    model = tiny(n_layer=3)
+    assert len(model.blocks) == 3 and all(isinstance(b, DecoderBlock) for b in model.blocks)
+    assert all(b.cross_attn is None for b in model.blocks)
+    assert "nn.Transformer" not in inspect.getsource(models)
+    assert not any(type(m).__name__.startswith("Transformer") for m in model.modules())
+
+
+def test_output_layer_and_token_embedding_are_one_tensor():
+    model = tiny()
+    assert model.lm_head.weight is model.wte.weight
+    names = [n for n, _ in model.named_parameters()]
+    assert "wte.weight" in names and "lm_head.weight" not in names  # counted and optimised once
+    _, loss = model(prompt(), prompt(seed=2))
+    loss.backward()
+    assert model.wte.weight.grad is model.lm_head.weight.grad  # one gradient, from both uses
+
+
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("dims", [(16, 11, 2, 2, 16), (64, 96, 4, 4, 128), (8, 5, 1, 1, 4)])
+def test_num_parameters_equals_the_formula(dims, bias):
+    config = GPTConfig(*dims, bias=bias)
+    model = GPT(config)
+    assert model.num_parameters() == parameter_count(config) == sum(p.numel() for p in model.parameters())
+    assert model.num_parameters(non_embedding=True) == parameter_count(config, non_embedding=True) \
+        == parameter_count(config) - config.block_size * config.n_embd
+
+
+def test_nanogpt_cpu_configuration_has_the_expected_parameter_count():
+    # 12 C^2 per block dominates (4 * 12 * 128^2 = 786,432); nanoGPT prints "0.80M" (non-embedding)
+    config = GPTConfig(block_size=64, vocab_size=65, n_layer=4, n_head=4, n_embd=128, bias=False)
+    assert parameter_count(config) == 65 * 128 + 64 * 128 + 4 * (12 * 128 ** 2 + 2 * 128) + 128 == 804_096
+
+
+def test_forward_gives_logits_for_every_position_and_the_mean_cross_entropy():
+    model = tiny()
+    idx, targets = prompt(B=2, T=5), prompt(B=2, T=5, seed=3)
+    logits, loss = model(idx, targets)
+    assert logits.shape == (2, 5, 11)
+    expected = torch.nn.functional.cross_entropy(logits.reshape(-1, 11), targets.reshape(-1))
+    torch.testing.assert_close(loss, expected)
+    assert abs(loss.item() - torch.log(torch.tensor(11.0)).item()) < 0.2  # small init: near uniform
+    assert model(idx)[1] is None
+
+
+def test_forward_is_causal_a_future_token_never_changes_earlier_logits():
+    model = tiny()
+    idx = prompt(B=1, T=8)
+    changed = idx.clone()
+    changed[0, 5] = (changed[0, 5] + 1) % 11
+    a, _ = model(idx)
+    b, _ = model(changed)
+    torch.testing.assert_close(a[:, :5], b[:, :5])
+    assert not torch.allclose(a[:, 5:], b[:, 5:])
+
+
+# ----------------------------------------------------------------------------- the KV cache
+@pytest.mark.parametrize("T0, new", [(1, 15), (3, 13), (16, 0), (5, 1)])
+def test_cached_and_uncached_greedy_generation_give_identical_tokens(T0, new):
+    model = tiny()
+    idx = prompt(T=T0)
+    a = model.generate(idx, new, temperature=0.0, use_cache=True)
+    b = model.generate(idx, new, temperature=0.0, use_cache=False)
+    assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("options", [{}, {"top_k": 3}, {"top_p": 0.9}, {"temperature": 0.7, "top_k": 5, "top_p": 0.8}])
+def test_cached_and_uncached_sampling_give_identical_tokens_from_the_same_seed(options):
+    model = tiny()
+    a = model.generate(prompt(), 13, use_cache=True, generator=gen(7), **options)
+    b = model.generate(prompt(), 13, use_cache=False, generator=gen(7), **options)
+    assert torch.equal(a, b)
+    c = model.generate(prompt(), 13, use_cache=True, generator=gen(8), **options)
+    assert not torch.equal(a, c)  # the seed matters: the samples are not all the argmax
+
+
+def test_generation_past_the_context_window_gives_the_same_tokens_with_or_without_cache():
+    model = tiny(block_size=8)
+    for temperature in (0.0, 1.0):
+        a = model.generate(prompt(T=3), 20, temperature=temperature, use_cache=True, generator=gen(1))
+        b = model.generate(prompt(T=3), 20, temperature=temperature, use_cache=False, generator=gen(1))
+        assert a.shape == (2, 23) and torch.equal(a, b)
+
+
+def test_a_prompt_longer_than_the_context_is_cropped_to_its_last_block_size_tokens():
+    model = tiny(block_size=8)
+    long = prompt(T=12)
+    a = model.generate(long, 4, temperature=0.0)
+    b = model.generate(long[:, -8:], 4, temperature=0.0)
+    assert torch.equal(a[:, :12], long) and torch.equal(a[:, 12:], b[:, 8:])
+
+
+def test_the_cache_prefills_the_prompt_then_reads_one_token_per_step():
+    model = tiny()
+    seen = []
+    model.blocks[0].register_forward_pre_hook(lambda mod, args, kwargs: seen.append(args[0].shape[1]), with_kwargs=True)
+    model.generate(prompt(T=4), 5, temperature=0.0, use_cache=True)
+    assert seen == [4, 1, 1, 1, 1]
+    seen.clear()
+    model.generate(prompt(T=4), 5, temperature=0.0, use_cache=False)
+    assert seen == [4, 5, 6, 7, 8]
+
+
+def test_generate_returns_the_prompt_then_the_new_tokens_and_restores_training_mode():
+    model = tiny(dropout=0.1).train()
+    idx = prompt(T=3)
+    out = model.generate(idx, 6, generator=gen())
+    assert out.shape == (2, 9) and out.dtype == torch.long and torch.equal(out[:, :3], idx)
+    assert ((0 <= out) & (out < 11)).all()
+    assert model.training
+    assert torch.equal(model.generate(idx, 0), idx)
+
+
+def test_generate_is_reproducible_with_a_seeded_generator():
+    model = tiny()
+    assert torch.equal(model.generate(prompt(), 10, generator=gen(3)), model.generate(prompt(), 10, generator=gen(3)))
+
+
+# ----------------------------------------------------------------------------- sampling
+def test_top_k_keeps_exactly_the_k_largest_logits():
+    logits = torch.tensor([[0.1, 2.0, -1.0, 3.0, 0.5], [5.0, 4.0, 3.0, 2.0, 1.0]])
+    out = top_k_filter(logits, 2)
+    assert torch.isinf(out).sum(dim=-1).tolist() == [3, 3]
+    assert torch.equal(out[0].isfinite(), torch.tensor([False, True, False, True, False]))
+    assert torch.equal(out[out.isfinite()], logits[out.isfinite()])  # survivors unchanged
+
+
+def test_top_k_keeps_exactly_k_even_when_logits_tie_and_keeps_all_when_k_covers_the_vocabulary():
+    assert top_k_filter(torch.zeros(1, 6), 2).isfinite().sum() == 2
+    logits = torch.randn(3, 6)
+    assert torch.equal(top_k_filter(logits, 6), logits) and torch.equal(top_k_filter(logits, 100), logits)
+
+
+def test_top_p_keeps_the_smallest_nucleus_whose_probability_reaches_p():
+    probs = torch.tensor([0.15, 0.5, 0.05, 0.3])  # sorted: 0.5, 0.3, 0.15, 0.05 (cumulative 0.5, 0.8, 0.95, 1)
+    logits = probs.log()[None]
+    kept = lambda p: top_p_filter(logits, p).isfinite()[0].tolist()  # noqa: E731
+    assert kept(0.4) == [False, True, False, False]
+    assert kept(0.5) == [False, True, False, False]
+    assert kept(0.6) == [False, True, False, True]
+    assert kept(0.9) == [True, True, False, True]
+    assert kept(0.97) == [True, True, True, True]
+    assert kept(1.0) == [True, True, True, True]
+
+
+def test_top_p_agrees_with_a_brute_force_nucleus():
+    g = gen(5)
+    for _ in range(50):
+        logits = torch.randn(1, 9, generator=g) * 2
+        p = torch.rand(1, generator=g).item() * 0.98 + 0.01
+        probs = torch.softmax(logits[0], -1).tolist()
+        order = sorted(range(9), key=lambda i: -probs[i])
+        total, nucleus = 0.0, set()
+        for i in order:  # the smallest prefix of the most likely tokens with mass >= p
+            nucleus.add(i)
+            total += probs[i]
+            if total >= p:
+                break
+        got = set(top_p_filter(logits, p).isfinite()[0].nonzero().flatten().tolist())
+        assert got == nucleus
+
+
+def test_sampling_only_ever_draws_tokens_that_survive_the_filters():
+    logits = torch.tensor([[1.0, 3.0, 2.0, 0.0, 2.5]]).expand(2000, 5)
+    draws = sample_next(logits, top_k=2, generator=gen())
+    assert set(draws.flatten().tolist()) == {1, 4}
+    draws = sample_next(logits, top_p=0.5, generator=gen())
+    assert set(draws.flatten().tolist()) <= {1, 4}
+
+
+def test_sampling_at_temperature_one_follows_the_softmax():
+    logits = torch.tensor([[0.0, 1.0, 2.0, -1.0]])
+    draws = sample_next(logits.expand(40_000, 4), generator=gen()).flatten()
+    freq = torch.bincount(draws, minlength=4).float() / len(draws)
+    torch.testing.assert_close(freq, torch.softmax(logits[0], -1), atol=0.01, rtol=0)
+
+
+def test_temperature_towards_zero_approaches_greedy_decoding():
+    g = gen(2)
+    logits = torch.stack([0.5 * torch.randperm(7, generator=g).float() for _ in range(500)])  # gaps >= 0.5
+    greedy = logits.argmax(-1, keepdim=True)
+    assert torch.equal(sample_next(logits, temperature=0.0), greedy)
+    agreement = [(sample_next(logits, temperature=t, generator=gen()) == greedy).float().mean().item()
+                 for t in (2.0, 1.0, 0.3, 0.01)]
+    assert agreement == sorted(agreement) and agreement[-1] == 1.0
+    model = tiny()
+    assert torch.equal(model.generate(prompt(), 10, temperature=1e-4, generator=gen()),
+                       model.generate(prompt(), 10, temperature=0.0))
+
+
+# ----------------------------------------------------------------------------- checkpoints
+@pytest.mark.parametrize("dtype", [None, torch.float16])
+def test_a_saved_model_loads_back_with_its_config_extras_and_tied_weights(tmp_path, dtype):
+    model = tiny()
+    path = tmp_path / "gpt.pt"
+    model.save(path, dtype=dtype, vocab="abcdefghijk", val_loss=1.5, torch_version=torch.__version__)
+    loaded, extra = GPT.load(path)  # weights_only: plain types only
+    assert loaded.config == model.config
+    assert extra == {"vocab": "abcdefghijk", "val_loss": 1.5, "torch_version": str(torch.__version__)}
+    assert loaded.lm_head.weight is loaded.wte.weight and not loaded.training
+    tol = dict(atol=0, rtol=0) if dtype is None else dict(atol=1e-3, rtol=1e-2)
+    torch.testing.assert_close(loaded(prompt())[0], model(prompt())[0], **tol)
+
+
+def test_float16_checkpoints_are_half_the_size(tmp_path):
+    model = tiny(n_embd=64)
+    model.save(tmp_path / "a.pt")
+    model.save(tmp_path / "b.pt", dtype=torch.float16)
+    a, b = (tmp_path / "a.pt").stat().st_size, (tmp_path / "b.pt").stat().st_size
+    assert b < 0.6 * a
+    assert a < 4 * model.num_parameters() * 1.1  # the tied matrix is stored once
+
+
+# ----------------------------------------------------------------------------- bad inputs
+@pytest.mark.parametrize("kwargs, words", [
+    (dict(n_embd=30, n_head=4), "not divisible by n_head"),
+    (dict(block_size=0), "block_size must be a positive integer"),
+    (dict(vocab_size=2.5), "vocab_size"),
+    (dict(dropout=1.0), "dropout"),
+])
+def test_a_bad_config_raises_a_value_error_naming_the_field(kwargs, words):
+    base = dict(block_size=8, vocab_size=5, n_layer=1, n_head=2, n_embd=8)
+    with pytest.raises(ValueError, match=words):
+        GPTConfig(**{**base, **kwargs})
+
+
+@pytest.mark.parametrize("idx, words", [
+    (torch.zeros(1, 17, dtype=torch.long), r"\(1, 17\).*block_size=16"),
+    (torch.zeros(5, dtype=torch.long), r"idx\[None\]"),
+    (torch.zeros(1, 3), "torch.long"),
+    (torch.full((1, 3), 11), r"outside \[0, vocab_size=11\)"),
+    (torch.zeros(1, 0, dtype=torch.long), "at least one token"),
+])
+def test_bad_token_ids_raise_a_value_error_naming_the_shape_or_values(idx, words):
+    with pytest.raises(ValueError, match=words):
+        tiny()(idx)
+
+
+def test_targets_of_the_wrong_shape_raise_a_value_error():
+    with pytest.raises(ValueError, match=r"targets must have the shape of idx \(2, 3\), got \(2, 4\)"):
+        tiny()(prompt(), prompt(T=4))
+
+
+@pytest.mark.parametrize("kwargs, words", [
+    (dict(max_new_tokens=-1), "max_new_tokens"),
+    (dict(temperature=-0.5), "temperature"),
+    (dict(temperature=float("nan")), "temperature"),
+    (dict(top_k=0), "top_k"),
+    (dict(top_p=0.0), "top_p"),
+    (dict(top_p=1.5), "top_p"),
+])
+def test_bad_generation_options_raise_a_value_error_before_generating(kwargs, words):
+    with pytest.raises(ValueError, match=words):
+        tiny().generate(prompt(), **{"max_new_tokens": 3, **kwargs})
+
+
+def test_sampling_helpers_check_their_inputs():
+    with pytest.raises(ValueError, match=r"\(B, V\)"):
+        sample_next(torch.zeros(2, 3, 4))
+    with pytest.raises(ValueError, match="floating-point"):
+        top_k_filter(torch.zeros(2, 3, dtype=torch.long), 1)
+    with pytest.raises(ValueError, match="GPTConfig"):
+        parameter_count({"n_embd": 8})
+
+
+def test_greedy_generation_leaves_the_global_random_state_alone():
+    model = tiny()
+    state = torch.get_rng_state()
+    model.generate(prompt(), 5, temperature=0.0)
+    assert torch.equal(torch.get_rng_state(), state)

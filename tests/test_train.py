@@ -1,0 +1,198 @@
+"""attnedu.train: batches are windows of the text and their shift by one; the learning rate
+warms up linearly, decays along a cosine and stays at its floor; training is reproducible from
+a seed, lowers the loss, and reports what it measured."""
+
+from __future__ import annotations
+
+import io
+import math
+
+import pytest
+import torch
+
+from attnedu.models import GPT, GPTConfig
+from attnedu.train import ProgressBar, estimate_loss, get_batch, get_lr, train
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+TEXT_IDS = torch.tensor([ord(c) - 97 for c in "abcdefgh" * 40])  # a repeating pattern: easy to learn
+
+
+def tiny(dropout=0.0, seed=0) -> GPT:
+    torch.manual_seed(seed)
+    return GPT(GPTConfig(block_size=8, vocab_size=8, n_layer=1, n_head=2, n_embd=16, dropout=dropout))
+
+
+def quick(model, **kwargs):
+    options = dict(iters=30, batch_size=4, lr=1e-2, warmup=3, min_lr=1e-3, eval_interval=10, eval_iters=2,
+                   seed=0, progress=False)
+    return train(model, TEXT_IDS[:280], TEXT_IDS[280:], **{**options, **kwargs})
+
+
+# ----------------------------------------------------------------------------- batches
+def test_get_batch_gives_windows_of_the_text_and_the_same_windows_shifted_by_one():
+    ids = torch.arange(100)
+    x, y = get_batch(ids, batch_size=5, block_size=7, generator=torch.Generator().manual_seed(0))
+    assert x.shape == y.shape == (5, 7) and x.dtype == y.dtype == torch.long
+    start = x[:, :1]
+    assert torch.equal(x, start + torch.arange(7))  # contiguous windows
+    assert torch.equal(y, x + 1)  # the next token at every position
+    assert ((0 <= start) & (start + 7 < 100)).all()  # y's last token is still inside the text
+
+
+def test_get_batch_reaches_every_offset_and_only_valid_ones():
+    ids = torch.arange(12)
+    x, _ = get_batch(ids, batch_size=2000, block_size=4, generator=torch.Generator().manual_seed(0))
+    assert set(x[:, 0].tolist()) == set(range(8))  # offsets 0 .. N - T - 1
+
+
+def test_get_batch_is_reproducible_with_a_seeded_generator_and_accepts_lists():
+    a = get_batch(list(range(50)), 3, 5, torch.Generator().manual_seed(1))
+    b = get_batch(torch.arange(50), 3, 5, torch.Generator().manual_seed(1))
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+
+
+def test_get_batch_works_on_the_shortest_possible_text():
+    x, y = get_batch(torch.arange(5), 2, 4)
+    assert torch.equal(x, torch.arange(4).expand(2, 4)) and torch.equal(y, x + 1)
+
+
+@pytest.mark.parametrize("ids, B, T, words", [
+    (torch.arange(5), 2, 5, "5 tokens.*block_size=5"),
+    (torch.zeros(3, 4, dtype=torch.long), 1, 2, r"1-D.*\(3, 4\)"),
+    (torch.zeros(10), 1, 2, "integer token ids"),
+    (torch.arange(10), 0, 2, "batch_size"),
+    (torch.arange(10), 2, -1, "block_size"),
+])
+def test_get_batch_rejects_bad_inputs_with_a_value_error(ids, B, T, words):
+    with pytest.raises(ValueError, match=words):
+        get_batch(ids, B, T)
+
+
+# ----------------------------------------------------------------------------- the schedule
+LR = dict(lr=1e-3, min_lr=1e-4, warmup=100, decay_iters=2000)
+
+
+def test_the_learning_rate_warms_up_linearly_to_its_peak():
+    warm = [get_lr(it, **LR) for it in range(100)]
+    steps = [b - a for a, b in zip(warm, warm[1:])]
+    assert all(math.isclose(s, 1e-3 / 101) for s in steps)  # a straight line
+    assert math.isclose(warm[0], 1e-3 / 101) and warm[-1] < 1e-3
+    assert get_lr(100, **LR) == pytest.approx(1e-3)  # the peak, where the decay starts
+
+
+def test_the_learning_rate_decays_along_a_cosine_to_its_floor_and_stays_there():
+    assert get_lr(1050, **LR) == pytest.approx((1e-3 + 1e-4) / 2)  # half-way: the mean
+    assert get_lr(575, **LR) == pytest.approx(1e-4 + 0.9e-3 * (1 + math.cos(math.pi / 4)) / 2)
+    decay = [get_lr(it, **LR) for it in range(100, 2001)]
+    assert all(a >= b for a, b in zip(decay, decay[1:]))
+    assert decay[-1] == pytest.approx(1e-4)
+    assert all(get_lr(it, **LR) == 1e-4 for it in (2000, 2001, 10_000))
+
+
+def test_no_warm_up_starts_at_the_peak():
+    assert get_lr(0, lr=1.0, min_lr=0.0, warmup=0, decay_iters=10) == 1.0
+
+
+@pytest.mark.parametrize("kwargs, words", [
+    (dict(it=-1), "it must be"),
+    (dict(min_lr=2e-3), "min_lr <= lr"),
+    (dict(warmup=3000), "warmup <= decay_iters"),
+])
+def test_a_bad_schedule_raises_a_value_error(kwargs, words):
+    with pytest.raises(ValueError, match=words):
+        get_lr(**{"it": 0, **LR, **kwargs})
+
+
+# ----------------------------------------------------------------------------- the loop
+def test_training_lowers_the_loss_on_a_tiny_corpus():
+    history = quick(tiny(), iters=60)
+    assert history.val_loss[-1] < history.val_loss[0] - 1.0
+    assert history.train_loss[-1] < history.train_loss[0] - 1.0
+    assert sum(history.loss[-10:]) / 10 < sum(history.loss[:10]) / 10
+
+
+@pytest.mark.parametrize("dropout", [0.0, 0.2])
+def test_training_is_reproducible_from_a_seed(dropout):
+    a = quick(tiny(dropout))
+    b = quick(tiny(dropout))
+    assert a.loss == b.loss and a.val_loss == b.val_loss and a.train_loss == b.train_loss
+    c = quick(tiny(dropout), seed=1)
+    assert c.loss != a.loss
+
+
+def test_training_leaves_the_global_random_state_alone():
+    model = tiny(dropout=0.2)
+    state = torch.get_rng_state()
+    quick(model)
+    assert torch.equal(torch.get_rng_state(), state)
+
+
+def test_the_history_holds_every_iteration_and_every_evaluation():
+    history = quick(tiny(), iters=25)
+    assert len(history.loss) == len(history.lr) == len(history.iter_time) == 25
+    assert history.eval_iters == [0, 10, 20, 25]  # before training, every 10, after the last step
+    assert len(history.train_loss) == len(history.val_loss) == 4
+    assert history.lr == [get_lr(it, lr=1e-2, min_lr=1e-3, warmup=3, decay_iters=25) for it in range(25)]
+    assert history.tokens == 25 * 4 * 8 and history.tokens_per_s > 0 and history.wall_time >= sum(history.iter_time)
+
+
+def test_evaluation_is_on_fixed_batches_and_in_eval_mode():
+    model = tiny(dropout=0.5).train()
+    kw = dict(batch_size=4, block_size=8, eval_iters=3, seed=5)
+    assert estimate_loss(model, TEXT_IDS, **kw) == estimate_loss(model, TEXT_IDS, **kw)
+    assert model.training  # restored
+
+
+def test_max_seconds_stops_early_and_still_evaluates():
+    history = quick(tiny(), iters=1000, max_seconds=0.0)
+    assert len(history.loss) == 1 and history.eval_iters == [0, 1]
+
+
+def test_progress_shows_the_evaluations_and_progress_false_is_silent(capsys):
+    quick(tiny(), progress=True)
+    out = capsys.readouterr().out
+    assert "iter  0: train loss" in out and "iter 30: train loss" in out and "val loss" in out
+    quick(tiny(), progress=False)
+    assert capsys.readouterr().out == ""
+
+
+def test_the_progress_bar_draws_in_place_on_a_terminal():
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    out = Terminal()
+    bar = ProgressBar(10, width=10, file=out, min_interval=0.0)
+    bar.update(5, "loss 1.0")
+    bar.log("iter 5: val loss 1.0")
+    bar.update(10)
+    bar.close()
+    text = out.getvalue()
+    assert "\r" in text and " 5/10 [#####.....]  50%" in text and "10/10 [##########] 100%" in text
+    assert "iter 5: val loss 1.0\n" in text and text.endswith("\n")
+
+
+@pytest.mark.parametrize("kwargs, words", [
+    (dict(iters=0), "iters must be a positive integer"),
+    (dict(warmup=100), r"warmup must be an integer in \[0, iters=30\]"),
+    (dict(min_lr=1.0), "min_lr <= lr"),
+    (dict(grad_clip=0.0), "grad_clip"),
+    (dict(betas=(0.9, 1.0)), "betas"),
+    (dict(block_size=500), "too few for block_size=500"),
+])
+def test_bad_training_options_raise_a_value_error(kwargs, words):
+    with pytest.raises(ValueError, match=words):
+        quick(tiny(), **kwargs)
+
+
+def test_the_window_defaults_to_the_model_context_and_must_be_given_otherwise():
+    with pytest.raises(ValueError, match="block_size is not given"):
+        train(torch.nn.Linear(2, 2), TEXT_IDS, TEXT_IDS, iters=1, progress=False)
