@@ -44,24 +44,44 @@ class KVCache:
 
     Generating text one token at a time, a model would otherwise project the keys and values
     of the whole prefix again at every step. With a cache, each step projects only the new
-    token and appends its key and value here.
+    token and appends its key and value here. The storage grows by doubling, so appending
+    one position costs one small copy, not a copy of everything cached.
     """
 
     def __init__(self):
-        self.k: Tensor | None = None  # (B, H, T, dh)
-        self.v: Tensor | None = None
+        self._k: Tensor | None = None  # (B, H, capacity, dh)
+        self._v: Tensor | None = None
+        self._n = 0
 
     def __len__(self) -> int:
-        return 0 if self.k is None else self.k.shape[-2]
+        return self._n
+
+    @property
+    def k(self) -> Tensor | None:
+        """The cached keys, ``(B, H, len(self), dh)``."""
+        return None if self._k is None else self._k[:, :, : self._n]
+
+    @property
+    def v(self) -> Tensor | None:
+        """The cached values, ``(B, H, len(self), dh)``."""
+        return None if self._v is None else self._v[:, :, : self._n]
 
     def update(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
         """Append ``(B, H, T_new, dh)`` keys and values; return all of them, ``(B, H, T, dh)``."""
-        if self.k is None:
-            self.k, self.v = k, v
-        else:
-            if k.shape[:2] != self.k.shape[:2] or k.shape[-1] != self.k.shape[-1]:
-                raise ValueError(f"new keys of shape {tuple(k.shape)} do not fit the cached {tuple(self.k.shape)}")
-            self.k, self.v = torch.cat([self.k, k], dim=-2), torch.cat([self.v, v], dim=-2)
+        if self._k is not None and (k.shape[:2] != self._k.shape[:2] or k.shape[-1] != self._k.shape[-1]):
+            raise ValueError(f"new keys of shape {tuple(k.shape)} do not fit the cached {tuple(self.k.shape)}")
+        n, t = self._n, k.shape[2]
+        if self._k is None or n + t > self._k.shape[2]:
+            capacity = max(2 * (n + t), 16)
+            grown_k = k.new_empty(*k.shape[:2], capacity, k.shape[-1])
+            grown_v = v.new_empty(*v.shape[:2], capacity, v.shape[-1])
+            if n:
+                grown_k[:, :, :n] = self._k[:, :, :n]
+                grown_v[:, :, :n] = self._v[:, :, :n]
+            self._k, self._v = grown_k, grown_v
+        self._k[:, :, n : n + t] = k
+        self._v[:, :, n : n + t] = v
+        self._n = n + t
         return self.k, self.v
 
 
@@ -123,12 +143,25 @@ class MultiHeadAttention(nn.Module):
     def _project(self, query: Tensor, key: Tensor, value: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """The three input projections; one fused matrix product for self-attention."""
         if query is key and key is value and self.kdim == self.vdim == self.embed_dim:
-            weight = torch.cat([self.q_proj.weight, self.k_proj.weight, self.v_proj.weight])  # (3E, E)
-            bias = None
-            if self.q_proj.bias is not None:
-                bias = torch.cat([self.q_proj.bias, self.k_proj.bias, self.v_proj.bias])
+            weight, bias = self._fused_weights()  # (3E, E), (3E,)
             return F.linear(query, weight, bias).chunk(3, dim=-1)  # 3 x (B, T, E)
         return self.q_proj(query), self.k_proj(key), self.v_proj(value)
+
+    def _fused_weights(self) -> tuple[Tensor, Tensor | None]:
+        """W_q, W_k and W_v stacked into one (3E, E) matrix (and the biases likewise).
+
+        Under autograd the stack is built anew each call, so gradients reach the three
+        layers; without gradients (generation) it is kept until a weight changes.
+        """
+        projections = (self.q_proj, self.k_proj, self.v_proj)
+        key = tuple((p.weight.data_ptr(), p.weight._version) for p in projections)
+        if not torch.is_grad_enabled() and getattr(self, "_fused", (None,))[0] == key:
+            return self._fused[1], self._fused[2]
+        weight = torch.cat([p.weight for p in projections])
+        bias = None if self.q_proj.bias is None else torch.cat([p.bias for p in projections])
+        if not torch.is_grad_enabled():
+            self._fused = (key, weight, bias)
+        return weight, bias
 
     def _split_heads(self, x: Tensor) -> Tensor:
         B, T, _ = x.shape
@@ -392,12 +425,15 @@ class DecoderBlock(nn.Module):
         if memory is None and self.cross_attn is not None:
             raise ValueError("this DecoderBlock has cross-attention: pass the encoder's output as memory")
         past = len(cache) if cache is not None else 0
-        if attn_mask is None:
+        causal = attn_mask is None
+        if causal and not (x.shape[1] == 1 and key_padding_mask is None):
             attn_mask = self.causal_mask(x.shape[1], past, x.device)  # (T, past + T)
+        # one new token may look at everything before it: no mask needed at all
 
         def self_attend(h):
             out, w = self.self_attn(h, h, h, attn_mask=attn_mask, key_padding_mask=key_padding_mask,
-                                    need_weights=need_weights, average_attn_weights=False, cache=cache)
+                                    need_weights=need_weights, average_attn_weights=False, cache=cache,
+                                    is_causal=causal and attn_mask is not None)
             self.attn_weights = w
             return self.drop(out)
 
