@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
+from conftest import returns_none, returns_text, stub  # learners' typical garbage
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -139,18 +141,6 @@ def flops_E_instead_of_dh(batch, seq_len, embed_dim, num_heads):
 
 def flops_projections_only(batch, seq_len, embed_dim, num_heads):
     return 8 * batch * seq_len * embed_dim**2
-
-
-def stub(*args, **kwargs):
-    raise NotImplementedError()
-
-
-def returns_none(*args, **kwargs):
-    return None
-
-
-def returns_text(*args, **kwargs):
-    return "42"
 
 
 # ------------------------------------------------------------------ the references pass

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
+from conftest import returns_none, returns_text, stub  # learners' typical garbage
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -181,18 +183,6 @@ def pat_t5_no_cross_attention(kind, n_in, n_out):
 
 def pat_ints(kind, n_in, n_out):
     return pat_ref(kind, n_in, n_out).astype(int)
-
-
-def stub(*args, **kwargs):
-    raise NotImplementedError()
-
-
-def returns_none(*args, **kwargs):
-    return None
-
-
-def returns_text(*args, **kwargs):
-    return "42"
 
 
 # ------------------------------------------------------------------ the references pass

@@ -14,13 +14,7 @@ from attnedu.models import GPT, GPTConfig, parameter_count, sample_next, top_k_f
 from attnedu.nn import DecoderBlock
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # tiny tensors: extra threads only add overhead (and stall on a busy machine)
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: one thread is fastest
 
 
 def tiny(block_size=16, vocab_size=11, n_layer=2, n_head=2, n_embd=16, dropout=0.0, bias=True, seed=0) -> GPT:

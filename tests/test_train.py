@@ -14,12 +14,7 @@ from attnedu.models import GPT, GPTConfig
 from attnedu.train import ProgressBar, estimate_loss, get_batch, get_lr, train
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: one thread is fastest
 
 
 TEXT_IDS = torch.tensor([ord(c) - 97 for c in "abcdefgh" * 40])  # a repeating pattern: easy to learn
