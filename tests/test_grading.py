@@ -23,6 +23,9 @@ from attnedu import grading
 from conftest import NOTEBOOKS, REPO, load_notebook
 
 CELL_TIMEOUT = 15  # seconds; the course's own config allows 60
+# Chapters that train a model stop training after this many seconds when grading, as
+# `make grade` does: grades must not depend on how long the model trained.
+TRAIN_SECONDS = "3"
 CHAPTERS = [p.parent.name for p in NOTEBOOKS]
 
 
@@ -101,7 +104,9 @@ def graded(course, config, released):
             target = course / "_grading" / "submitted" / who / chapter / f"{chapter}.ipynb"
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_text(json.dumps(nb), encoding="utf-8")
-    return grading.grade(course, config)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("ATTNEDU_MAX_TRAIN_SECONDS", TRAIN_SECONDS)
+        return grading.grade(course, config)
 
 
 def test_every_chapter_is_released_without_solutions_or_hidden_tests(released):

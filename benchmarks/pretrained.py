@@ -1,0 +1,155 @@
+"""Inference speed of chapter 7's pretrained models on the CPU: ours against the reference library.
+
+Run:  .venv/bin/python benchmarks/pretrained.py [--quick] [--repeats N] [--threads N]
+                                                [--part {all,encoder,decoder}]
+
+* ``encoder``: all-MiniLM-L6-v2 on the course's attention (:class:`attnedu.pretrained.MiniLM`)
+  against ``sentence_transformers.SentenceTransformer``, encoding the same sentences of mixed
+  length (a few words up to more than 256 tokens, so truncation happens too) at batch 32.
+  Unit: sentences per second. Goal: ours at least 0.8 times sentence-transformers.
+* ``decoder``: SmolLM2-135M-Instruct on the course's attention against its reference, in
+  new tokens per second (see :func:`bench_decoder`).
+
+Each contender runs once as a warm-up, then ``--repeats`` times, the contenders taking turns so
+that drifts of a shared machine's speed hit them alike; the table gives the median rate and
+its ratio to the reference of the same part.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import statistics
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+
+@dataclass
+class Row:
+    """One line of the table: a contender's median rate, and its ratio to its part's reference."""
+
+    part: str  # "encoder" or "decoder"
+    name: str  # e.g. "attnedu MiniLM"
+    unit: str  # e.g. "sentences/s", "new tokens/s"
+    median: float  # the median rate over the repeats (higher is faster)
+    ratio: float | None = None  # median / the reference's median; None for the reference itself
+    note: str = ""  # anything worth saying (batch size, number of items, ...)
+
+
+def alternate(contenders: dict[str, Callable[[], int]], repeats: int) -> dict[str, float]:
+    """Median rate (items per second) of each contender, timed in turns after one warm-up each.
+
+    Each callable does one full run and returns how many items it processed.
+    """
+    for run in contenders.values():  # warm-up: first-call costs (allocations, caches) are not timed
+        run()
+    rates: dict[str, list[float]] = {name: [] for name in contenders}
+    for _ in range(repeats):
+        for name, run in contenders.items():
+            start = time.perf_counter()
+            n = run()
+            rates[name].append(n / (time.perf_counter() - start))
+    return {name: statistics.median(r) for name, r in rates.items()}
+
+
+# --------------------------------------------------------------------------- encoder
+WORDS = (
+    "attention weighs every token by how well its key matches the query and averages the values "
+    "a transformer stacks attention and feed forward layers with residual connections and layer norm "
+    "sentence embeddings place texts with similar meaning close together on the unit sphere "
+    "café naïve résumé Zürich 注意力机制 الانتباه 🙂"
+).split()
+
+
+def sentences(n: int, seed: int = 0) -> list[str]:
+    """``n`` sentences of mixed length: mostly 5 to 40 words, one in eight long enough to be truncated."""
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        length = rng.randint(250, 400) if i % 8 == 0 else rng.randint(5, 40)
+        out.append(" ".join(rng.choice(WORDS) for _ in range(length)))
+    return out
+
+
+def bench_encoder(args) -> list[Row]:
+    """Sentences per second: attnedu's MiniLM against sentence-transformers, same sentences, batch 32."""
+    from sentence_transformers import SentenceTransformer
+
+    from attnedu.pretrained import MiniLM
+    from attnedu.pretrained._locate import MINILM, locate
+
+    folder = locate(MINILM)
+    ours = MiniLM.load(folder)
+    reference = SentenceTransformer(str(folder), device="cpu")
+    texts = sentences(64 if args.quick else 512)
+    batch = 32
+
+    # Same inputs, same outputs: a speed comparison is only fair between equal results.
+    a = ours.encode(texts[:batch], batch_size=batch)
+    b = reference.encode(texts[:batch], batch_size=batch, normalize_embeddings=True, convert_to_numpy=True)
+    diff = float(abs(a - b).max())
+    assert diff < 1e-4, f"our embeddings differ from sentence-transformers' by {diff}"
+
+    contenders = {
+        "attnedu MiniLM": lambda: len(ours.encode(texts, batch_size=batch)),
+        "sentence-transformers": lambda: len(
+            reference.encode(texts, batch_size=batch, normalize_embeddings=True, convert_to_numpy=True)
+        ),
+    }
+    medians = alternate(contenders, args.repeats)
+    ref = medians["sentence-transformers"]
+    note = f"{len(texts)} sentences, batch {batch}, max diff {diff:.1e}"
+    return [
+        Row("encoder", "sentence-transformers", "sentences/s", ref, None, note),
+        Row("encoder", "attnedu MiniLM", "sentences/s", medians["attnedu MiniLM"], medians["attnedu MiniLM"] / ref, note),
+    ]
+
+
+# --------------------------------------------------------------------------- decoder
+def bench_decoder(args) -> list[Row]:
+    """New tokens per second of the SmolLM2 decoder: ours against its reference.
+
+    STUB, to be replaced by the helper who writes ``attnedu/pretrained/smollm.py``: build
+    both models, generate the same number of new tokens greedily from the same prompts
+    (fewer with ``args.quick``), time them with :func:`alternate` (each callable returns the
+    number of new tokens it generated) and return ``Row("decoder", ...)`` entries, the
+    reference first with ``ratio=None``, ours with ``ratio = ours / reference``.
+    Until then it measures nothing and returns no rows.
+    """
+    return []
+
+
+# --------------------------------------------------------------------------- main
+def print_table(rows: list[Row]) -> None:
+    print(f"{'part':<8} {'contender':<24} {'median':>10} {'unit':<13} {'vs ref':>7}  note")
+    for r in rows:
+        ratio = "(ref)" if r.ratio is None else f"{r.ratio:.2f}x"
+        print(f"{r.part:<8} {r.name:<24} {r.median:>10.1f} {r.unit:<13} {ratio:>7}  {r.note}")
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="few sentences and tokens (a smoke test)")
+    parser.add_argument("--repeats", type=int, default=5, help="timed runs per contender (default 5; 2 with --quick)")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument("--part", choices=("all", "encoder", "decoder"), default="all")
+    args = parser.parse_args(argv)
+    if args.quick and args.repeats == parser.get_default("repeats"):
+        args.repeats = 2
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    print(f"{torch.get_num_threads()} threads, torch {torch.__version__}, {args.repeats} timed runs each, "
+          "contenders alternating")
+    rows: list[Row] = []
+    if args.part in ("all", "encoder"):
+        rows += bench_encoder(args)
+    if args.part in ("all", "decoder"):
+        rows += bench_decoder(args)
+    print_table(rows)
+
+
+if __name__ == "__main__":
+    main()
