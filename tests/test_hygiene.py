@@ -111,3 +111,17 @@ def test_only_solution_cells_are_folded_behind_the_solution_toggle(path):
     for c in load_notebook(path)["cells"]:
         if "hide-input" in tags(c):
             assert nbgrader(c).get("solution"), f"hide-input on a cell that is not a solution: {source(c)[:60]!r}"
+
+
+def test_every_heading_of_the_book_has_a_unique_label():
+    """Questions about the course (chapter 11) name sections by label, so labels must exist,
+    be unique, and stay put. `python -m attnedu.coursebook label` adds missing ones."""
+    from attnedu import coursebook
+
+    sections = coursebook.sections(REPO)  # raises on a heading without a label
+    labels = [s.id for s in sections]
+    duplicates = sorted({x for x in labels if labels.count(x) > 1})
+    assert not duplicates, f"labels used twice: {duplicates}"
+    assert all(re.fullmatch(r"[a-z0-9-]+", x) for x in labels), [x for x in labels if not re.fullmatch(r"[a-z0-9-]+", x)]
+    pages = {s.page for s in sections}
+    assert {f"notebooks/{p.parent.name}/{p.stem}" for p in NOTEBOOKS} <= pages, "every chapter is in _toc.yml"

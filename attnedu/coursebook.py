@@ -1,0 +1,254 @@
+"""The course's own text as a collection of passages: one passage per labelled section.
+
+Chapters 11 and 12 search this course with the methods they teach, and measure the search on
+questions whose answers are sections of the book. A question's relevance judgments name
+sections by their **labels**, MyST targets written on the line above each heading::
+
+    (ch01-softmax-from-scores-to-weights)=
+    ## Softmax: from scores to weights
+
+A page's title (its one ``#`` heading) needs no label: its section is named after the page,
+``ch01`` for chapter 1, ``how-to-use`` for ``book/how-to-use.md``. A label is chosen once and then kept when the heading's wording changes, so judgments survive
+edits to the text; ``tests/test_hygiene.py`` fails when a heading has no label, when two
+sections share one, and when a judged label no longer exists.
+
+``python -m attnedu.coursebook label`` gives every heading without a label one made from its
+words (run it after adding a section); ``python -m attnedu.coursebook list`` prints them.
+
+The book's files come from ``_toc.yml`` in the course's folder: :func:`course_root` finds it
+from the working folder or from this package's location (an editable install in a clone).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["Section", "course_root", "book_files", "sections", "slugify", "label_headings"]
+
+LABEL = re.compile(r"^\(([A-Za-z0-9_.:-]+)\)=\s*$")
+HEADING = re.compile(r"^(#{1,6})\s+(.+?)\s*#*\s*$")
+FENCE = re.compile(r"^\s*(```|~~~)")
+
+
+@dataclass(frozen=True)
+class Section:
+    """One passage: the text under one heading, up to the next heading.
+
+    ``id`` is the section's label; ``page`` the book file it is in (relative to the course
+    folder, without suffix); ``title`` the heading's text; ``text`` the prose (Markdown, code
+    fences included, labels and the heading itself left out).
+    """
+
+    id: str
+    page: str
+    title: str
+    text: str
+
+    def __str__(self) -> str:
+        return f"{self.title}\n\n{self.text}"
+
+
+def course_root(start: str | Path | None = None) -> Path:
+    """The folder that holds the course's ``_toc.yml``.
+
+    Looks in ``start`` (default: the working folder) and its parents, then beside this
+    package (a clone with ``pip install -e .``). Raises ``FileNotFoundError`` naming the fix.
+    """
+    candidates = [Path(start or Path.cwd()).resolve(), Path(__file__).resolve().parent]
+    for base in candidates:
+        for folder in (base, *base.parents):
+            if (folder / "_toc.yml").is_file() and (folder / "notebooks").is_dir():
+                return folder
+    raise FileNotFoundError(
+        "Could not find the course's _toc.yml above "
+        f"{candidates[0]} or beside the attnedu package. The course's text is read from a clone "
+        "of the repository: run from inside the clone, or pass its folder as `root`."
+    )
+
+
+def book_files(root: str | Path | None = None) -> list[Path]:
+    """The book's pages in reading order (``_toc.yml``'s root, then every chapter)."""
+    import yaml
+
+    root = course_root(root)
+    toc = yaml.safe_load((root / "_toc.yml").read_text(encoding="utf-8"))
+    names = [toc["root"]]
+    for part in toc.get("parts", []):
+        names += [chapter["file"] for chapter in part.get("chapters", [])]
+    files = []
+    for name in names:
+        for suffix in (".ipynb", ".md"):
+            if (root / (name + suffix)).is_file():
+                files.append(root / (name + suffix))
+                break
+        else:
+            raise FileNotFoundError(f"_toc.yml names {name!r}, but neither {name}.ipynb nor {name}.md exists")
+    return files
+
+
+def _markdown_chunks(path: Path) -> list[str]:
+    """The Markdown of a page: the whole file, or each Markdown cell of a notebook."""
+    text = path.read_text(encoding="utf-8")
+    if path.suffix != ".ipynb":
+        return [text]
+    cells = json.loads(text)["cells"]
+    return ["".join(c["source"]) for c in cells if c["cell_type"] == "markdown"]
+
+
+def _lines_outside_fences(markdown: str):
+    """Yield (line, inside_fence) so that `# comments` in code blocks are not headings."""
+    fence = None
+    for line in markdown.splitlines():
+        match = FENCE.match(line)
+        if match:
+            marker = match.group(1)
+            if fence is None:
+                fence = marker
+            elif marker == fence:
+                fence = None
+            yield line, True
+            continue
+        yield line, fence is not None
+
+
+def sections(root: str | Path | None = None, min_chars: int = 0) -> list[Section]:
+    """Every labelled section of the book, in reading order.
+
+    A heading without a label raises ``ValueError`` (run ``python -m attnedu.coursebook
+    label``). ``min_chars`` drops sections whose text is shorter (e.g. a heading directly
+    followed by a sub-heading).
+    """
+    root = course_root(root)
+    out: list[Section] = []
+    for path in book_files(root):
+        page = path.relative_to(root).with_suffix("").as_posix()
+        current: dict | None = None
+        pending_label = None
+        for chunk in _markdown_chunks(path):
+            for line, in_fence in _lines_outside_fences(chunk):
+                label = None if in_fence else LABEL.match(line)
+                heading = None if in_fence else HEADING.match(line)
+                if label:
+                    pending_label = label.group(1)
+                    continue
+                if heading:
+                    if pending_label is None and len(heading.group(1)) == 1:
+                        pending_label = _prefix(path)  # a page's title: (ch01), (how-to-use)
+                    if pending_label is None:
+                        raise ValueError(
+                            f"{page}: the heading {line!r} has no label on the line above it. "
+                            "Run `python -m attnedu.coursebook label` to add one."
+                        )
+                    if current:
+                        out.append(current)
+                    current = {"id": pending_label, "page": page, "title": heading.group(2), "lines": []}
+                    pending_label = None
+                    continue
+                if current is not None:
+                    current["lines"].append(line)
+            if current is not None:
+                current["lines"].append("")  # a cell boundary is a paragraph break
+        if current:
+            out.append(current)
+    result = []
+    for s in out:
+        text = re.sub(r"\n{3,}", "\n\n", "\n".join(s["lines"])).strip()
+        if len(text) >= min_chars:
+            result.append(Section(s["id"], s["page"], s["title"], text))
+    return result
+
+
+def slugify(text: str, max_words: int = 6) -> str:
+    """``"Softmax: from scores to weights"`` -> ``"softmax-from-scores-to-weights"``."""
+    text = re.sub(r"\$[^$]*\$", " ", text)  # drop inline maths
+    text = re.sub(r"\{[a-z:]+\}`([^`<]*)[^`]*`", r"\1", text)  # {term}`x <y>` -> x
+    words = re.findall(r"[a-z0-9]+", text.lower().replace("'", ""))
+    return "-".join(words[:max_words]) or "section"
+
+
+def _prefix(page: Path) -> str:
+    """``ch01`` for chapter 1's notebook, the file's stem (``how-to-use``) for other pages."""
+    match = re.match(r"(\d\d)-", page.stem)
+    return f"ch{match.group(1)}" if match else page.stem
+
+
+def label_headings(path: Path, taken: set[str]) -> int:
+    """Give every heading in ``path`` without a label one; return how many were added."""
+    prefix = _prefix(path)
+
+    def fix(markdown: str) -> tuple[str, int]:
+        lines, added, previous = [], 0, ""
+        for line, in_fence in _lines_outside_fences(markdown):
+            heading = None if in_fence else HEADING.match(line)
+            # A page's title needs no label: its section is named by the prefix alone.
+            if heading and len(heading.group(1)) > 1 and not LABEL.match(previous):
+                base = f"{prefix}-{slugify(heading.group(2))}"
+                label, n = base, 2
+                while label in taken:
+                    label, n = f"{base}-{n}", n + 1
+                taken.add(label)
+                lines.append(f"({label})=")
+                added += 1
+            lines.append(line)
+            if line.strip():
+                previous = line
+        trailing = "\n" if markdown.endswith("\n") else ""
+        return "\n".join(lines) + trailing, added
+
+    if path.suffix != ".ipynb":
+        text, added = fix(path.read_text(encoding="utf-8"))
+        if added:
+            path.write_text(text, encoding="utf-8")
+        return added
+    raw = path.read_text(encoding="utf-8")
+    nb = json.loads(raw)
+    total = 0
+    for cell in nb["cells"]:
+        if cell["cell_type"] != "markdown":
+            continue
+        text, added = fix("".join(cell["source"]))
+        if added:
+            cell["source"] = text.splitlines(keepends=True)
+            total += added
+    if total:
+        indent = 1 if raw.startswith("{\n \"") else 2
+        path.write_text(json.dumps(nb, indent=indent, ensure_ascii=False) + "\n", encoding="utf-8")
+    return total
+
+
+def _existing_labels(root: Path) -> set[str]:
+    taken = set()
+    for path in book_files(root):
+        for chunk in _markdown_chunks(path):
+            for line, in_fence in _lines_outside_fences(chunk):
+                match = None if in_fence else LABEL.match(line)
+                if match:
+                    taken.add(match.group(1))
+    return taken
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m attnedu.coursebook", description=__doc__.split("\n")[0])
+    parser.add_argument("command", choices=["label", "list"])
+    parser.add_argument("--root", default=None, help="the course folder (default: found from here)")
+    args = parser.parse_args(argv)
+    root = course_root(args.root)
+    if args.command == "label":
+        taken = _existing_labels(root)
+        for path in book_files(root):
+            n = label_headings(path, taken)
+            if n:
+                print(f"{path.relative_to(root)}: {n} label(s) added")
+        return 0
+    for s in sections(root):
+        print(f"{s.id:55s} {len(s.text):6d} chars  {s.title}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
