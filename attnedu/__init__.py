@@ -14,6 +14,12 @@ module                 chapter      what is in it
 ``train``              6            a small, seeded training loop with a progress bar
 ``corpus``             6            the Python standard library as a character corpus;
                                     tiny Shakespeare (download with checksum and cache)
+``rope``               7            rotary positions on torch tensors (GGUF's layout)
+``pretrained``         7            all-MiniLM-L6-v2 and SmolLM2-135M-Instruct on the
+                                    course's own modules; where model files are found
+``retrieval``          10, 11       exact and FAISS vector search, BM25 (equal to SQLite
+                                    FTS5), rank fusion, recall/MRR/nDCG (equal to trec_eval)
+``coursebook``         11, 12       the book's own sections as passages, with stable labels
 ``plot``               1 and on     attention heatmaps with labelled axes
 ``data``               1            small, seeded data sets made on the spot
 ``checks``             every        checks that explain a wrong answer in one sentence

@@ -1,0 +1,143 @@
+r"""Evaluate rankings against relevance judgments, with trec_eval's numbers.
+
+Inputs use pytrec_eval's dictionaries:
+
+* ``qrels = {query_id: {doc_id: relevance}}``: judged documents, relevance an
+  integer (0 = not relevant, 1 = relevant, 2 = highly relevant, ...);
+* ``run = {query_id: {doc_id: score}}``: what a system returned, higher scores first.
+
+For each query, with :math:`R` its relevant documents (relevance :math:`\ge 1`) and
+:math:`d_1, d_2, \dots` the run's ranking:
+
+.. math::
+
+    \mathrm{recall@}k = \frac{|\{d_1..d_k\} \cap R|}{|R|} \qquad
+    \mathrm{RR} = \frac{1}{\min\{i : d_i \in R\}} \qquad
+    \mathrm{nDCG@}k = \frac{\mathrm{DCG@}k}{\mathrm{IDCG@}k}, \quad
+    \mathrm{DCG@}k = \sum_{i=1}^{k} \frac{\mathrm{rel}(d_i)}{\log_2(i + 1)}
+
+IDCG@k is the DCG@k of the best possible ranking (the judged documents by
+relevance). The gain is the relevance itself, not :math:`2^{rel} - 1`. MRR is
+the mean of RR, over the *whole* ranking (trec_eval's ``recip_rank``; truncate the
+run for MRR@k). Each is 0 for a query with no relevant document.
+
+These equal ``trec_eval`` (``recall.k``, ``recip_rank``, ``ndcg_cut.k``; checked
+against ``pytrec_eval``) including how it breaks ties, which changes the numbers:
+
+* scores are compared as **float32** (trec_eval stores ``float sim``), so scores
+  that differ only beyond float32 precision are tied;
+* tied documents are ordered by doc id, **descending** (``strcmp`` on the ids).
+
+Queries: the mean is over every query in ``qrels``. A query missing from the
+run counts as 0 (like ``trec_eval -c``; plain trec_eval and pytrec_eval skip it,
+which flatters a system that returns nothing for its hardest queries). Queries in
+the run but not in ``qrels`` are ignored.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Mapping
+
+import numpy as np
+
+__all__ = ["evaluate", "as_run", "trec_order"]
+
+
+def _check_qrels(qrels) -> None:
+    if not isinstance(qrels, Mapping) or not qrels:
+        raise ValueError("qrels must be a non-empty dict {query_id: {doc_id: relevance}}")
+    for q, judged in qrels.items():
+        if not isinstance(q, str):
+            raise ValueError(f"query ids must be strings (as in pytrec_eval), got {q!r}; convert with str()")
+        if not isinstance(judged, Mapping):
+            raise ValueError(f"qrels[{q!r}] must be a dict {{doc_id: relevance}}, got {type(judged).__name__}")
+        for d, rel in judged.items():
+            if not isinstance(d, str):
+                raise ValueError(f"doc ids must be strings (as in pytrec_eval), got {d!r} in qrels[{q!r}]")
+            if isinstance(rel, bool) or not isinstance(rel, numbers.Integral):
+                raise ValueError(f"qrels[{q!r}][{d!r}] = {rel!r}; relevance must be an integer (0, 1, 2, ...)")
+
+
+def _check_run(run) -> None:
+    if not isinstance(run, Mapping):
+        raise ValueError("run must be a dict {query_id: {doc_id: score}}")
+    for q, ranked in run.items():
+        if not isinstance(ranked, Mapping):
+            raise ValueError(f"run[{q!r}] must be a dict {{doc_id: score}}, got {type(ranked).__name__}")
+        for d, s in ranked.items():
+            if not isinstance(d, str):
+                raise ValueError(f"doc ids must be strings (as in pytrec_eval), got {d!r} in run[{q!r}]")
+            if isinstance(s, bool) or not isinstance(s, numbers.Real) or not math.isfinite(s):
+                raise ValueError(f"run[{q!r}][{d!r}] = {s!r}; scores must be finite numbers")
+
+
+def trec_order(scores: Mapping) -> list[str]:
+    """The doc ids of ``{doc_id: score}`` in trec_eval's order: by score as float32,
+    descending, then by doc id, descending."""
+    by_id = sorted(scores, reverse=True)  # ties: doc id descending ...
+    with np.errstate(over="ignore"):  # beyond float32's range a score becomes +-inf, as in trec_eval
+        s32 = {d: np.float32(scores[d]) for d in by_id}
+    return sorted(by_id, key=lambda d: -s32[d])  # ... kept by the stable sort on score
+
+
+def _per_query(judged: Mapping, scores: Mapping, k: int) -> tuple[float, float, float]:
+    """(recall@k, reciprocal rank, nDCG@k) of one query."""
+    relevant = {d for d, rel in judged.items() if rel >= 1}
+    if not relevant:
+        return 0.0, 0.0, 0.0
+    ranking = trec_order(scores)
+    hits = [d in relevant for d in ranking]
+    recall = sum(hits[:k]) / len(relevant)
+    rr = 1.0 / (hits.index(True) + 1) if any(hits) else 0.0
+    gains = [max(judged.get(d, 0), 0) for d in ranking[:k]]  # gain = relevance; unjudged = 0
+    ideal = sorted((max(r, 0) for r in judged.values()), reverse=True)[:k]
+    dcg = sum(g / math.log2(i + 2) for i, g in enumerate(gains))  # rank i + 1 -> log2(i + 2)
+    idcg = sum(g / math.log2(i + 2) for i, g in enumerate(ideal))
+    return recall, rr, dcg / idcg
+
+
+def evaluate(qrels, run, k: int = 10, *, per_query: bool = False) -> dict:
+    """Mean recall@k, MRR and nDCG@k of ``run`` against ``qrels`` (see the module docstring).
+
+    Args:
+        qrels: ``{query_id: {doc_id: relevance}}``, ids strings, relevance integers.
+        run: ``{query_id: {doc_id: score}}``, scores finite numbers.
+        k: the cutoff for recall and nDCG.
+        per_query: also return each query's values.
+
+    Returns:
+        ``{"recall@10": ..., "mrr": ..., "ndcg@10": ...}`` (with the actual ``k``);
+        with ``per_query=True``, ``(means, {query_id: {...}})``.
+    """
+    _check_qrels(qrels)
+    _check_run(run)
+    if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1:
+        raise ValueError(f"k must be a positive integer, got {k!r}")
+    names = (f"recall@{k}", "mrr", f"ndcg@{k}")
+    each = {q: dict(zip(names, _per_query(judged, run.get(q, {}), int(k)))) for q, judged in qrels.items()}
+    means = {name: float(np.mean([v[name] for v in each.values()])) for name in names}
+    return (means, each) if per_query else means
+
+
+def as_run(ids, scores, query_ids=None, doc_ids=None) -> dict:
+    """Turn search results into a run ``{query_id: {doc_id: score}}``.
+
+    Args:
+        ids, scores: ``(nq, k)`` arrays from ``VectorIndex.search`` (or ``(k,)`` for
+            one query, as from ``BM25.search``); ids ``< 0`` (missing results) are skipped.
+        query_ids: ``nq`` query ids (default ``"0"``, ``"1"``, ...).
+        doc_ids: a list mapping each integer id to its doc id (default ``str(id)``).
+    """
+    ids, scores = np.atleast_2d(ids), np.atleast_2d(scores)
+    if ids.shape != scores.shape or ids.ndim != 2:
+        raise ValueError(f"ids {ids.shape} and scores {scores.shape} must have the same shape (nq, k)")
+    query_ids = [str(i) for i in range(ids.shape[0])] if query_ids is None else list(query_ids)
+    if len(query_ids) != ids.shape[0]:
+        raise ValueError(f"{len(query_ids)} query_ids for {ids.shape[0]} rows of results")
+    name = (lambda i: str(i)) if doc_ids is None else (lambda i: doc_ids[i])
+    return {
+        q: {name(int(i)): float(s) for i, s in zip(row_ids, row_scores) if i >= 0}
+        for q, row_ids, row_scores in zip(query_ids, ids, scores)
+    }
