@@ -7,6 +7,9 @@
   publishes each page's source notebook (the download button); this extension removes those
   cells, and any text between ``### BEGIN HIDDEN TESTS`` and ``### END HIDDEN TESTS``, from
   the published copies as well.
+* A chapter's number is the one in its folder's name (``notebooks/10-vector-search/``), not
+  its position in the table of contents: chapters 8 and 9 are not written yet, and a learner
+  should find chapter 10 in the folder called 10.
 """
 
 from __future__ import annotations
@@ -51,7 +54,35 @@ def clean_published_notebooks(app, exception) -> None:
         clean_notebook(path)
 
 
+CHAPTER_DOC = re.compile(r"(?:^|/)(\d\d)-[^/]+/\1-[^/]+$")
+
+
+def _renumbered(number, chapter: int):
+    return (chapter, *number[1:]) if number else number
+
+
+def number_chapters_by_folder(app, env):
+    """Replace the first component of every section (and figure) number of a chapter with the
+    chapter's folder number. Sphinx numbers the table of contents consecutively across parts;
+    this runs after it (priority 900), on every build."""
+    for docname in list(env.toc_secnumbers):
+        match = CHAPTER_DOC.search(docname)
+        if not match:
+            continue
+        chapter = int(match.group(1))
+        env.toc_secnumbers[docname] = {anchor: _renumbered(number, chapter)
+                                       for anchor, number in env.toc_secnumbers[docname].items()}
+        for ref in env.tocs[docname].findall(nodes.reference):
+            if ref.get("secnumber"):
+                ref["secnumber"] = _renumbered(ref["secnumber"], chapter)
+        for figtype, numbers in env.toc_fignumbers.get(docname, {}).items():
+            env.toc_fignumbers[docname][figtype] = {key: _renumbered(number, chapter)
+                                                    for key, number in numbers.items()}
+    return []
+
+
 def setup(app):
+    app.connect("env-get-updated", number_chapters_by_folder, priority=900)
     app.connect("doctree-read", strip_solution_markers)
     app.connect("build-finished", clean_published_notebooks)
     return {"parallel_read_safe": True, "parallel_write_safe": True}
