@@ -9,8 +9,20 @@ sections by their **labels**, MyST targets written on the line above each headin
 
 A page's title (its one ``#`` heading) needs no label: its section is named after the page,
 ``ch01`` for chapter 1, ``how-to-use`` for ``book/how-to-use.md``. A label is chosen once and then kept when the heading's wording changes, so judgments survive
-edits to the text; ``tests/test_hygiene.py`` fails when a heading has no label, when two
-sections share one, and when a judged label no longer exists.
+edits to the text; ``tests/test_hygiene.py`` fails when a heading has no label or when two
+sections share one, and ``tests/test_questions.py`` when a judged label no longer exists.
+
+The question set is ``data/questions.jsonl``: questions a learner or an instructor would ask,
+each with a short reference answer, graded judgments (2: the section answers it, 1: related)
+and a ``kind`` (``keyword``, ``paraphrase`` or ``mixed``: how much it reuses the text's own
+rare words, which tends to decide whether keyword or dense search finds it). :func:`questions` reads
+and validates it, :func:`qrels` gives the judgments in pytrec_eval's format, and
+:func:`check_questions` lists what is wrong with the set (a judged label that disappeared, a
+duplicate, a question with no section of grade 2)::
+
+    from attnedu import coursebook
+    qrels = coursebook.qrels()              # {"q001": {"index-what-you-will-build": 2, ...}, ...}
+    assert coursebook.check_questions() == []
 
 ``python -m attnedu.coursebook label`` gives every heading without a label one made from its
 words (run it after adding a section); ``python -m attnedu.coursebook list`` prints them.
@@ -252,3 +264,122 @@ def main(argv=None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+# --------------------------------------------------------------------------- the question set
+# Chapter 11's labelled collection: questions about this course, judged against its sections.
+
+QUESTIONS_FILE = "data/questions.jsonl"
+QUESTION_KINDS = ("keyword", "paraphrase", "mixed")
+RELEVANCE_GRADES = (0, 1, 2)  # 2: answers the question; 1: related, partly useful; 0: judged not relevant
+_QUESTION_KEYS = ("id", "question", "answer", "relevant", "kind")
+
+__all__ += ["QUESTIONS_FILE", "QUESTION_KINDS", "questions", "qrels", "check_questions"]
+
+
+def _check_question(record, where: str) -> dict:
+    """One line of the question set, checked; ``where`` (``file:line``) starts every error."""
+    if not isinstance(record, dict):
+        raise ValueError(f"{where}: expected a JSON object {{...}}, got {type(record).__name__}")
+    missing = [k for k in _QUESTION_KEYS if k not in record]
+    unknown = sorted(set(record) - set(_QUESTION_KEYS))
+    if missing or unknown:
+        parts = [f"missing key(s) {missing}"] if missing else []
+        parts += [f"unknown key(s) {unknown} (a typo?)"] if unknown else []
+        raise ValueError(f"{where}: {'; '.join(parts)}; every line has exactly the keys {list(_QUESTION_KEYS)}")
+    for key in ("id", "question", "answer"):
+        if not isinstance(record[key], str) or not record[key].strip():
+            raise ValueError(f"{where}: {key!r} must be a non-empty string, got {record[key]!r}")
+    if record["kind"] not in QUESTION_KINDS:
+        raise ValueError(f"{where}: 'kind' must be one of {list(QUESTION_KINDS)}, got {record['kind']!r}")
+    relevant = record["relevant"]
+    if not isinstance(relevant, dict) or not relevant:
+        raise ValueError(
+            f"{where}: 'relevant' must be a non-empty object {{section_id: grade}}, got {relevant!r}")
+    for section_id, grade in relevant.items():
+        if not section_id.strip():
+            raise ValueError(f"{where}: 'relevant' has an empty section id")
+        if isinstance(grade, bool) or not isinstance(grade, int) or grade not in RELEVANCE_GRADES:
+            raise ValueError(
+                f"{where}: the grade of {section_id!r} must be an integer in {list(RELEVANCE_GRADES)} "
+                f"(2: answers the question, 1: related), got {grade!r}")
+    return record
+
+
+def questions(root: str | Path | None = None) -> list[dict]:
+    """Chapter 11's question set, ``data/questions.jsonl`` in the course folder, one dict per line.
+
+    Each line is a JSON object::
+
+        {"id": "q001", "question": "...", "answer": "a short reference answer",
+         "relevant": {"ch02-why-divide-by": 2, "ch02-summary": 1}, "kind": "keyword"}
+
+    ``relevant`` names sections by their labels (:func:`sections`) with a grade: 2 when the
+    section answers the question, 1 when it is related and partly useful (0, judged not
+    relevant, is allowed). ``kind`` says how the question is worded: ``"keyword"`` reuses the
+    rare exact terms of the text, ``"paraphrase"`` asks the same in everyday words, and
+    ``"mixed"`` does a bit of both. Blank lines are skipped.
+
+    A malformed line raises ``ValueError`` naming the file, the line number and what is wrong.
+    This checks each line alone; :func:`check_questions` checks the set against the book.
+    """
+    path = course_root(root) / QUESTIONS_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist: the question set of chapter 11 lives there")
+    out = []
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        where = f"{QUESTIONS_FILE}:{n}"
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{where}: not valid JSON ({e.msg} at column {e.colno})") from None
+        out.append(_check_question(record, where))
+    return out
+
+
+def qrels(root: str | Path | None = None) -> dict[str, dict[str, int]]:
+    """The judgments in pytrec_eval's format: ``{question_id: {section_id: grade}}``."""
+    return {q["id"]: dict(q["relevant"]) for q in questions(root)}
+
+
+def check_questions(root: str | Path | None = None) -> list[str]:
+    """Problems of the question set, one sentence each; an empty list means all is well.
+
+    Reports a malformed line (and stops there), judged section ids that no longer exist in the
+    book (a label was renamed or removed), question ids or question texts used twice, and
+    questions without a section of grade 2. ``tests/test_questions.py`` fails on any of them.
+    """
+    import difflib
+
+    try:
+        qs = questions(root)
+    except ValueError as e:
+        return [str(e)]
+    labels = [s.id for s in sections(root)]
+    known = set(labels)
+    problems = []
+    seen_ids: dict[str, int] = {}
+    seen_texts: dict[str, str] = {}
+    for q in qs:
+        qid = q["id"]
+        if qid in seen_ids:
+            problems.append(f"{qid}: the id is used by more than one question; give each its own id")
+        seen_ids[qid] = 1
+        text = " ".join(q["question"].lower().split())
+        if text in seen_texts:
+            problems.append(f"{qid}: the same question as {seen_texts[text]}; remove one or reword it")
+        else:
+            seen_texts[text] = qid
+        for section_id in q["relevant"]:
+            if section_id not in known:
+                close = difflib.get_close_matches(section_id, labels, n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                problems.append(
+                    f"{qid}: judges the section {section_id!r}, which no longer exists in the book{hint}. "
+                    f"Restore the label ({section_id})= above its heading, or update the judgment in "
+                    f"{QUESTIONS_FILE}; `python -m attnedu.coursebook list` prints the labels.")
+        if 2 not in q["relevant"].values():
+            problems.append(f"{qid}: no section has grade 2; judge the section that answers the question")
+    return problems
