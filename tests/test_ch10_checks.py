@@ -1,0 +1,421 @@
+"""Chapter 10's checks: the references pass, typical mistakes get the sentence meant for them,
+garbage never crashes a check, and the references are the real thing: the cosine matrix equals
+what VectorIndex scores, top_k equals exact_search, and filter_after equals
+VectorIndex.search(..., filtering="after")."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from conftest import returns_none, returns_text, stub  # learners' typical garbage
+from attnedu.checks import CheckFailed
+from attnedu.checks import ch10_vector_search as ch10
+from attnedu.retrieval import VectorIndex, exact_search
+
+cos_ref, topk_ref = ch10.cosine_similarity_reference, ch10.top_k_reference
+recall_ref, filter_ref = ch10.recall_at_k_reference, ch10.filter_after_reference
+
+
+# ------------------------------------------------------------------ wrong learner functions
+def unit(x, axis=1):
+    return x / np.linalg.norm(x, axis=axis, keepdims=True)
+
+
+def cos_dot(a, b):
+    return a @ b.T
+
+
+def cos_only_a(a, b):
+    return unit(a) @ b.T
+
+
+def cos_only_b(a, b):
+    return a @ unit(b).T
+
+
+def cos_axis0(a, b):
+    return unit(a, 0) @ unit(b, 0).T
+
+
+def cos_distance(a, b):
+    return 1 - unit(a) @ unit(b).T
+
+
+def cos_l1(a, b):
+    return (a / np.abs(a).sum(1, keepdims=True)) @ (b / np.abs(b).sum(1, keepdims=True)).T
+
+
+def cos_whole_norms(a, b):
+    return a @ b.T / (np.linalg.norm(a) * np.linalg.norm(b))
+
+
+def cos_transposed(a, b):
+    return unit(b) @ unit(a).T
+
+
+def topk_smallest(scores, k):
+    return np.argsort(scores, axis=1)[:, :k]
+
+
+def topk_ascending(scores, k):
+    return np.argsort(scores, axis=1)[:, -k:]
+
+
+def topk_sorted_by_column(scores, k):
+    return np.sort(np.argpartition(-scores, k - 1, axis=1)[:, :k], axis=1)
+
+
+def topk_kth_is_k(scores, k):
+    part = np.argpartition(-scores, k, axis=1)[:, :k]  # fails for k = n
+    order = np.argsort(-np.take_along_axis(scores, part, axis=1), axis=1)
+    return np.take_along_axis(part, order, axis=1)
+
+
+def topk_axis0(scores, k):
+    return np.argsort(-scores, axis=0)[:k]
+
+
+def topk_all_columns(scores, k):
+    return np.argsort(-scores, axis=1)
+
+
+def topk_no_error(scores, k):
+    return np.argsort(-scores, axis=1)[:, :k]  # silently returns n < k columns
+
+
+def topk_wrong_error(scores, k):
+    if k > scores.shape[1]:
+        raise IndexError("k too large")
+    return np.argsort(-scores, axis=1)[:, :k]
+
+
+def topk_returns_scores(scores, k):
+    return -np.sort(-scores, axis=1)[:, :k]
+
+
+def topk_duplicates(scores, k):
+    best = np.argmax(scores, axis=1)
+    return np.repeat(best[:, None], k, axis=1)
+
+
+def topk_off_by_one(scores, k):
+    if k > scores.shape[1]:
+        raise ValueError("k > n")
+    return np.argsort(-scores, axis=1)[:, :k + 1] if k < scores.shape[1] else np.argsort(-scores, axis=1)
+
+
+def topk_flat(scores, k):
+    if k > scores.shape[1]:
+        raise ValueError("k > n")
+    return np.argsort(-scores[0])[:k]
+
+
+def recall_positionwise(found, truth):
+    return (found == truth).mean()
+
+
+def recall_over_returned(found, truth):
+    return np.mean([len(set(f) & set(t)) / max((f >= 0).sum(), 1) for f, t in zip(found, truth)])
+
+
+def recall_pooled(found, truth):
+    return len(set(found.ravel()) & set(truth.ravel())) / truth.size
+
+
+def recall_per_query(found, truth):
+    return np.array([len(set(f) & set(t)) / len(t) for f, t in zip(found, truth)])
+
+
+def recall_sum(found, truth):
+    return sum(len(set(f) & set(t)) / len(t) for f, t in zip(found, truth))
+
+
+def recall_count(found, truth):
+    return sum(len(set(f) & set(t)) for f, t in zip(found, truth))
+
+
+def recall_percent(found, truth):
+    return 100 * recall_ref(found, truth)
+
+
+def filter_pad_zero_id(scores, ids, allowed, k):
+    s, i = filter_ref(scores, ids, allowed, k)
+    return s, np.where(i < 0, 0, i)
+
+
+def filter_pad_zero_score(scores, ids, allowed, k):
+    s, i = filter_ref(scores, ids, allowed, k)
+    return np.where(i < 0, 0.0, s), i
+
+
+def filter_cut_first(scores, ids, allowed, k):
+    s, i = scores[:, :k], ids[:, :k]
+    keep = (i >= 0) & allowed[np.maximum(i, 0)]
+    return np.where(keep, s, -np.inf), np.where(keep, i, -1)
+
+
+def filter_gaps(scores, ids, allowed, k):
+    keep = (ids >= 0) & allowed[np.maximum(ids, 0)]
+    return np.where(keep, scores, -np.inf)[:, :k], np.where(keep, ids, -1)[:, :k]
+
+
+def filter_inverted(scores, ids, allowed, k):
+    return filter_ref(scores, ids, ~allowed, k)
+
+
+def filter_ignores_filter(scores, ids, allowed, k):
+    return scores[:, :k], ids[:, :k]
+
+
+def filter_ragged(scores, ids, allowed, k):
+    keep = (ids >= 0) & allowed[np.maximum(ids, 0)]
+    return [s[m][:k] for s, m in zip(scores, keep)], [i[m][:k] for i, m in zip(ids, keep)]
+
+
+def filter_one_output(scores, ids, allowed, k):
+    return filter_ref(scores, ids, allowed, k)[1]
+
+
+# ------------------------------------------------------------------ the references pass
+@pytest.mark.parametrize(
+    "check, fn, n",
+    [
+        (ch10.check_cosine_similarity, cos_ref, 4),
+        (ch10.check_top_k, topk_ref, 7),
+        (ch10.check_recall_at_k, recall_ref, 5),
+        (ch10.check_filter_after, filter_ref, 5),
+    ],
+)
+def test_the_reference_passes_its_own_check_and_says_so(check, fn, n, capsys):
+    check(fn)
+    assert f"passes all {n} checks" in capsys.readouterr().out
+
+
+def test_the_notebooks_own_solutions_pass(capsys):
+    # written the way the chapter's solution cells write them
+    def cosine_similarity(a, b):
+        a = a / np.linalg.norm(a, axis=1, keepdims=True)
+        b = b / np.linalg.norm(b, axis=1, keepdims=True)
+        return a @ b.T
+
+    def top_k(scores, k):
+        n = scores.shape[1]
+        if k > n:
+            raise ValueError(f"k={k} but there are only {n} scores per row")
+        part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+        part_scores = np.take_along_axis(scores, part, axis=1)
+        order = np.argsort(-part_scores, axis=1)
+        return np.take_along_axis(part, order, axis=1)
+
+    def recall_at_k(found, truth):
+        per_query = [len(set(f) & set(t)) / len(t) for f, t in zip(found.tolist(), truth.tolist())]
+        return float(np.mean(per_query))
+
+    def filter_after(scores, ids, allowed, k):
+        nq = scores.shape[0]
+        out_scores = np.full((nq, k), -np.inf)
+        out_ids = np.full((nq, k), -1)
+        keep = (ids >= 0) & allowed[np.maximum(ids, 0)]
+        for r in range(nq):
+            cols = np.flatnonzero(keep[r])[:k]
+            out_scores[r, :len(cols)] = scores[r, cols]
+            out_ids[r, :len(cols)] = ids[r, cols]
+        return out_scores, out_ids
+
+    ch10.check_cosine_similarity(cosine_similarity)
+    ch10.check_top_k(top_k)
+    ch10.check_top_k(lambda s, k: np.argsort(-s, axis=1, kind="stable")[:, :k] if k <= s.shape[1]
+                     else np.argpartition(s, k - 1))  # argsort is fine too; argpartition raises for k > n
+    ch10.check_recall_at_k(recall_at_k)
+    ch10.check_filter_after(filter_after)
+    assert capsys.readouterr().out.count("passes all") == 5
+
+
+def test_a_torch_or_float_index_array_is_accepted(capsys):
+    import torch
+
+    def torch_top_k(scores, k):
+        if k > scores.shape[1]:
+            raise ValueError("k > n")  # torch.topk raises RuntimeError itself
+        return torch.topk(torch.as_tensor(scores), k, dim=1).indices
+
+    ch10.check_top_k(torch_top_k)
+    ch10.check_top_k(lambda s, k: topk_ref(s, k).astype(float))
+    assert capsys.readouterr().out.count("passes all") == 2
+
+
+# ------------------------------------------------------------------ cosine similarity
+@pytest.mark.parametrize(
+    "fn, message",
+    [
+        (cos_dot, r"a = \[\[3, 4\]\].*Likely cause: it returns the plain dot products"),
+        (cos_only_a, r"Likely cause: only a is normalised"),
+        (cos_only_b, r"Likely cause: only b is normalised"),
+        (cos_axis0, r"Likely cause: it normalises the columns \(axis=0\)"),
+        (cos_distance, r"Likely cause: it returns the cosine distance 1 - cos"),
+        (cos_l1, r"Likely cause: it divides by the sum of the absolute values"),
+        (cos_whole_norms, r"Likely cause: it divides by the norms of the whole matrices"),
+        (cos_transposed, r"shape \(3, 1\); expected shape \(1, 3\).*Likely cause: the result is transposed"),
+    ],
+)
+def test_cosine_similarity_mistakes_get_their_sentence(fn, message):
+    with pytest.raises(CheckFailed, match=message):
+        ch10.check_cosine_similarity(fn)
+
+
+# ------------------------------------------------------------------ top k
+@pytest.mark.parametrize(
+    "fn, message",
+    [
+        (topk_smallest, r"Likely cause: it returns the k smallest scores"),
+        (topk_ascending, r"Likely cause: the right columns, but smallest first"),
+        (topk_sorted_by_column, r"Likely cause: the right columns, but not in order of score"),
+        (topk_kth_is_k, r"raised ValueError.*k = 5 \(= n\).*Hint: with k = n .*k - 1"),
+        (topk_axis0, r"shape \(2, 4\); expected \(3, 2\).*top k of each column \(axis 0\)"),
+        (topk_all_columns, r"expected \(3, 2\).*It returns every column: keep only the first k"),
+        (topk_no_error, r"k = 5 \(> n\) returned an array of shape \(2, 4\) instead of raising ValueError"),
+        (topk_wrong_error, r"raised IndexError on .*k = 5 \(> n\); raise a ValueError"),
+        (topk_returns_scores, r"not whole: return the positions of the scores"),
+        (topk_duplicates, r"lists the same column twice in row 0"),
+        (topk_off_by_one, r"shape \(3, 3\); expected \(3, 2\).*Off by one"),
+        (topk_flat, r"shape \(2,\); expected \(3, 2\).*Keep the query axis"),
+    ],
+)
+def test_top_k_mistakes_get_their_sentence(fn, message):
+    with pytest.raises(CheckFailed, match=message):
+        ch10.check_top_k(fn)
+
+
+def test_top_k_accepts_any_order_of_equal_scores(capsys):
+    def ties_last_column_first(scores, k):
+        # among equal scores, the higher column first: still a right answer
+        order = np.lexsort((-np.arange(scores.shape[1])[None, :].repeat(len(scores), 0), -scores), axis=1)
+        if k > scores.shape[1]:
+            raise ValueError("k > n")
+        return order[:, :k]
+
+    ch10.check_top_k(ties_last_column_first)
+    assert "passes all 7 checks" in capsys.readouterr().out
+
+
+def test_top_k_hidden_style_cases_work():
+    rng = np.random.default_rng(0)
+    cases = [(rng.integers(0, 3, size=(5, 30)).astype(float), 7, "many ties", None),
+             (rng.normal(size=(3, 3)), 4, "k > n", None)]
+    ch10.check_top_k(topk_ref, cases, quiet=True)
+    with pytest.raises(CheckFailed, match="many ties"):
+        ch10.check_top_k(topk_smallest, cases, quiet=True)
+
+
+# ------------------------------------------------------------------ recall@k
+@pytest.mark.parametrize(
+    "fn, message",
+    [
+        (recall_positionwise, r"Likely cause: it compares position by position"),
+        (recall_over_returned, r"two missing results.*Likely cause: it divides by the number of results returned"),
+        (recall_pooled, r"Likely cause: it pools the ids of all queries in one set"),
+        (recall_per_query, r"shape \(1,\); expected shape \(\).*Likely cause: it returns one recall per query"),
+        (recall_sum, r"Likely cause: it adds the queries' recalls up"),
+        (recall_count, r"Likely cause: it returns the number of true neighbours found"),
+        (recall_percent, r"Likely cause: it returns a percentage"),
+    ],
+)
+def test_recall_mistakes_get_their_sentence(fn, message):
+    with pytest.raises(CheckFailed, match=message):
+        ch10.check_recall_at_k(fn)
+
+
+# ------------------------------------------------------------------ filter after
+@pytest.mark.parametrize(
+    "fn, message",
+    [
+        (filter_pad_zero_id, r"Likely cause: it pads with id 0"),
+        (filter_pad_zero_score, r"Likely cause: it pads the scores with 0"),
+        (filter_cut_first, r"Likely cause: it keeps the allowed results among the first k only"),
+        (filter_gaps, r"Likely cause: it keeps the allowed results among the first k only"),
+        (filter_inverted, r"Likely cause: it keeps the results that are not allowed"),
+        (filter_ignores_filter, r"Likely cause: it ignores the filter"),
+        (filter_ragged, r"only 2 results pass.*(cannot turn|shape)"),
+        (filter_one_output, r"returned 1 value\(s\); expected a tuple of 2: `return scores, ids`"),
+    ],
+)
+def test_filter_after_mistakes_get_their_sentence(fn, message):
+    with pytest.raises(CheckFailed, match=message):
+        ch10.check_filter_after(fn)
+
+
+# ------------------------------------------------------------------ garbage never crashes
+@pytest.mark.parametrize(
+    "check",
+    [ch10.check_cosine_similarity, ch10.check_top_k, ch10.check_recall_at_k, ch10.check_filter_after],
+)
+@pytest.mark.parametrize(
+    "fn, message",
+    [
+        (stub, "is not written yet"),
+        (returns_none, "returned None"),
+        (returns_text, "not an array of (numbers|integer column indices)|expected a tuple of 2"),
+        (None, "should be a function, but it is None"),
+        (3, "should be a function, but it is an int"),
+    ],
+)
+def test_garbage_gets_a_sentence_not_a_crash(check, fn, message):
+    with pytest.raises(CheckFailed, match=message) as info:
+        check(fn)
+    assert "\n" not in str(info.value)
+
+
+def test_a_function_that_loops_forever_is_stopped():
+    def forever(scores, k):
+        while True:
+            pass
+
+    with pytest.raises(CheckFailed, match="ran for more than 0.2 s"):
+        ch10.check_top_k(forever, time_limit=0.2)
+
+
+# ------------------------------------------------------------------ the references are the real thing
+def test_cosine_reference_equals_what_a_cosine_vector_index_scores():
+    rng = np.random.default_rng(1)
+    docs, queries = rng.normal(size=(50, 16)) * 3, rng.normal(size=(4, 16))
+    scores, ids = VectorIndex(metric="cosine").add(docs).search(queries, k=50)
+    expected = cos_ref(queries, docs)
+    np.testing.assert_allclose(scores, np.take_along_axis(expected, ids, axis=1), rtol=1e-5, atol=1e-6)
+    assert np.allclose(np.diag(cos_ref(docs, docs)), 1) and np.abs(expected).max() <= 1 + 1e-12
+
+
+@pytest.mark.parametrize("n, k", [(1, 1), (10, 3), (1000, 10), (257, 257)])
+def test_top_k_reference_equals_exact_search(n, k):
+    rng = np.random.default_rng(n)
+    q, x = rng.normal(size=(6, 8)).astype(np.float32), rng.normal(size=(n, 8)).astype(np.float32)
+    _, positions = exact_search(q, x, k, fast=False)  # the readable path: argsort, ties by lower row
+    np.testing.assert_array_equal(topk_ref(q @ x.T, k), positions)
+
+
+def test_top_k_reference_breaks_ties_by_column_and_refuses_k_larger_than_n():
+    s = np.array([[1.0, 3.0, 3.0, 1.0, 2.0]])
+    np.testing.assert_array_equal(topk_ref(s, 4), [[1, 2, 4, 0]])
+    for bad in (6, 0, -1, 2.5, True):
+        with pytest.raises(ValueError):
+            topk_ref(s, bad)
+
+
+def test_recall_reference_counts_missing_results_as_misses():
+    assert recall_ref([[1, 2, 3]], [[3, 1, 7]]) == pytest.approx(2 / 3)
+    assert recall_ref([[-1, -1]], [[0, 1]]) == 0.0
+    assert recall_ref([[1, 0], [2, 3]], [[0, 1], [3, 2]]) == 1.0
+
+
+@pytest.mark.parametrize("selectivity", [0.5, 0.05, 0.005])
+def test_filter_after_reference_equals_vector_index_filtering_after(selectivity):
+    rng = np.random.default_rng(2)
+    x, q = rng.normal(size=(2000, 16)), rng.normal(size=(5, 16))
+    allowed = rng.uniform(size=2000) < selectivity
+    index = VectorIndex().add(x)
+    k, fetch_k = 10, 100
+    fetched_scores, fetched_ids = index.search(q, fetch_k)
+    ours = filter_ref(fetched_scores, fetched_ids, allowed, k)
+    theirs = index.search(q, k, allowed_ids=np.flatnonzero(allowed), filtering="after", fetch_k=fetch_k)
+    np.testing.assert_array_equal(ours[1], theirs[1])
+    np.testing.assert_allclose(ours[0], theirs[0], rtol=1e-6)
