@@ -1,0 +1,470 @@
+"""Chapter 7's checks: the references pass, typical mistakes get the sentence meant for them,
+garbage never crashes a check, and the references are the real thing: the name table is the
+one that loads all-MiniLM-L6-v2, mean pooling is sentence-transformers', and one
+grouped-query attention step is what attnedu.nn.GroupedQueryAttention and PyTorch compute."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from conftest import returns_none, returns_text, stub  # learners' typical garbage
+from attnedu.checks import CheckFailed
+from attnedu.checks import ch07_pretrained as ch07
+from attnedu.nn import GroupedQueryAttention
+from attnedu.pretrained.minilm import UNUSED_WEIGHTS, minilm_weight_map
+
+name_ref, pool_ref, gqa_ref = ch07.our_name_reference, ch07.mean_pool_reference, ch07.grouped_query_attention_reference
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+# ------------------------------------------------------------------ the notebook's solutions
+EMBEDDINGS = {"word_embeddings": "word", "position_embeddings": "position",
+              "token_type_embeddings": "token_type", "LayerNorm": "norm"}
+LAYER = {"attention.self.query": "self_attn.q_proj", "attention.self.key": "self_attn.k_proj",
+         "attention.self.value": "self_attn.v_proj", "attention.output.dense": "self_attn.out_proj",
+         "attention.output.LayerNorm": "res1.norm", "intermediate.dense": "ff.fc1",
+         "output.dense": "ff.fc2", "output.LayerNorm": "res2.norm"}
+
+
+def our_name(checkpoint_name):
+    parts = checkpoint_name.split(".")
+    param = parts[-1]
+    if parts[0] == "embeddings" and parts[1] in EMBEDDINGS:
+        return f"embeddings.{EMBEDDINGS[parts[1]]}.{param}"
+    if parts[:2] == ["encoder", "layer"]:
+        module = ".".join(parts[3:-1])
+        return f"layers.{int(parts[2])}.{LAYER[module]}.{param}"
+    return None
+
+
+def mean_pool(hidden, mask):
+    m = mask.to(hidden.dtype).unsqueeze(-1)
+    return (hidden * m).sum(dim=1) / m.sum(dim=1).clamp(min=1e-9)
+
+
+def grouped_query_attention(q, k, v):
+    H, T, d = q.shape
+    n_rep = H // k.shape[0]
+    k = k.repeat_interleave(n_rep, dim=0)
+    v = v.repeat_interleave(n_rep, dim=0)
+    scores = q @ k.transpose(-2, -1) / math.sqrt(d)
+    future = torch.triu(torch.ones(T, T, dtype=torch.bool), diagonal=1)
+    weights = torch.softmax(scores.masked_fill(future, float("-inf")), dim=-1)
+    return weights @ v, weights
+
+
+def grouped_query_attention_numpy(q, k, v):
+    q, k, v = (np.asarray(x) for x in (q, k, v))
+    H, T, d = q.shape
+    k = np.repeat(k, H // k.shape[0], axis=0)
+    v = np.repeat(v, H // v.shape[0], axis=0)
+    scores = q @ k.transpose(0, 2, 1) / np.sqrt(d)
+    scores = np.where(np.tril(np.ones((T, T), dtype=bool)), scores, -np.inf)
+    w = np.exp(scores - scores.max(axis=-1, keepdims=True))
+    w /= w.sum(axis=-1, keepdims=True)
+    return w @ v, w
+
+
+@pytest.mark.parametrize(
+    "check, fn, n",
+    [
+        (ch07.check_our_name, name_ref, len(ch07.CHECKPOINT_NAMES)),
+        (ch07.check_mean_pool, pool_ref, 5),
+        (ch07.check_grouped_query_attention, gqa_ref, 5),
+    ],
+)
+def test_the_reference_passes_its_own_check_and_says_so(check, fn, n, capsys):
+    check(fn)
+    assert f"passes all {n} checks" in capsys.readouterr().out
+
+
+def test_the_notebooks_own_solutions_pass(capsys):
+    ch07.check_our_name(our_name)
+    ch07.check_mean_pool(mean_pool)
+    ch07.check_grouped_query_attention(grouped_query_attention)
+    ch07.check_grouped_query_attention(grouped_query_attention_numpy)  # NumPy is fine too
+    assert capsys.readouterr().out.count("passes all") == 4
+
+
+# ------------------------------------------------------------------ our_name: typical mistakes
+def name_ends_with(checkpoint_name):  # shortest pattern first: output.dense catches attention.output.dense
+    parts = checkpoint_name.split(".")
+    if parts[0] != "encoder":
+        return our_name(checkpoint_name)
+    module = ".".join(parts[3:-1])
+    for theirs in ("output.dense", "output.LayerNorm", "intermediate.dense", "attention.self.query",
+                   "attention.self.key", "attention.self.value", "attention.output.dense",
+                   "attention.output.LayerNorm"):
+        if module.endswith(theirs):
+            return f"layers.{parts[2]}.{LAYER[theirs]}.{parts[-1]}"
+
+
+def with_layer_table(**changes):
+    table = dict(LAYER, **{k.replace("__", "."): v for k, v in changes.items()})
+
+    def fn(checkpoint_name):
+        parts = checkpoint_name.split(".")
+        if parts[0] != "encoder":
+            return our_name(checkpoint_name)
+        return f"layers.{parts[2]}.{table['.'.join(parts[3:-1])]}.{parts[-1]}"
+
+    return fn
+
+
+def name_no_param(checkpoint_name):
+    name = our_name(checkpoint_name)
+    return name.rsplit(".", 1)[0] if checkpoint_name.startswith("encoder") else name
+
+
+def name_always_weight(checkpoint_name):
+    name = our_name(checkpoint_name)
+    return name.rsplit(".", 1)[0] + ".weight" if name else name
+
+
+def name_layer_zero(checkpoint_name):
+    name = our_name(checkpoint_name)
+    if checkpoint_name.startswith("encoder"):
+        return name.replace(f"layers.{checkpoint_name.split('.')[2]}.", "layers.0.")
+    return name
+
+
+def name_first_digit(checkpoint_name):
+    if not checkpoint_name.startswith("encoder"):
+        return our_name(checkpoint_name)
+    parts = checkpoint_name.split(".")
+    i = checkpoint_name[14]  # "encoder.layer." is 14 characters: one digit only
+    return f"layers.{i}.{LAYER['.'.join(parts[3:-1])]}.{parts[-1]}"
+
+
+def name_keeps_prefix(checkpoint_name):
+    name = our_name(checkpoint_name)
+    if checkpoint_name.startswith("encoder"):
+        return name.replace("layers.", "encoder.layer.", 1)
+    return name
+
+
+def name_unchanged(checkpoint_name):
+    return checkpoint_name
+
+
+def name_position_ids(checkpoint_name):
+    if checkpoint_name == "embeddings.position_ids":
+        return "embeddings.position.weight"
+    return our_name(checkpoint_name)
+
+
+def name_raises_for_pooler(checkpoint_name):
+    table = {f"embeddings.{k}.{p}": f"embeddings.{v}.{p}" for k, v in EMBEDDINGS.items()
+             for p in ("weight", "bias")}
+    if checkpoint_name.startswith("encoder"):
+        return our_name(checkpoint_name)
+    return table[checkpoint_name]  # KeyError for the pooler
+
+
+def name_returns_nothing_for_embeddings(checkpoint_name):
+    if checkpoint_name.startswith("encoder"):
+        return our_name(checkpoint_name)
+    # forgot the embeddings: falls off the end
+
+
+@pytest.mark.parametrize(
+    "fn, message",
+    [
+        (name_ends_with, r"attention\.output\.dense.*Likely cause: it matches a module by the end of its name"),
+        (with_layer_table(attention__output__LayerNorm="res2.norm", output__LayerNorm="res1.norm"),
+         r"Likely cause: the two LayerNorms of a layer are swapped"),
+        (with_layer_table(intermediate__dense="ff.fc2", output__dense="ff.fc1"),
+         r"Likely cause: the feed-forward's two layers are swapped"),
+        (with_layer_table(attention__self__query="self_attn.k_proj", attention__self__key="self_attn.q_proj"),
+         r"Likely cause: query and key are swapped"),
+        (with_layer_table(attention__self__value="self_attn.k_proj", attention__self__key="self_attn.v_proj"),
+         r"Likely cause: key and value are swapped"),
+        (name_no_param, r"Likely cause: it leaves out the parameter's last part"),
+        (name_always_weight, r"key\.bias.*Likely cause: it always ends the name with `\.weight`"),
+        (name_layer_zero, r"layer\.3.*Likely cause: it always uses layer 0"),
+        (name_first_digit, r"layer\.11.*Likely cause: it reads only the first digit of the layer number"),
+        (name_keeps_prefix, r"Likely cause: it keeps the checkpoint's prefix"),
+        (name_unchanged, r"Likely cause: it returns the checkpoint's own name"),
+        (name_position_ids, r"expected None.*Likely cause: embeddings\.position_ids is not the position embedding"),
+        (name_raises_for_pooler, r"raised KeyError.*Hint: our model has no pooler"),
+        (name_returns_nothing_for_embeddings, r"'embeddings\.word_embeddings\.weight'.*returned None, as if"),
+    ],
+)
+def test_our_name_mistakes_get_their_sentence(fn, message):
+    with pytest.raises(CheckFailed, match=message):
+        ch07.check_our_name(fn)
+
+
+# ------------------------------------------------------------------ mean_pool: typical mistakes
+def pool_plain_mean(hidden, mask):
+    return hidden.mean(dim=1)
+
+
+def pool_sum(hidden, mask):
+    return (hidden * mask.unsqueeze(-1)).sum(dim=1)
+
+
+def pool_by_T(hidden, mask):
+    return (hidden * mask.unsqueeze(-1)).sum(dim=1) / hidden.shape[1]
+
+
+def pool_by_batch_count(hidden, mask):
+    return (hidden * mask.unsqueeze(-1)).sum(dim=1) / mask.sum()
+
+
+def pool_inverted(hidden, mask):
+    m = (1 - mask.long()).unsqueeze(-1).to(hidden.dtype)
+    return (hidden * m).sum(dim=1) / m.sum(dim=1).clamp(min=1e-9)
+
+
+def pool_cls(hidden, mask):
+    return hidden[:, 0]
+
+
+def pool_normalised(hidden, mask):
+    return F.normalize(mean_pool(hidden, mask), dim=-1)
+
+
+def pool_max(hidden, mask):
+    return hidden.masked_fill(mask.unsqueeze(-1) == 0, float("-inf")).max(dim=1).values
+
+
+def pool_no_clamp(hidden, mask):
+    m = mask.to(hidden.dtype).unsqueeze(-1)
+    return (hidden * m).sum(dim=1) / m.sum(dim=1)
+
+
+def pool_wrong_axis(hidden, mask):
+    m = mask.to(hidden.dtype).unsqueeze(-1)
+    return (hidden * m).sum(dim=2) / m.sum(dim=2)
+
+
+@pytest.mark.parametrize(
+    "fn, message",
+    [
+        (pool_plain_mean, r"\[\[1, 2\], \[3, 4\], \[100, 100\]\].*Likely cause: it averages the padding positions too"),
+        (pool_sum, r"Likely cause: it sums the real tokens' vectors without dividing"),
+        (pool_by_T, r"Likely cause: it divides by T, the padded length"),
+        (pool_by_batch_count, r"Likely cause: it divides by the number of real tokens in the whole batch"),
+        (pool_inverted, r"Likely cause: it averages the padding instead of the tokens"),
+        (pool_cls, r"Likely cause: it returns the first token's vector \(\[CLS\] pooling\)"),
+        (pool_normalised, r"Likely cause: it also scales the result to unit length"),
+        (pool_max, r"Likely cause: it takes the largest value of each feature \(max pooling\)"),
+        (pool_no_clamp, r"all padding.*NaN.*Hint: .*clamp"),
+        (pool_wrong_axis, r"shape \(1, 3\); expected shape \(1, 2\)"),
+    ],
+)
+def test_mean_pool_mistakes_get_their_sentence(fn, message):
+    with pytest.raises(CheckFailed, match=message):
+        ch07.check_mean_pool(fn)
+
+
+def test_a_mean_pool_that_breaks_on_boolean_masks_is_told_to_convert():
+    def bool_breaks(hidden, mask):  # fine for 0/1 integers; torch refuses to subtract from booleans
+        return (hidden * mask.unsqueeze(-1)).sum(dim=1) / (mask - 0).sum(dim=1, keepdim=True)
+
+    with pytest.raises(CheckFailed, match=r"boolean mask.*Hint: the mask may hold booleans"):
+        ch07.check_mean_pool(bool_breaks)
+
+
+# ------------------------------------------------------------------ GQA: typical mistakes
+def gqa(q, k, v, *, tile=False, head0=False, mask="causal", scale=None, dim=-1):
+    H, T, d = q.shape
+    n_rep = H // k.shape[0]
+    if head0:
+        k, v = k[:1].expand(H, -1, -1), v[:1].expand(H, -1, -1)
+    elif tile:
+        k, v = k.repeat(n_rep, 1, 1), v.repeat(n_rep, 1, 1)
+    else:
+        k, v = k.repeat_interleave(n_rep, 0), v.repeat_interleave(n_rep, 0)
+    scores = q @ k.transpose(-2, -1) / (math.sqrt(d) if scale is None else scale)
+    if mask == "causal":
+        scores = scores.masked_fill(torch.ones(T, T, dtype=torch.bool).triu(1), float("-inf"))
+    elif mask == "flipped":
+        scores = scores.masked_fill(torch.ones(T, T, dtype=torch.bool).tril(-1), float("-inf"))
+    elif mask == "strict":
+        scores = scores.masked_fill(torch.ones(T, T, dtype=torch.bool).triu(0), float("-inf"))
+    w = torch.softmax(scores, dim=dim)
+    return w @ v, w
+
+
+def gqa_mask_after_softmax(q, k, v):
+    H, T, d = q.shape
+    n_rep = H // k.shape[0]
+    k, v = k.repeat_interleave(n_rep, 0), v.repeat_interleave(n_rep, 0)
+    w = torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(d), dim=-1) * torch.tril(torch.ones(T, T))
+    return w @ v, w
+
+
+def gqa_out_only(q, k, v):
+    return grouped_query_attention(q, k, v)[0]
+
+
+def gqa_swapped_outputs(q, k, v):
+    out, w = grouped_query_attention(q, k, v)
+    return w, out
+
+
+@pytest.mark.parametrize(
+    "fn, message",
+    [
+        (lambda q, k, v: gqa(q, k, v, tile=True),
+         r"4 query heads sharing 2.*Likely cause: it tiles the key/value heads"),
+        (lambda q, k, v: gqa(q, k, v, head0=True), r"Likely cause: every query head uses key/value head 0"),
+        (lambda q, k, v: gqa(q, k, v, mask=None), r"Likely cause: there is no causal mask"),
+        (lambda q, k, v: gqa(q, k, v, mask="flipped"), r"Likely cause: the causal mask is flipped"),
+        (lambda q, k, v: gqa(q, k, v, scale=1.0), r"Likely cause: the scores are not scaled"),
+        (lambda q, k, v: gqa(q, k, v, scale=q.shape[-1]), r"Likely cause: the scores are divided by d"),
+        (lambda q, k, v: gqa(q, k, v, dim=-2), r"does not sum to 1|Likely cause: the softmax runs over the queries"),
+        (lambda q, k, v: gqa(q, k, v, mask="strict"), r"NaN"),
+        (gqa_mask_after_softmax, r"Likely cause: it masks after the softmax"),
+        (gqa_out_only, r"returned 1 value\(s\); expected a tuple of 2: `return out, weights`"),
+        (gqa_swapped_outputs, r"`out` of shape \(4, 3, 3\); expected shape \(4, 3, 4\)"),
+    ],
+)
+def test_grouped_query_attention_mistakes_get_their_sentence(fn, message):
+    with pytest.raises(CheckFailed, match=message):
+        ch07.check_grouped_query_attention(fn)
+
+
+# ------------------------------------------------------------------ garbage never crashes
+@pytest.mark.parametrize(
+    "fn, message",
+    [
+        (stub, "is not written yet"),
+        (returns_none, "returned None"),
+        (returns_text, r"not an array of numbers|returned 1 value\(s\); expected a tuple of 2"),
+        (lambda *args: ("42", "42"), "not an array of numbers"),
+        (None, "should be a function, but it is None"),
+        (3, "should be a function, but it is an int"),
+    ],
+)
+@pytest.mark.parametrize("check", [ch07.check_mean_pool, ch07.check_grouped_query_attention])
+def test_garbage_gets_a_sentence_not_a_crash(check, fn, message):
+    with pytest.raises(CheckFailed, match=message) as info:
+        check(fn)
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "fn, message",
+    [
+        (stub, "is not written yet"),
+        (returns_none, r"returned None, as if our model did not use this tensor"),
+        (returns_text, r"returned '42'; expected 'layers\.0\.self_attn\.q_proj\.weight'"),
+        (lambda name: 42, r"returned an int; expected a string"),
+        (lambda name: our_name, r"returned a function: did you forget to call it\?"),
+        (lambda name: name.split("."), r"returned a list; expected a string"),
+        (None, "should be a function, but it is None"),
+        ("layers.0", "should be a function, but it is a str"),
+    ],
+)
+def test_our_name_garbage_gets_a_sentence_not_a_crash(fn, message):
+    with pytest.raises(CheckFailed, match=message) as info:
+        ch07.check_our_name(fn)
+    assert "\n" not in str(info.value)
+
+
+def test_a_function_that_never_returns_is_stopped():
+    def forever(name):
+        while True:
+            pass
+
+    with pytest.raises(CheckFailed, match="ran for more than"):
+        ch07.check_our_name(forever, time_limit=0.2)
+
+
+# ------------------------------------------------------------------ the references are the real thing
+@pytest.mark.parametrize("num_layers", [6, 12])
+def test_our_name_reference_is_the_table_that_loads_minilm(num_layers):
+    table = minilm_weight_map(num_layers)
+    for theirs, ours in table.items():
+        assert name_ref(theirs) == ours
+    for unused in UNUSED_WEIGHTS:
+        assert name_ref(unused) is None
+
+
+def test_our_name_reference_covers_every_tensor_of_the_real_checkpoint():
+    from attnedu.pretrained import MINILM, ModelNotFoundError, locate
+
+    try:
+        folder = locate(MINILM)
+    except ModelNotFoundError as error:
+        pytest.skip(str(error))
+    from safetensors import safe_open
+
+    with safe_open(str(folder / "model.safetensors"), framework="pt") as f:
+        names = list(f.keys())
+    from attnedu.pretrained.minilm import BertConfig, BertEncoder
+
+    ours = {name for name, _ in BertEncoder(BertConfig.from_json(folder / "config.json")).named_parameters()}
+    mapped = [name_ref(n) for n in names]
+    assert sorted(m for m in mapped if m is not None) == sorted(ours)  # every parameter exactly once
+
+
+def test_mean_pool_reference_is_sentence_transformers_pooling():
+    pytest.importorskip("sentence_transformers")
+    try:
+        from sentence_transformers.sentence_transformer.modules import Pooling  # sentence-transformers >= 6
+    except ImportError:
+        from sentence_transformers.models import Pooling
+    g = torch.Generator().manual_seed(0)
+    hidden = torch.randn(3, 6, 8, generator=g)
+    mask = torch.tensor([[1, 1, 1, 1, 1, 1], [1, 1, 1, 0, 0, 0], [1, 0, 0, 0, 0, 0]])
+    pooling = Pooling(8, pooling_mode="mean")
+    out = pooling({"token_embeddings": hidden, "attention_mask": mask})["sentence_embedding"]
+    torch.testing.assert_close(pool_ref(hidden, mask), out)
+    torch.testing.assert_close(pool_ref(hidden, mask.bool()), out)
+    torch.testing.assert_close(pool_ref(hidden.numpy(), mask.numpy()), out)  # arrays are accepted
+
+
+@pytest.mark.parametrize("H, H_kv", [(9, 3), (4, 4), (6, 1)])
+def test_gqa_reference_is_one_step_of_attnedus_grouped_query_attention(H, H_kv):
+    torch.manual_seed(H * 10 + H_kv)
+    d, E, T = 8, 24, 7
+    module = GroupedQueryAttention(E, H, H_kv, d, fast=False).double().eval()
+    x = torch.randn(1, T, E, dtype=torch.float64)
+    with torch.no_grad():
+        expected, expected_w = module(x, need_weights=True)
+        q = module.q_proj(x).view(T, H, d).transpose(0, 1)  # (H, T, d)
+        k = module.k_proj(x).view(T, H_kv, d).transpose(0, 1)  # (H_kv, T, d)
+        v = module.v_proj(x).view(T, H_kv, d).transpose(0, 1)
+        out, w = gqa_ref(q, k, v)
+        got = module.o_proj(out.transpose(0, 1).reshape(1, T, H * d))
+    torch.testing.assert_close(w, expected_w[0])
+    torch.testing.assert_close(got, expected)
+
+
+@pytest.mark.parametrize("H, H_kv", [(9, 3), (2, 1), (3, 3)])
+def test_gqa_reference_equals_torch_sdpa_with_enable_gqa(H, H_kv):
+    if "enable_gqa" not in F.scaled_dot_product_attention.__doc__:
+        pytest.skip("this torch has no enable_gqa")
+    g = torch.Generator().manual_seed(H)
+    q = torch.randn(H, 5, 4, generator=g, dtype=torch.float64)
+    k = torch.randn(H_kv, 5, 4, generator=g, dtype=torch.float64)
+    v = torch.randn(H_kv, 5, 4, generator=g, dtype=torch.float64)
+    expected = F.scaled_dot_product_attention(q[None], k[None], v[None], is_causal=True, enable_gqa=True)[0]
+    torch.testing.assert_close(gqa_ref(q, k, v)[0], expected)
+
+
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda: name_ref(3), "must be a string"),
+        (lambda: name_ref("decoder.layer.0.weight"), "not a tensor of a BERT checkpoint"),
+        (lambda: name_ref("encoder.layer.0.attention.self.banana.weight"), "not a tensor of a BERT checkpoint"),
+        (lambda: gqa_ref(torch.zeros(4, 3), torch.zeros(2, 3, 2), torch.zeros(2, 3, 2)), r"q must be \(heads, T, d\)"),
+        (lambda: gqa_ref(torch.zeros(4, 3, 2), torch.zeros(2, 3, 2), torch.zeros(2, 4, 2)), "must both be"),
+        (lambda: gqa_ref(torch.zeros(4, 3, 2), torch.zeros(3, 3, 2), torch.zeros(3, 3, 2)), "cannot be shared evenly"),
+        (lambda: pool_ref(torch.zeros(2, 3, 4), torch.ones(2, 4)), r"expected hidden \(B, T, E\) and mask \(B, T\)"),
+    ],
+)
+def test_references_reject_bad_input_with_value_error(call, message):
+    with pytest.raises(ValueError, match=message):
+        call()
