@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, fields
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -26,7 +27,15 @@ from torch import Tensor, nn
 
 from attnedu.nn import DecoderBlock, KVCache
 
-__all__ = ["GPTConfig", "GPT", "parameter_count", "top_k_filter", "top_p_filter", "sample_next"]
+__all__ = ["GPTConfig", "GPT", "parameter_count", "top_k_filter", "top_p_filter", "sample_next",
+           "SHIPPED_CHECKPOINT"]
+
+#: A small trained GPT that the project ships (3.2 MB, float32), for chapter 6: the chapter's model
+#: (4 blocks, 4 heads, 128 features, context 64, no biases, 808,064 parameters) trained for nanoGPT's
+#: 2,000 iterations on :func:`attnedu.corpus.python_corpus` of Python 3.11 (validation loss 1.58).
+#: Load it with ``GPT.load(SHIPPED_CHECKPOINT)``; its vocabulary is in the returned notes. Made, and
+#: reproduced, by ``.venv/bin/python benchmarks/gpt_train.py --threads 1 --save attnedu/data/gpt-python-2000.pt``.
+SHIPPED_CHECKPOINT = Path(__file__).resolve().parent / "data" / "gpt-python-2000.pt"
 
 
 @dataclass
@@ -111,11 +120,14 @@ def top_k_filter(logits: Tensor, k: int) -> Tensor:
     _check_logits(logits)
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
         raise ValueError(f"top_k must be a positive integer, got {k!r}")
+    return _top_k(logits, k)
+
+
+def _top_k(logits: Tensor, k: int) -> Tensor:
     if k >= logits.shape[-1]:
         return logits
-    _, idx = torch.topk(logits, k, dim=-1)  # (..., k)
-    keep = torch.zeros_like(logits, dtype=torch.bool).scatter_(-1, idx, True)
-    return logits.masked_fill(~keep, float("-inf"))
+    values, idx = torch.topk(logits, k, dim=-1)  # (..., k)
+    return torch.full_like(logits, float("-inf")).scatter_(-1, idx, values)  # the k back in their places
 
 
 def top_p_filter(logits: Tensor, p: float) -> Tensor:
@@ -128,6 +140,10 @@ def top_p_filter(logits: Tensor, p: float) -> Tensor:
     _check_logits(logits)
     if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 < p <= 1.0:
         raise ValueError(f"top_p must be in (0, 1], got {p!r}")
+    return _top_p(logits, p)
+
+
+def _top_p(logits: Tensor, p: float) -> Tensor:
     if p >= 1.0:
         return logits
     probs = torch.softmax(logits, dim=-1)  # (..., V)
@@ -149,13 +165,19 @@ def sample_next(logits: Tensor, temperature: float = 1.0, top_k: int | None = No
     if logits.dim() != 2:
         raise ValueError(f"logits must be (B, V), got shape {tuple(logits.shape)}")
     _check_sampling(temperature, top_k, top_p)
+    return _sample(logits, temperature, top_k, top_p, generator)
+
+
+def _sample(logits: Tensor, temperature: float, top_k: int | None, top_p: float | None,
+            generator: torch.Generator | None) -> Tensor:
+    """:func:`sample_next` without the checks, for :meth:`GPT.generate`, which checks once."""
     if temperature == 0:
         return logits.argmax(dim=-1, keepdim=True)  # (B, 1)
     logits = logits / temperature
     if top_k is not None:
-        logits = top_k_filter(logits, top_k)
+        logits = _top_k(logits, top_k)
     if top_p is not None:
-        logits = top_p_filter(logits, top_p)
+        logits = _top_p(logits, top_p)
     probs = torch.softmax(logits, dim=-1)  # (B, V)
     return torch.multinomial(probs, num_samples=1, generator=generator)  # (B, 1)
 
@@ -252,7 +274,6 @@ class GPT(nn.Module):
         return logits, loss
 
     # ------------------------------------------------------------------ generation
-    @torch.no_grad()
     def generate(self, idx: Tensor, max_new_tokens: int, temperature: float = 1.0, top_k: int | None = None,
                  top_p: float | None = None, use_cache: bool = True,
                  generator: torch.Generator | None = None) -> Tensor:
@@ -273,7 +294,9 @@ class GPT(nn.Module):
         then on ``generate`` recomputes the cropped window at each step, exactly as without a
         cache (the cache speeds up the first ``block_size`` tokens and never changes the result).
 
-        The model is put in eval mode (no dropout) while generating, then restored.
+        The model is put in eval mode (no dropout) while generating, then restored. It runs
+        under ``torch.inference_mode()`` (no autograd bookkeeping at all, a little faster than
+        ``no_grad``); the result is an ordinary tensor, which may be fed back into training.
 
         Args:
             idx: ``(B, T)`` prompt token ids (``T >= 1``; a longer prompt than ``block_size``
@@ -297,9 +320,11 @@ class GPT(nn.Module):
         was_training = self.training
         self.eval()
         try:
-            return self._generate(idx, max_new_tokens, temperature, top_k, top_p, use_cache, generator)
+            with torch.inference_mode():
+                out = self._generate(idx, max_new_tokens, temperature, top_k, top_p, use_cache, generator)
         finally:
             self.train(was_training)
+        return out.clone()  # an inference-mode tensor could not be saved for a backward pass
 
     def _generate(self, idx, max_new_tokens, temperature, top_k, top_p, use_cache, generator) -> Tensor:
         T_max = self.config.block_size
@@ -316,7 +341,7 @@ class GPT(nn.Module):
             if caches is None:
                 h = self._hidden(idx[:, -T_max:])  # the whole window again: (B, T, C)
             logits = self.lm_head(h[:, -1, :])  # (B, V), the last position only
-            next_id = sample_next(logits, temperature, top_k, top_p, generator)  # (B, 1)
+            next_id = _sample(logits, temperature, top_k, top_p, generator)  # (B, 1), checked once, up front
             idx = torch.cat([idx, next_id], dim=1)  # (B, T + 1)
         return idx
 

@@ -46,12 +46,17 @@ class KVCache:
     of the whole prefix again at every step. With a cache, each step projects only the new
     token and appends its key and value here. The storage grows by doubling, so appending
     one position costs one small copy, not a copy of everything cached.
+
+    A cache is only valid while its layer's weights stay the same (new weights would make the
+    cached keys and values stale), so :class:`MultiHeadAttention` also keeps its fused input
+    projection here, in ``projection``, rather than checking at every step that it is current.
     """
 
     def __init__(self):
         self._k: Tensor | None = None  # (B, H, capacity, dh)
         self._v: Tensor | None = None
         self._n = 0
+        self.projection: tuple[Tensor, Tensor | None] | None = None  # (W_qkv, b_qkv), set by the layer
 
     def __len__(self) -> int:
         return self._n
@@ -79,10 +84,11 @@ class KVCache:
                 grown_k[:, :, :n] = self._k[:, :, :n]
                 grown_v[:, :, :n] = self._v[:, :, :n]
             self._k, self._v = grown_k, grown_v
-        self._k[:, :, n : n + t] = k
-        self._v[:, :, n : n + t] = v
+        # narrow + copy_: the same as self._k[:, :, n : n + t] = k, a few microseconds cheaper a step
+        self._k.narrow(2, n, t).copy_(k)
+        self._v.narrow(2, n, t).copy_(v)
         self._n = n + t
-        return self.k, self.v
+        return self._k.narrow(2, 0, n + t), self._v.narrow(2, 0, n + t)  # (B, H, T, dh) views
 
 
 class MultiHeadAttention(nn.Module):
@@ -140,12 +146,26 @@ class MultiHeadAttention(nn.Module):
             nn.init.zeros_(self.out_proj.bias)
 
     # ------------------------------------------------------------------ helpers
-    def _project(self, query: Tensor, key: Tensor, value: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """The three input projections; one fused matrix product for self-attention."""
+    def _project(self, query: Tensor, key: Tensor, value: Tensor,
+                 cache: KVCache | None = None) -> tuple[Tensor, Tensor, Tensor]:
+        """The three input projections, split into heads: ``(B, H, L, dh)``, ``(B, H, S, dh)`` twice.
+
+        Self-attention (``query is key is value``) takes one fused matrix product, whose
+        ``(B, L, 3E)`` result is split into q, k, v and heads by one reshape. During
+        generation the fused matrix is built once and kept in the ``cache``.
+        """
         if query is key and key is value and self.kdim == self.vdim == self.embed_dim:
-            weight, bias = self._fused_weights()  # (3E, E), (3E,)
-            return F.linear(query, weight, bias).chunk(3, dim=-1)  # 3 x (B, T, E)
-        return self.q_proj(query), self.k_proj(key), self.v_proj(value)
+            if cache is not None and cache.projection is not None and not torch.is_grad_enabled():
+                weight, bias = cache.projection  # the weights cannot change while the cache lives
+            else:
+                weight, bias = self._fused_weights()  # (3E, E), (3E,)
+                if cache is not None and not torch.is_grad_enabled():
+                    cache.projection = (weight, bias)
+            B, L, _ = query.shape
+            qkv = F.linear(query, weight, bias).view(B, L, 3, self.num_heads, self.head_dim)
+            return qkv.permute(2, 0, 3, 1, 4).unbind(0)  # 3 x (B, H, L, dh)
+        q, k, v = self.q_proj(query), self.k_proj(key), self.v_proj(value)  # (B, L, E), (B, S, E) twice
+        return self._split_heads(q), self._split_heads(k), self._split_heads(v)
 
     def _fused_weights(self) -> tuple[Tensor, Tensor | None]:
         """W_q, W_k and W_v stacked into one (3E, E) matrix (and the biases likewise).
@@ -226,8 +246,7 @@ class MultiHeadAttention(nn.Module):
             raise ValueError("is_causal=True is a hint about attn_mask, which must be given too (the causal mask)")
         B, L, H = query.shape[0], query.shape[1], self.num_heads
 
-        q, k, v = self._project(query, key, value)  # (B, L, E), (B, S, E), (B, S, E)
-        q, k, v = self._split_heads(q), self._split_heads(k), self._split_heads(v)  # (B, H, T, dh)
+        q, k, v = self._project(query, key, value, cache)  # (B, H, L, dh), (B, H, S, dh), (B, H, S, dh)
         if cache is not None:
             k, v = cache.update(k, v)  # (B, H, past + S, dh)
         S = k.shape[2]
@@ -447,3 +466,196 @@ class DecoderBlock(nn.Module):
         if self.cross_attn is not None:
             x = self.res2(x, cross_attend)  # (B, T, d_model)
         return self.res3(x, self.ff)  # (B, T, d_model)
+
+
+# --------------------------------------------------------------------------- chapter 7
+# The modules of a Llama-style decoder (SmolLM2, in attnedu.pretrained.smollm).
+__all__ += ["GroupedQueryAttention", "RMSNorm", "SwiGLU"]
+
+
+def _fused_weight(module: nn.Module, layers: tuple[nn.Linear, ...]) -> Tensor:
+    """The weights of ``layers`` stacked into one matrix, for one matrix product instead of several.
+
+    Under autograd the stack is built anew each call, so gradients reach every layer; without
+    gradients (generation) it is kept on ``module`` until a weight changes.
+    """
+    if torch.is_grad_enabled():
+        return torch.cat([layer.weight for layer in layers])
+    key = tuple((w.data_ptr(), 0 if w.is_inference() else w._version) for w in (layer.weight for layer in layers))
+    cached = module.__dict__.get("_fused_cache")
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    weight = torch.cat([layer.weight for layer in layers])
+    module.__dict__["_fused_cache"] = (key, weight)
+    return weight
+
+
+class GroupedQueryAttention(nn.Module):
+    r"""Causal self-attention in which groups of query heads share one key/value head.
+
+    With ``H`` query heads and ``H_kv`` key/value heads (``H`` divisible by ``H_kv``), query
+    head ``i`` attends with key/value head ``g(i) = \lfloor i / (H / H_kv) \rfloor``:
+
+    .. math::
+        h_i = \mathrm{softmax}\!\left(\frac{R(q_i) R(k_{g(i)})^\top}{\sqrt{d_h}} + M\right) v_{g(i)},
+        \qquad \mathrm{GQA}(x) = \mathrm{concat}(h_1, \dots, h_H)\, W_o
+
+    where :math:`R` is the rotary position embedding (if any) and :math:`M` the causal mask.
+    ``H_kv = H`` is ordinary multi-head attention; ``H_kv = 1`` is multi-query attention.
+    The gain is in generation: the :class:`KVCache` holds ``H_kv`` heads, not ``H``
+    (SmolLM2 caches 3 heads instead of 9, a third of the memory and of the memory traffic).
+
+    Args:
+        d_model: ``E``, the size of the input and of the output.
+        n_head: ``H``, the number of query heads.
+        n_kv_head: ``H_kv``, the number of key/value heads; ``H % H_kv == 0``.
+        head_dim: ``d_h`` (default ``E // H``).
+        bias: biases on the four projections (Llama has none).
+        rope: ``None`` or a callable ``rope(x, start) -> x`` that rotates ``x`` ``(B, heads, T, d_h)``
+            as positions ``start..start+T-1``, e.g. :class:`attnedu.rope.RotaryEmbedding`.
+        fast: use ``scaled_dot_product_attention`` when the weights are not asked for.
+
+    ``forward(x, cache=None, need_weights=False)``: ``x`` ``(B, T, E)``; returns
+    ``(out, weights)`` like :class:`MultiHeadAttention`: ``out`` ``(B, T, E)`` and, with
+    ``need_weights=True``, the per-head weights ``(B, H, T, S)`` (else ``None``). With a
+    :class:`KVCache`, ``x`` holds only the new positions; they attend to every cached one.
+    """
+
+    def __init__(self, d_model: int, n_head: int, n_kv_head: int, head_dim: int | None = None,
+                 bias: bool = False, rope=None, *, fast: bool = True):
+        super().__init__()
+        if min(d_model, n_head, n_kv_head) <= 0:
+            raise ValueError(f"d_model, n_head and n_kv_head must be positive, got {d_model}, {n_head}, {n_kv_head}")
+        if n_head % n_kv_head:
+            raise ValueError(f"n_head={n_head} is not divisible by n_kv_head={n_kv_head}: "
+                             "each key/value head must serve the same number of query heads")
+        if head_dim is None:
+            if d_model % n_head:
+                raise ValueError(f"d_model={d_model} is not divisible by n_head={n_head}; pass head_dim")
+            head_dim = d_model // n_head
+        self.d_model, self.n_head, self.n_kv_head, self.head_dim = d_model, n_head, n_kv_head, head_dim
+        self.n_rep = n_head // n_kv_head  # query heads per key/value head
+        self.q_proj = nn.Linear(d_model, n_head * head_dim, bias=bias)  # W_q of all query heads
+        self.k_proj = nn.Linear(d_model, n_kv_head * head_dim, bias=bias)  # only H_kv key heads...
+        self.v_proj = nn.Linear(d_model, n_kv_head * head_dim, bias=bias)  # ...and value heads
+        self.o_proj = nn.Linear(n_head * head_dim, d_model, bias=bias)  # W_o
+        self.rope, self.fast = rope, fast
+
+    def _project(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """q ``(B, T, H*dh)``, k and v ``(B, T, H_kv*dh)``: one fused product when not training."""
+        layers = (self.q_proj, self.k_proj, self.v_proj)
+        if torch.is_grad_enabled() or self.q_proj.bias is not None:
+            return self.q_proj(x), self.k_proj(x), self.v_proj(x)
+        qkv = F.linear(x, _fused_weight(self, layers))  # (B, T, (H + 2 H_kv) dh)
+        sizes = (self.n_head * self.head_dim, self.n_kv_head * self.head_dim, self.n_kv_head * self.head_dim)
+        return qkv.split(sizes, dim=-1)
+
+    def forward(self, x: Tensor, cache: KVCache | None = None, need_weights: bool = False) -> tuple[Tensor, Tensor | None]:
+        if x.dim() != 3 or x.shape[-1] != self.d_model:
+            raise ValueError(f"x must be (B, T, {self.d_model}), got shape {tuple(x.shape)}")
+        B, T, _ = x.shape
+        H, Hkv, dh = self.n_head, self.n_kv_head, self.head_dim
+        past = len(cache) if cache is not None else 0
+
+        q, k, v = self._project(x)
+        q = q.view(B, T, H, dh).transpose(1, 2)  # (B, H, T, dh)
+        k = k.view(B, T, Hkv, dh).transpose(1, 2)  # (B, H_kv, T, dh)
+        v = v.view(B, T, Hkv, dh).transpose(1, 2)  # (B, H_kv, T, dh)
+        if self.rope is not None:  # rotate by the absolute positions past..past+T-1
+            q, k = self.rope(q, past), self.rope(k, past)
+        if cache is not None:
+            k, v = cache.update(k, v)  # (B, H_kv, S, dh), S = past + T
+        S = k.shape[2]
+
+        if need_weights or not self.fast:
+            # The explicit path: give every query head its group's key/value head, then the equation.
+            k = k.repeat_interleave(self.n_rep, dim=1)  # (B, H, S, dh): heads 0,0,0,1,1,1,2,2,2
+            v = v.repeat_interleave(self.n_rep, dim=1)  # (B, H, S, dh)
+            scores = (q * (1.0 / math.sqrt(dh))) @ k.transpose(-2, -1)  # (B, H, T, S)
+            if T > 1:  # query t (absolute position past + t) may not see keys after it
+                future = torch.ones(T, S, dtype=torch.bool, device=x.device).triu(past + 1)  # (T, S)
+                scores = scores.masked_fill(future, float("-inf"))
+            weights = torch.softmax(scores, dim=-1)  # (B, H, T, S)
+            out = weights @ v  # (B, H, T, dh)
+        else:
+            weights = None
+            out = self._sdpa(q, k, v, past)  # (B, H, T, dh)
+
+        out = out.transpose(1, 2).reshape(B, T, H * dh)  # concatenate the heads: (B, T, H*dh)
+        return self.o_proj(out), weights  # (B, T, E)
+
+    def _sdpa(self, q: Tensor, k: Tensor, v: Tensor, past: int) -> Tensor:
+        """The fast path: one fused kernel, same result as the explicit path."""
+        B, H, T, dh = q.shape
+        Hkv, S = k.shape[1], k.shape[2]
+        if T == 1:
+            # One new token sees every key: no mask. Stack the query heads of a group as rows,
+            # so the group's key/value head is shared without copying it.
+            q = q.view(B, Hkv, self.n_rep, dh)  # (B, H_kv, n_rep, dh): heads in group order
+            out = F.scaled_dot_product_attention(q, k, v)  # (B, H_kv, n_rep, dh)
+            return out.view(B, H, 1, dh)
+        k = k.repeat_interleave(self.n_rep, dim=1)  # (B, H, S, dh)
+        v = v.repeat_interleave(self.n_rep, dim=1)
+        if past == 0:
+            return F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        future = torch.ones(T, S, dtype=torch.bool, device=q.device).triu(past + 1)  # (T, S)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=~future)  # True = may attend
+
+    def extra_repr(self) -> str:
+        return (f"d_model={self.d_model}, n_head={self.n_head}, n_kv_head={self.n_kv_head}, "
+                f"head_dim={self.head_dim}, fast={self.fast}")
+
+
+class RMSNorm(nn.Module):
+    r"""Root-mean-square normalisation: LayerNorm without the centring and without a bias.
+
+    .. math::
+        \mathrm{RMSNorm}(x) = \frac{x}{\sqrt{\frac{1}{d}\sum_j x_j^2 + \epsilon}} \odot g
+
+    ``(..., d) -> (..., d)``. The statistic is computed in float32 whatever the input's
+    dtype, as Llama does. With ``fast=True`` (and torch >= 2.4), float32 inputs go through the
+    fused ``torch.nn.functional.rms_norm``, which gives the same bits in one kernel.
+    """
+
+    def __init__(self, d: int, eps: float = 1e-6, *, fast: bool = True):
+        super().__init__()
+        if d <= 0 or not eps >= 0:
+            raise ValueError(f"RMSNorm needs d > 0 and eps >= 0, got d={d}, eps={eps}")
+        self.weight = nn.Parameter(torch.ones(d))  # g
+        self.eps, self.fast = eps, fast
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.fast and x.dtype == torch.float32 and hasattr(F, "rms_norm"):
+            return F.rms_norm(x, self.weight.shape, self.weight, self.eps)
+        dtype = x.dtype
+        x = x.float()
+        x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)  # (..., d), unit RMS
+        return self.weight * x.to(dtype)
+
+    def extra_repr(self) -> str:
+        return f"{self.weight.shape[0]}, eps={self.eps}"
+
+
+class SwiGLU(nn.Module):
+    r"""The gated feed-forward block of Llama (Shazeer, 2020):
+
+    .. math::
+        \mathrm{SwiGLU}(x) = W_{down}\,\big(\mathrm{SiLU}(W_{gate}\,x) \odot W_{up}\,x\big),
+        \qquad \mathrm{SiLU}(z) = z\,\sigma(z)
+
+    ``(B, T, d_model) -> (B, T, d_model)`` through a hidden size ``d_ff``. The gate decides,
+    feature by feature, how much of the "up" projection passes.
+    """
+
+    def __init__(self, d_model: int, d_ff: int, bias: bool = False):
+        super().__init__()
+        self.gate_proj = nn.Linear(d_model, d_ff, bias=bias)  # (d_model -> d_ff)
+        self.up_proj = nn.Linear(d_model, d_ff, bias=bias)  # (d_model -> d_ff)
+        self.down_proj = nn.Linear(d_ff, d_model, bias=bias)  # (d_ff -> d_model)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if torch.is_grad_enabled() or self.gate_proj.bias is not None:
+            gate, up = self.gate_proj(x), self.up_proj(x)  # (B, T, d_ff) each
+        else:  # one product for both when not training
+            gate, up = F.linear(x, _fused_weight(self, (self.gate_proj, self.up_proj))).chunk(2, dim=-1)
+        return self.down_proj(F.silu(gate) * up)  # (B, T, d_model)

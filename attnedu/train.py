@@ -6,6 +6,9 @@ r"""Training a language model: batches, the learning-rate schedule, the loop (ch
 * :func:`train`: AdamW, the schedule, gradient clipping, evaluations, a progress bar, and a
   :class:`History` of the losses. Seeded: the same seed gives the same losses.
 
+The environment variable ``ATTNEDU_MAX_TRAIN_SECONDS`` caps every :func:`train` call's
+``max_seconds`` (autograders set it, so that a notebook that trains runs in seconds).
+
 .. math::
     \mathcal{L} = -\frac{1}{BT} \sum_{b,t} \log p_\theta(x_{b,t+1} \mid x_{b,\le t})
 """
@@ -13,6 +16,7 @@ r"""Training a language model: batches, the learning-rate schedule, the loop (ch
 from __future__ import annotations
 
 import math
+import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -20,7 +24,10 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
-__all__ = ["get_batch", "get_lr", "estimate_loss", "History", "ProgressBar", "train"]
+__all__ = ["get_batch", "get_lr", "estimate_loss", "History", "ProgressBar", "train", "MAX_SECONDS_ENV"]
+
+#: The environment variable that caps :func:`train`'s ``max_seconds`` (seconds, a number >= 0).
+MAX_SECONDS_ENV = "ATTNEDU_MAX_TRAIN_SECONDS"
 
 
 def _as_ids(ids, name: str) -> Tensor:
@@ -213,6 +220,20 @@ class ProgressBar:
 
 
 # ----------------------------------------------------------------------------- the loop
+def _max_seconds_from_env() -> float | None:
+    """The cap set by ``$ATTNEDU_MAX_TRAIN_SECONDS``, or ``None`` when it is unset or empty."""
+    text = os.environ.get(MAX_SECONDS_ENV, "").strip()
+    if not text:
+        return None
+    try:
+        cap = float(text)
+    except ValueError:
+        cap = float("nan")
+    if not math.isfinite(cap) or cap < 0:
+        raise ValueError(f"the environment variable {MAX_SECONDS_ENV}={text!r} must be a number of seconds >= 0")
+    return cap
+
+
 def _param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     """Weight decay on the matrices (linear weights, embeddings) only, not on biases and
     LayerNorm gains: decaying those only pulls them away from their useful values."""
@@ -246,7 +267,14 @@ def train(model: nn.Module, train_ids, val_ids, *, iters: int = 2000, batch_size
         grad_clip: clip the gradient's global norm to this (``None``: no clipping).
         progress: show a progress bar and the evaluations.
         max_seconds: stop early after this many seconds (then evaluate once more), to keep a
-            notebook within its time budget; the run is then no longer reproducible.
+            notebook within its time budget; the run is then no longer reproducible. At least
+            one iteration always runs.
+
+    Environment:
+        ``ATTNEDU_MAX_TRAIN_SECONDS``: when set (a number of seconds ``>= 0``), it caps
+        ``max_seconds``: the run stops at whichever comes first. An autograder that executes
+        a notebook several times sets it (say to 5) so that training takes seconds; nothing
+        graded may then depend on how well the model trained. Unset or empty: no cap.
 
     Returns:
         The :class:`History` of the losses.
@@ -271,6 +299,13 @@ def train(model: nn.Module, train_ids, val_ids, *, iters: int = 2000, batch_size
         raise ValueError(f"betas must be two numbers in [0, 1), got {betas!r}")
     if grad_clip is not None and grad_clip <= 0:
         raise ValueError(f"grad_clip must be > 0 or None, got {grad_clip!r}")
+    if max_seconds is not None and (isinstance(max_seconds, bool) or not isinstance(max_seconds, (int, float))
+                                    or not max_seconds >= 0):
+        raise ValueError(f"max_seconds must be a number >= 0 or None, got {max_seconds!r}")
+    cap = _max_seconds_from_env()
+    capped = cap is not None and (max_seconds is None or cap < max_seconds)
+    if capped:
+        max_seconds = cap
     train_ids, val_ids = _as_ids(train_ids, "train_ids"), _as_ids(val_ids, "val_ids")
     for name, ids in (("train_ids", train_ids), ("val_ids", val_ids)):
         if len(ids) <= block_size:
@@ -317,7 +352,8 @@ def train(model: nn.Module, train_ids, val_ids, *, iters: int = 2000, batch_size
                 bar.update(it + 1, f"loss {history.loss[-1]:.4f}, lr {lr_it:.2e}")
             if max_seconds is not None and time.perf_counter() - start > max_seconds:
                 if bar is not None:
-                    bar.log(f"stopped after {it + 1} iterations: max_seconds={max_seconds} reached")
+                    why = f"${MAX_SECONDS_ENV}={max_seconds:g}" if capped else f"max_seconds={max_seconds:g}"
+                    bar.log(f"stopped after {it + 1} iteration{'s' if it else ''}: {why} reached")
                 break
         evaluate(len(history.loss))
     history.wall_time = time.perf_counter() - start

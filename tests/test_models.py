@@ -10,8 +10,9 @@ import pytest
 import torch
 
 import attnedu.models as models
-from attnedu.models import GPT, GPTConfig, parameter_count, sample_next, top_k_filter, top_p_filter
-from attnedu.nn import DecoderBlock
+from attnedu.models import (SHIPPED_CHECKPOINT, GPT, GPTConfig, parameter_count, sample_next, top_k_filter,
+                             top_p_filter)
+from attnedu.nn import DecoderBlock, KVCache
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: one thread is fastest
@@ -144,6 +145,64 @@ def test_generate_returns_the_prompt_then_the_new_tokens_and_restores_training_m
     assert torch.equal(model.generate(idx, 0), idx)
 
 
+def test_generated_tokens_are_an_ordinary_tensor_that_training_can_use():
+    # generation runs under torch.inference_mode, whose tensors autograd refuses: the result is not one
+    model = tiny()
+    out = model.generate(prompt(T=2), 6, generator=gen())
+    assert not out.is_inference() and not torch.is_inference_mode_enabled()
+    model.train()
+    _, loss = model(out[:, :-1], out[:, 1:])
+    loss.backward()  # the embedding saves the ids for the backward pass
+    assert model.wte.weight.grad is not None
+
+
+def test_generation_evaluation_and_training_mix_freely_and_a_weight_update_is_seen_at_once():
+    model = tiny()
+    before = model.generate(prompt(), 8, temperature=0.0, use_cache=False)  # keeps fused weights, made in inference mode
+    with torch.no_grad():
+        logits, _ = model(prompt())  # reads them outside inference mode
+    model.train()
+    _, loss = model(prompt(), prompt(seed=2))
+    loss.backward()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.5 * torch.randn_like(p))  # an in-place update, as an optimizer makes
+        changed, _ = model(prompt())
+    assert not torch.allclose(changed, logits)
+    fresh = GPT(model.config).eval()
+    fresh.load_state_dict(model.state_dict())
+    for use_cache in (True, False):  # nothing stale is reused: the same tokens as a fresh copy gives
+        assert torch.equal(model.generate(prompt(), 8, temperature=0.0, use_cache=use_cache),
+                           fresh.generate(prompt(), 8, temperature=0.0, use_cache=use_cache))
+    assert before.shape == (2, 11)
+
+
+def test_the_cache_keeps_the_fused_projection_for_its_lifetime_and_only_without_autograd():
+    attn = tiny().blocks[0].self_attn
+    x = torch.randn(1, 1, 16)
+    cache = KVCache()
+    with torch.no_grad():
+        first, _ = attn(x, x, x, need_weights=False, cache=cache)
+        kept = cache.projection
+        assert kept is not None and kept[0].shape == (48, 16)
+        attn(x, x, x, need_weights=False, cache=cache)
+        assert cache.projection is kept and len(cache) == 2  # reused, not rebuilt
+    grad_cache = KVCache()
+    out, _ = attn(x, x, x, need_weights=False, cache=grad_cache)
+    assert grad_cache.projection is None and out.requires_grad  # under autograd: built anew, gradients flow
+    torch.testing.assert_close(out.detach(), first)
+
+
+def test_the_cache_returns_every_key_and_value_appended_in_order():
+    cache = KVCache()
+    chunks = [torch.randn(2, 3, t, 4) for t in (5, 1, 1, 12, 1)]  # a prefill, steps, a longer chunk
+    for i, k in enumerate(chunks):
+        keys, values = cache.update(k, 2 * k)
+        want = torch.cat(chunks[: i + 1], dim=2)
+        assert torch.equal(keys, want) and torch.equal(values, 2 * want)
+        assert torch.equal(cache.k, want) and len(cache) == want.shape[2]
+
+
 def test_generate_is_reproducible_with_a_seeded_generator():
     model = tiny()
     assert torch.equal(model.generate(prompt(), 10, generator=gen(3)), model.generate(prompt(), 10, generator=gen(3)))
@@ -233,6 +292,19 @@ def test_a_saved_model_loads_back_with_its_config_extras_and_tied_weights(tmp_pa
     assert loaded.lm_head.weight is loaded.wte.weight and not loaded.training
     tol = dict(atol=0, rtol=0) if dtype is None else dict(atol=1e-3, rtol=1e-2)
     torch.testing.assert_close(loaded(prompt())[0], model(prompt())[0], **tol)
+
+
+def test_the_shipped_checkpoint_is_small_loads_and_says_how_to_reproduce_it():
+    assert SHIPPED_CHECKPOINT.is_file(), f"{SHIPPED_CHECKPOINT} is missing: see benchmarks/gpt_train.py"
+    assert SHIPPED_CHECKPOINT.stat().st_size <= 5 * 1024 * 1024
+    model, notes = GPT.load(SHIPPED_CHECKPOINT)
+    assert model.config == GPTConfig(block_size=64, vocab_size=96, n_layer=4, n_head=4, n_embd=128,
+                                     dropout=0.0, bias=False)  # the model of chapter 6
+    assert len(notes["vocab"]) == 96 and notes["iters"] == 2000 and notes["val_loss"] < 1.7
+    assert notes["command"].endswith("benchmarks/gpt_train.py --threads 1 --save attnedu/data/gpt-python-2000.pt")
+    idx = torch.tensor([[notes["vocab"].index(c) for c in "def "]])
+    out = model.generate(idx, 20, temperature=0.0)
+    assert out.shape == (1, 24)
 
 
 def test_float16_checkpoints_are_half_the_size(tmp_path):

@@ -11,10 +11,16 @@ import pytest
 import torch
 
 from attnedu.models import GPT, GPTConfig
-from attnedu.train import ProgressBar, estimate_loss, get_batch, get_lr, train
+from attnedu.train import MAX_SECONDS_ENV, ProgressBar, estimate_loss, get_batch, get_lr, train
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: one thread is fastest
+
+
+@pytest.fixture(autouse=True)
+def no_time_cap(monkeypatch):
+    """These tests train for a set number of iterations: an autograder's cap must not cut them."""
+    monkeypatch.delenv(MAX_SECONDS_ENV, raising=False)
 
 
 TEXT_IDS = torch.tensor([ord(c) - 97 for c in "abcdefgh" * 40])  # a repeating pattern: easy to learn
@@ -151,6 +157,28 @@ def test_max_seconds_stops_early_and_still_evaluates():
     assert len(history.loss) == 1 and history.eval_iters == [0, 1]
 
 
+@pytest.mark.parametrize("cap, max_seconds", [("0", None), ("0", 60.0), (" 0.0 ", 3600)])
+def test_the_environment_variable_caps_max_seconds(monkeypatch, cap, max_seconds, capsys):
+    monkeypatch.setenv(MAX_SECONDS_ENV, cap)
+    history = quick(tiny(), iters=1000, max_seconds=max_seconds, progress=True)
+    assert len(history.loss) == 1 and history.eval_iters == [0, 1]  # one iteration, then the last evaluation
+    assert f"stopped after 1 iteration: ${MAX_SECONDS_ENV}=0 reached" in capsys.readouterr().out
+
+
+def test_the_environment_variable_never_lengthens_a_run_and_empty_means_unset(monkeypatch):
+    monkeypatch.setenv(MAX_SECONDS_ENV, "3600")
+    assert len(quick(tiny(), iters=1000, max_seconds=0.0).loss) == 1  # the smaller limit wins
+    monkeypatch.setenv(MAX_SECONDS_ENV, "")
+    assert len(quick(tiny(), iters=12).loss) == 12
+
+
+@pytest.mark.parametrize("value", ["five", "-1", "nan", "inf"])
+def test_a_bad_cap_in_the_environment_raises_a_value_error_naming_the_variable(monkeypatch, value):
+    monkeypatch.setenv(MAX_SECONDS_ENV, value)
+    with pytest.raises(ValueError, match=f"{MAX_SECONDS_ENV}=.*must be a number of seconds >= 0"):
+        quick(tiny())
+
+
 def test_progress_shows_the_evaluations_and_progress_false_is_silent(capsys):
     quick(tiny(), progress=True)
     out = capsys.readouterr().out
@@ -181,6 +209,7 @@ def test_the_progress_bar_draws_in_place_on_a_terminal():
     (dict(min_lr=1.0), "min_lr <= lr"),
     (dict(grad_clip=0.0), "grad_clip"),
     (dict(betas=(0.9, 1.0)), "betas"),
+    (dict(max_seconds=-1.0), "max_seconds must be a number >= 0"),
     (dict(block_size=500), "too few for block_size=500"),
 ])
 def test_bad_training_options_raise_a_value_error(kwargs, words):
