@@ -26,7 +26,6 @@ use :func:`check_scores_function`, the dictionary counterpart of
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import math
 import numbers
@@ -35,7 +34,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from ..retrieval import rrf, weighted_fusion
-from .core import DEFAULT_TIME_LIMIT, Case, CheckFailed, call_learner, check_function, describe
+from .core import DEFAULT_TIME_LIMIT, Case, CheckFailed, call_learner, check_function, describe, explain_mismatch
 
 __all__ = [
     "bm25_weight_reference",
@@ -203,19 +202,6 @@ def _same_scores(got, wrong) -> bool:
     return bool(np.allclose(a, b, rtol=1e-6, atol=1e-9, equal_nan=True))
 
 
-def _recognised(got, case: Case, mistakes) -> str | None:
-    for wrong, explanation in list(case.mistakes) + list(mistakes):
-        if callable(wrong):
-            try:
-                with np.errstate(all="ignore"):
-                    wrong = wrong(*copy.deepcopy(case.args), **copy.deepcopy(case.kwargs))
-            except Exception:
-                continue
-        if _same_scores(got, wrong):
-            return explanation
-    return None
-
-
 def check_scores_function(fn, name: str, cases: Sequence[Case], *, params: Sequence[str] = (),
                           mistakes=(), time_limit: float | None = DEFAULT_TIME_LIMIT,
                           quiet: bool = False) -> None:
@@ -241,14 +227,10 @@ def check_scores_function(fn, name: str, cases: Sequence[Case], *, params: Seque
         try:
             _compare_scores(got, case.expected, f"`{name}` on {about}", case)
         except CheckFailed as failure:
-            if not failure.about_values:
+            explained = explain_mismatch(failure, got, case, mistakes, same=_same_scores)
+            if explained is failure:
                 raise
-            named = _recognised(got, case, mistakes)
-            if named:
-                raise CheckFailed(f"{failure} Likely cause: {named}") from None
-            if case.hint:
-                raise CheckFailed(f"{failure} Hint: {case.hint}") from None
-            raise
+            raise explained from None
     if not quiet:
         print(f"\u2713 `{name}` passes all {len(cases)} checks.")
 

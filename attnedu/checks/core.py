@@ -291,12 +291,15 @@ def _same_result(got, wrong) -> bool:
                    for a, b in zip(mine, theirs))
 
 
-def _recognised_mistake(got, case: Case, mistakes: Sequence[tuple[Any, str]]) -> str | None:
+def _recognised_mistake(got, case: Case, mistakes: Sequence[tuple[Any, str]],
+                        same: Callable = None) -> str | None:
     """The explanation of the first known mistake whose result equals ``got`` on ``case``.
 
     A mistake is ``(result, explanation)``; ``result`` may be a function, which is then
-    called with the case's arguments to produce the wrong answer.
+    called with the case's arguments to produce the wrong answer. ``same(got, wrong)``
+    decides equality (default: arrays and values compared as the checks compare them).
     """
+    same = same or _same_result
     for wrong, explanation in list(case.mistakes) + list(mistakes):
         if callable(wrong):
             try:
@@ -304,9 +307,23 @@ def _recognised_mistake(got, case: Case, mistakes: Sequence[tuple[Any, str]]) ->
                     wrong = wrong(*copy.deepcopy(case.args), **copy.deepcopy(case.kwargs))
             except Exception:
                 continue
-        if _same_result(got, wrong):
+        if same(got, wrong):
             return explanation
     return None
+
+
+def explain_mismatch(failure: "CheckFailed", got, case: Case, mistakes=(), same: Callable = None) -> "CheckFailed":
+    """The failure to raise for a wrong answer: with "Likely cause: ..." when ``got`` equals a
+    known mistake's result, else with the case's hint, else unchanged. Failures that are not
+    about the values (wrong type, wrong shape) are returned as they are."""
+    if not failure.about_values:
+        return failure
+    named = _recognised_mistake(got, case, mistakes, same)
+    if named:
+        return CheckFailed(f"{failure} Likely cause: {named}")
+    if case.hint:
+        return CheckFailed(f"{failure} Hint: {case.hint}")
+    return failure
 
 
 def check_function(
@@ -374,14 +391,10 @@ def check_function(
                     last = i == len(outputs) - 1
                     _compare(part, exp, lead, f"`{label}`", case, properties if last else (), boolean)
         except CheckFailed as failure:
-            if not failure.about_values:
+            explained = explain_mismatch(failure, got, case, mistakes)
+            if explained is failure:
                 raise
-            named = _recognised_mistake(got, case, mistakes)
-            if named:
-                raise CheckFailed(f"{failure} Likely cause: {named}") from None
-            if case.hint:
-                raise CheckFailed(f"{failure} Hint: {case.hint}") from None
-            raise
+            raise explained from None
     if not quiet:
         print(f"\u2713 `{name}` passes all {len(cases)} checks.")
 
