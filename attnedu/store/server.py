@@ -200,13 +200,11 @@ class PostgresServer:
         env["LC_ALL"] = "C"
         data, log = folder / "data", folder / "server.log"
 
-        result = subprocess.run(
-            [str(self.bin / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust", "--encoding=UTF8",
-             "--locale=C", "--no-sync", "--no-instructions"],
-            capture_output=True, text=True, env=env, **drop_root)
-        if result.returncode != 0:
+        try:
+            self._make_data_directory(data, env, drop_root)
+        except BaseException:
             self._finalizer()
-            raise RuntimeError(f"initdb failed:\n{result.stderr[-2000:]}")
+            raise
 
         settings = {"listen_addresses": "", "unix_socket_directories": str(folder),
                     "unix_socket_permissions": "0700", **self.settings}
@@ -224,8 +222,24 @@ class PostgresServer:
         self._wait_ready(data, log)
         return self
 
+    def _make_data_directory(self, data: Path, env: dict, drop_root: dict) -> None:
+        """Make the data directory ``data`` (which does not exist yet): ``initdb``.
+
+        A subclass may make it otherwise, e.g. as a copy of another server's
+        (``pg_basebackup``, for a standby: see :mod:`attnedu.store.cluster`). ``env`` and
+        ``drop_root`` are the environment and the ``subprocess`` arguments that run a
+        program as the server's OS user; raise ``RuntimeError`` on failure.
+        """
+        result = subprocess.run(
+            [str(self.bin / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust", "--encoding=UTF8",
+             "--locale=C", "--no-sync", "--no-instructions"],
+            capture_output=True, text=True, env=env, **drop_root)
+        if result.returncode != 0:
+            raise RuntimeError(f"initdb failed:\n{result.stderr[-2000:]}")
+
     def _wait_ready(self, data: Path, log: Path, timeout: float = 30.0) -> None:
-        # line 8 of postmaster.pid says "ready" once the server accepts connections
+        # line 8 of postmaster.pid says "ready" once the server accepts connections ("standby"
+        # for a hot standby, which accepts read-only ones)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
@@ -236,7 +250,7 @@ class PostgresServer:
                 lines = (data / "postmaster.pid").read_text().splitlines()
             except OSError:
                 lines = []
-            if len(lines) >= 8 and lines[7].strip() == "ready":
+            if len(lines) >= 8 and lines[7].strip() in ("ready", "standby"):
                 return
             time.sleep(0.02)
         self.stop()
