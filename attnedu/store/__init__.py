@@ -24,7 +24,8 @@ method              what it does
 ``for_user``        one user's sessions, messages, exchanges: a :class:`UserStore`
 ``sessions``,       every user's, for the administrator (monitoring, evaluation)
 ``exchanges``
-``execute``         your own SQL, with parameters
+``execute``         your own SQL, with the driver's parameters (``?`` / ``%s``)
+``query``           your own SQL, with ``?`` parameters on both backends
 ==================  ===========================================================================
 
 Searches take ``where={"key": value}`` filters on the documents' metadata.

@@ -450,6 +450,19 @@ class Store(abc.ABC):
         """
         return self._db.raw(check_text(sql, "sql"), params)
 
+    def query(self, sql: str, params=()) -> list[tuple]:
+        """Your own SQL written once for both backends, with ``?`` placeholders; the rows.
+
+        On PostgreSQL every ``?`` becomes ``%s`` (and a ``%``, as in ``LIKE 'a%'``, becomes
+        the driver's ``%%``) before the SQL is sent, so the text must hold no other ``?``
+        (not in a string literal, not JSONB's ``?`` operator): use :meth:`execute` with the
+        driver's own placeholders for those.
+        """
+        sql = check_text(sql, "sql")
+        if self.backend == "postgresql" and params:
+            sql = sql.replace("%", "%%")  # psycopg reads % as the start of a placeholder
+        return self._db.rows(sql, params)
+
     def transaction(self):
         """``with store.transaction():`` everything inside commits together, or not at all."""
         return self._db.transaction()

@@ -1,0 +1,42 @@
+"""Data governance for chapter 13: what a database of a generative-AI system must do with
+what it stores, one concept per module.
+
+==============  =========================================================================
+module          what is in it
+==============  =========================================================================
+``portable``    :func:`ddl`: one ``CREATE TABLE`` for SQLite and PostgreSQL (``{id}``,
+                ``{blob}``, ``{json}``, ``{time}``, ``{now}`` become each backend's
+                types); :func:`json_field`, :func:`day_of`: two expressions that differ
+``dedup``       :func:`normalise_text`, :func:`content_key` (exact duplicates by a hash of
+                the normalised text), :func:`near_duplicate_pairs` (cosine of embeddings),
+                :func:`deduplicate`, :func:`duplicate_groups` (in SQL, on a store)
+``redact``      :func:`pseudonym` (keyed HMAC of a user id), :func:`find_pii` (emails,
+                phone numbers, names as :class:`Span` s), :func:`redact`,
+                :func:`span_scores` (precision and recall against labelled spans)
+``crypto``      :class:`FieldCipher`: AES-256-GCM for one field at a time, the key kept
+                away from the data (:func:`key_from_env`)
+``versions``    :func:`hash_bytes`, :func:`hash_file`, :func:`hash_rows` (content hashes),
+                :class:`VersionRegistry` (a table of data and model versions),
+                :func:`dvc_pointer` (what ``dvc add`` would write)
+``graph``       :class:`KnowledgeGraph`: entities and relations in two tables, queried
+                with recursive SQL (:data:`REACHABLE_SQL`, :data:`PATH_SQL`)
+==============  =========================================================================
+
+Everything that touches a database works on both backends of :mod:`attnedu.store`.
+"""
+
+from .crypto import FieldCipher, generate_key, key_from_env
+from .dedup import content_key, deduplicate, duplicate_groups, near_duplicate_pairs, normalise_text
+from .graph import KnowledgeGraph
+from .portable import day_of, ddl, json_field
+from .redact import PII_KINDS, Span, find_pii, pseudonym, redact, span_scores
+from .versions import VersionRegistry, dvc_pointer, hash_bytes, hash_file, hash_rows
+
+__all__ = [
+    "ddl", "json_field", "day_of",
+    "normalise_text", "content_key", "near_duplicate_pairs", "deduplicate", "duplicate_groups",
+    "PII_KINDS", "Span", "pseudonym", "find_pii", "redact", "span_scores",
+    "FieldCipher", "generate_key", "key_from_env",
+    "hash_bytes", "hash_file", "hash_rows", "VersionRegistry", "dvc_pointer",
+    "KnowledgeGraph",
+]
