@@ -20,8 +20,14 @@ module                 chapter      what is in it
 ``retrieval``          10, 11       exact and FAISS vector search, BM25 (equal to SQLite
                                     FTS5), rank fusion, recall/MRR/nDCG (equal to trec_eval)
 ``coursebook``         11, 12       the book's own sections as passages, with stable labels
+``rag``                12           chunking, prompts with numbered sources, a tiny
+                                    reader that copies answers, grounding and citation
+                                    checks, "ask the course"
 ``store``              12, 13       one store, two backends: SQLite (FTS5 + NumPy vectors)
-                                    and PostgreSQL with pgvector (started from a wheel)
+                                    and PostgreSQL with pgvector (started from a wheel);
+                                    a streaming replica and a hash-sharded table
+``governance``         13           duplicates, pseudonyms and redaction, field encryption,
+                                    content-hash versions, a knowledge graph in SQL
 ``plot``               1 and on     attention heatmaps with labelled axes
 ``data``               1            small, seeded data sets made on the spot
 ``checks``             every        checks that explain a wrong answer in one sentence

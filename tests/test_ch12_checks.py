@@ -1,0 +1,270 @@
+"""Chapter 12's checks: the references pass, typical mistakes get the sentence meant for them,
+garbage never crashes a check, and the references are the library's (attnedu.rag)."""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+
+import pytest
+
+from conftest import returns_none, returns_text, stub  # learners' typical garbage
+from attnedu import rag
+from attnedu.checks import Case, CheckFailed
+from attnedu.checks import ch12_rag as ch12
+
+
+# ------------------------------------------------------------------ the references pass
+@pytest.mark.parametrize(
+    "check, fn, n",
+    [
+        (ch12.check_chunk_words, ch12.chunk_words_reference, 7),
+        (ch12.check_format_sources, ch12.format_sources_reference, 5),
+        (ch12.check_cited_sources, ch12.cited_sources_reference, 7),
+        (ch12.check_token_f1, ch12.token_f1_reference, 9),
+    ],
+)
+def test_the_reference_passes_its_own_check_and_says_so(check, fn, n, capsys):
+    check(fn)
+    assert f"passes all {n} checks" in capsys.readouterr().out
+
+
+def test_the_notebooks_own_solutions_pass(capsys):
+    # written the way the chapter's solution cells write them
+    def chunk_words(text, size, overlap=0):
+        words = text.split()
+        chunks = []
+        for start in range(0, len(words), size - overlap):
+            chunks.append(" ".join(words[start:start + size]))
+            if start + size >= len(words):
+                break
+        return chunks
+
+    def format_sources(passages):
+        return "\n".join(f"[{i}] " + " ".join(p.split()) for i, p in enumerate(passages, start=1))
+
+    def cited_sources(answer):
+        cited = []
+        for match in re.finditer(r"\[\s*(\d+(?:\s*,\s*\d+)*)\s*\]", answer):
+            for number in match.group(1).split(","):
+                if int(number) not in cited:
+                    cited.append(int(number))
+        return cited
+
+    def token_f1(prediction, gold):
+        pred, ref = rag.normalize_answer(prediction).split(), rag.normalize_answer(gold).split()
+        if not pred or not ref:
+            return float(pred == ref)
+        common = sum((Counter(pred) & Counter(ref)).values())
+        if common == 0:
+            return 0.0
+        p, r = common / len(pred), common / len(ref)
+        return 2 * p * r / (p + r)
+
+    ch12.check_chunk_words(chunk_words)
+    ch12.check_format_sources(format_sources)
+    ch12.check_cited_sources(cited_sources)
+    ch12.check_token_f1(token_f1)
+    assert capsys.readouterr().out.count("passes all") == 4
+
+
+def test_the_references_are_the_librarys():
+    assert ch12.chunk_words_reference is rag.chunk_words
+    assert ch12.format_sources_reference is rag.format_sources
+    assert ch12.cited_sources_reference is rag.cited_sources
+    assert ch12.token_f1_reference is rag.token_f1
+
+
+# ------------------------------------------------------------------ chunking mistakes
+def chunks_without_overlap(text, size, overlap=0):
+    words = text.split()
+    return [" ".join(words[i:i + size]) for i in range(0, len(words), size)]
+
+
+def chunks_with_tails(text, size, overlap=0):
+    words = text.split()
+    return [" ".join(words[i:i + size]) for i in range(0, len(words), size - overlap)]
+
+
+def chunks_with_gaps(text, size, overlap=0):
+    words = text.split()
+    out = []
+    for i in range(0, len(words), size + overlap):
+        out.append(" ".join(words[i:i + size]))
+        if i + size >= len(words):
+            break
+    return out
+
+
+def chunks_without_the_short_tail(text, size, overlap=0):
+    return [c for c in rag.chunk_words(text, size, overlap) if len(c.split()) == size]
+
+
+def chunks_as_word_lists(text, size, overlap=0):
+    return [c.split() for c in rag.chunk_words(text, size, overlap)]
+
+
+def chunks_split_at_spaces(text, size, overlap=0):
+    words = text.split(" ")
+    return rag.chunk_words(" ".join(w for w in words), size, overlap) if "\n" not in text else [text]
+
+
+@pytest.mark.parametrize(
+    "fn, message",
+    [
+        (chunks_without_overlap, r"returned chunk 1 as 'e f g h'; expected 'd e f g'\. Likely cause: the chunks do not overlap"),
+        (chunks_with_tails, r"returned 4 chunks, more than the 3 expected.*Likely cause: it keeps making chunks"),
+        (chunks_with_gaps, r"Likely cause: the stride is size \+ overlap"),
+        (chunks_without_the_short_tail, r"fewer than the 3 expected.*Likely cause: the last, shorter chunk is dropped"),
+        (chunks_as_word_lists, r"returned \['a', 'b', 'c', 'd'\] as chunk 0, a list; expected a str: join"),
+        (chunks_split_at_spaces, r"newlines, tabs.*Hint: split the text with text\.split\(\)"),
+    ],
+)
+def test_chunk_words_mistakes_get_their_sentence(fn, message):
+    with pytest.raises(CheckFailed, match=message) as info:
+        ch12.check_chunk_words(fn)
+    assert "\n" not in str(info.value)
+
+
+# ------------------------------------------------------------------ sources mistakes
+@pytest.mark.parametrize(
+    "fn, message",
+    [
+        (lambda ps: "\n".join(f"[{i}] {' '.join(p.split())}" for i, p in enumerate(ps)),
+         r"returned line 1 as '\[0\] The capital.*Likely cause: the numbering starts at 0"),
+        (lambda ps: "\n".join(f"[{i}] {p}" for i, p in enumerate(ps, 1)),
+         r"newlines.*Likely cause: the white space inside a passage is kept"),
+        (lambda ps: "".join(f"[{i}] {' '.join(p.split())}\n" for i, p in enumerate(ps, 1)),
+         r"returned 3 line\(s\); expected 2.*Likely cause: there is a newline after the last source"),
+        (lambda ps: "\n".join(f"{i}. {' '.join(p.split())}" for i, p in enumerate(ps, 1)),
+         r"Likely cause: the numbers are written '1\.'"),
+        (lambda ps: "\n\n".join(f"[{i}] {' '.join(p.split())}" for i, p in enumerate(ps, 1)),
+         r"Likely cause: the sources are separated by blank lines"),
+        (lambda ps: [f"[{i}] {p}" for i, p in enumerate(ps, 1)],
+         r"returned a list; expected a string \(join the lines"),
+    ],
+)
+def test_format_sources_mistakes_get_their_sentence(fn, message):
+    with pytest.raises(CheckFailed, match=message) as info:
+        ch12.check_format_sources(fn)
+    assert "\n" not in str(info.value)
+
+
+# ------------------------------------------------------------------ citation mistakes
+def _cited(pattern, unique=True, sort=False):
+    def fn(answer):
+        out = []
+        for m in re.finditer(pattern, answer):
+            for n in m.group(1).split(","):
+                if not unique or int(n) not in out:
+                    out.append(int(n))
+        return sorted(out) if sort else out
+    return fn
+
+
+@pytest.mark.parametrize(
+    "fn, message",
+    [
+        (_cited(r"\[(\d)\]"), r"\[12\].*Likely cause: only one-digit numbers are read"),
+        (_cited(r"\[(\d+)\]"), r"\[1, 3\].*Likely cause: a list of numbers in one pair of brackets"),
+        (_cited(r"\[\s*(\d+(?:\s*,\s*\d+)*)\s*\]", unique=False), r"Likely cause: a source cited twice is listed twice"),
+        (_cited(r"\[\s*(\d+(?:\s*,\s*\d+)*)\s*\]", sort=True), r"Likely cause: the numbers are sorted"),
+        (lambda a: [int(d) for d in dict.fromkeys(re.findall(r"\d+", a))],
+         r"Likely cause: every number in the answer is taken"),
+        (lambda a: re.findall(r"\[(\d+)\]", a), r"returned '1' as number 0, a str; expected an int: convert it"),
+        (lambda a: set(rag.cited_sources(a)), r"returned a set; expected a list of numbers \(wrap it"),
+    ],
+)
+def test_cited_sources_mistakes_get_their_sentence(fn, message):
+    with pytest.raises(CheckFailed, match=message) as info:
+        ch12.check_cited_sources(fn)
+    assert "\n" not in str(info.value)
+
+
+# ------------------------------------------------------------------ token F1 mistakes
+def _f1(tokens, counter=Counter):
+    def fn(prediction, gold):
+        p, g = tokens(prediction), tokens(gold)
+        if not p or not g:
+            return float(p == g)
+        common = sum((counter(p) & counter(g)).values())
+        if not common:
+            return 0.0
+        pr, rc = common / len(p), common / len(g)
+        return 2 * pr * rc / (pr + rc)
+    return fn
+
+
+def f1_sets(prediction, gold):
+    p, g = set(rag.normalize_answer(prediction).split()), set(rag.normalize_answer(gold).split())
+    if not p or not g:
+        return float(p == g)
+    c = len(p & g)
+    return 2 * c / (len(p) + len(g)) if c else 0.0
+
+
+def f1_divides_by_zero(prediction, gold):
+    p, g = rag.normalize_answer(prediction).split(), rag.normalize_answer(gold).split()
+    common = sum((Counter(p) & Counter(g)).values())
+    pr, rc = common / len(p), common / len(g)
+    return 2 * pr * rc / (pr + rc)
+
+
+@pytest.mark.parametrize(
+    "fn, message",
+    [
+        (_f1(lambda s: s.split()), r"got 0, expected 0\.5\. Likely cause: the texts are not normalised"),
+        (f1_sets, r"'Morsk, Morsk'.*Likely cause: the tokens are counted as sets"),
+        (lambda p, g: rag.token_f1(p, g) if not rag.normalize_answer(p) or not rag.normalize_answer(g) else
+         sum((Counter(rag.normalize_answer(p).split()) & Counter(rag.normalize_answer(g).split())).values())
+         / len(rag.normalize_answer(p).split()), r"Likely cause: it returns the precision"),
+        (lambda p, g: float(rag.normalize_answer(p) == rag.normalize_answer(g)), r"Likely cause: it returns exact match"),
+        (f1_divides_by_zero, r"raised ZeroDivisionError.*Hint: no token in common|raised ZeroDivisionError"),
+    ],
+)
+def test_token_f1_mistakes_get_their_sentence(fn, message):
+    with pytest.raises(CheckFailed, match=message) as info:
+        ch12.check_token_f1(fn)
+    assert "\n" not in str(info.value)
+
+
+# ------------------------------------------------------------------ garbage never crashes
+@pytest.mark.parametrize(
+    "check, text_message",
+    [
+        (ch12.check_chunk_words, r"returned a str; expected a list of chunks"),
+        (ch12.check_format_sources, r"returned line 1 as '42'"),
+        (ch12.check_cited_sources, r"returned a str; expected a list of numbers"),
+        (ch12.check_token_f1, "not an array of numbers"),
+    ],
+)
+@pytest.mark.parametrize(
+    "fn, message",
+    [
+        (stub, "is not written yet"),
+        (returns_none, "returned None"),
+        (returns_text, None),  # the check's own sentence, text_message
+        (None, "should be a function, but it is None"),
+        (3, "should be a function, but it is an int"),
+    ],
+)
+def test_garbage_gets_a_sentence_not_a_crash(check, text_message, fn, message):
+    with pytest.raises(CheckFailed, match=message or text_message) as info:
+        check(fn)
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("check", [ch12.check_chunk_words, ch12.check_format_sources, ch12.check_cited_sources])
+def test_returning_a_function_is_named(check):
+    with pytest.raises(CheckFailed, match="returned a function"):
+        check(lambda *args, **kwargs: returns_none)
+
+
+def test_a_function_that_never_returns_is_stopped():
+    def loops(*args, **kwargs):
+        while True:
+            pass
+
+    with pytest.raises(CheckFailed, match="ran for more than 0.2 s"):
+        ch12.check_exact_function(loops, "loops", [Case(("a",), ["a"])],
+                                  lambda got, exp, lead: None, time_limit=0.2)
