@@ -44,9 +44,13 @@ book: setup
 
 # Two pytest workers (the course's machines have 2 cores): the book build and the grading
 # pipeline mostly wait on one process each. --dist loadfile keeps a notebook's cells together.
+# One thread per process: two workers (and the kernels they start) each running torch's and
+# OpenMP's default two threads on two cores wait on each other, and small models crawl.
 TEST_WORKERS ?= 2
+TEST_THREADS ?= 1
 test: setup
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
+	OMP_NUM_THREADS=$(TEST_THREADS) MKL_NUM_THREADS=$(TEST_THREADS) \
+	  $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 lab: setup
 	$(BIN)/python -m attnedu.grading workspace
