@@ -5,6 +5,7 @@ import pytest
 
 from attnedu import functional as F
 from attnedu.checks import Case, CheckFailed, check_function
+from attnedu.checks.core import check_each
 from attnedu.checks import ch01_weighted_sums as ch01
 
 # ------------------------------------------------------------------ learner functions
@@ -274,3 +275,56 @@ def test_frames_of_any_checks_module_are_left_out_of_the_learners_traceback():
     with pytest.raises(CheckFailed) as info:
         check_function(runner, "f", [Case((1,), 1.0)])
     assert "learner" in info.value.learner_traceback and "runner" not in info.value.learner_traceback
+
+
+# ------------------------------------------------------------------ check_each: results that are not arrays
+def _equal_words(got, case, lead):
+    if got != case.expected:
+        raise CheckFailed(f"{lead} returned {got!r}; expected {case.expected!r}.")
+
+
+WORD_CASES = [Case(("Attention, please",), ["attention", "please"], hint="split on white space, drop commas")]
+
+
+def test_check_each_passes_a_right_function_and_says_so(capsys):
+    check_each(lambda text: text.lower().replace(",", "").split(), "words", WORD_CASES, _equal_words,
+               params=["text"])
+    assert "`words` passes all 1 checks" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("fn, message", [
+    (lambda text: None, r"`words` on text = 'Attention, please' returned None: did you forget to `return`"),
+    (lambda text: str.split, "returned a function: did you forget to call it"),
+    (lambda text: text.split(), r"returned \['Attention,', 'please'\]; expected .* Hint: split on white space"),
+    (lambda text: text.lower().split(), r"Likely cause: it keeps the commas"),
+    (lambda text: 1 / 0, r"raised ZeroDivisionError: division by zero .* Hint: split on white space"),
+])
+def test_check_each_explains_a_wrong_result_in_one_sentence(fn, message):
+    mistakes = [(lambda text: text.lower().split(), "it keeps the commas.")]
+    with pytest.raises(CheckFailed, match=message) as info:
+        check_each(fn, "words", WORD_CASES, _equal_words, params=["text"], mistakes=mistakes,
+                   same=lambda a, b: a == b)
+    assert "\n" not in str(info.value)
+
+
+def test_check_each_stops_a_loop_and_adds_the_timeout_hint():
+    def loops(text):
+        while True:
+            pass
+
+    with pytest.raises(CheckFailed, match=r"ran for more than 0.2 s .* never ends \(or a query without a limit\)"):
+        check_each(loops, "words", WORD_CASES, _equal_words, time_limit=0.2,
+                   timeout_hint=" (or a query without a limit)")
+
+
+@pytest.mark.parametrize("copy_args", [True, False])
+def test_check_each_copies_the_arguments_unless_told_not_to(copy_args):
+    original = ["a"]
+    seen = []
+
+    def remembers(xs):
+        seen.append(xs)
+        return list(xs)
+
+    check_each(remembers, "same", [Case((original,), ["a"])], _equal_words, copy_args=copy_args, quiet=True)
+    assert (seen[0] is original) is (not copy_args)

@@ -30,6 +30,7 @@ from typing import Callable, Sequence
 
 import torch
 
+from .core import with_article as _a
 from .core import DEFAULT_TIME_LIMIT, Case, CheckFailed, call_learner, check_function, rows_sum_to_one
 
 __all__ = [
@@ -292,10 +293,6 @@ _NAME_MISTAKES = [
                          "embeddings.LayerNorm.bias": "res1.norm.bias"}),
      "the embeddings' LayerNorm is our `embeddings.norm`, not a layer's res1.norm."),
 ]
-
-
-def _a(word: str) -> str:
-    return ("an " if word[:1].lower() in "aeiou" else "a ") + word
 
 
 def _same_name(got, wrong) -> bool:

@@ -26,7 +26,6 @@ use :func:`check_scores_function`, the dictionary counterpart of
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import numbers
 from collections.abc import Mapping, Sequence
@@ -34,7 +33,8 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from ..retrieval import rrf, weighted_fusion
-from .core import DEFAULT_TIME_LIMIT, Case, CheckFailed, call_learner, check_function, describe, explain_mismatch
+from .core import with_article as _a
+from .core import DEFAULT_TIME_LIMIT, Case, CheckFailed, check_each, check_function
 
 __all__ = [
     "bm25_weight_reference",
@@ -139,10 +139,6 @@ def min_max_fusion_reference(bm25_scores, dense_scores, alpha: float) -> dict:
 
 
 # ------------------------------------------------------------ checking dicts of scores
-def _a(word: str) -> str:
-    return ("an " if word[:1].lower() in "aeiou" else "a ") + word
-
-
 def _numeric(value) -> bool:
     if isinstance(value, (bool, np.bool_)):
         return False
@@ -205,34 +201,12 @@ def _same_scores(got, wrong) -> bool:
 def check_scores_function(fn, name: str, cases: Sequence[Case], *, params: Sequence[str] = (),
                           mistakes=(), time_limit: float | None = DEFAULT_TIME_LIMIT,
                           quiet: bool = False) -> None:
-    """:func:`~attnedu.checks.core.check_function` for functions that return a dict
+    """:func:`~attnedu.checks.core.check_each` for functions that return a dict
     ``{doc_id: score}``: the same doc ids as ``case.expected`` (in any order), each
     score within the case's tolerance. Typical mistakes (``(wrong_fn, explanation)``)
     are named when the learner's dict equals theirs."""
-    if not callable(fn):
-        kind = "None" if fn is None else _a(type(fn).__name__)
-        raise CheckFailed(f"`{name}` should be a function, but it is {kind}: run the cell that defines "
-                          f"`def {name}(...)` first.")
-    for case in cases:
-        about = case.about or ", ".join(
-            [f"{p} = {describe(a)}" for p, a in zip(list(params) + [""] * len(case.args), case.args)]
-            + [f"{key} = {describe(v)}" for key, v in case.kwargs.items()])
-        case = dataclasses.replace(case, about=about)
-        try:
-            got = call_learner(fn, name, case, time_limit)
-        except CheckFailed as failure:
-            if case.hint and failure.learner_traceback is not None:  # it raised: the hint may say why
-                raise CheckFailed(f"{failure} Hint: {case.hint}", failure.learner_traceback) from None
-            raise
-        try:
-            _compare_scores(got, case.expected, f"`{name}` on {about}", case)
-        except CheckFailed as failure:
-            explained = explain_mismatch(failure, got, case, mistakes, same=_same_scores)
-            if explained is failure:
-                raise
-            raise explained from None
-    if not quiet:
-        print(f"\u2713 `{name}` passes all {len(cases)} checks.")
+    check_each(fn, name, cases, lambda got, case, lead: _compare_scores(got, case.expected, lead, case),
+               same=_same_scores, params=params, mistakes=mistakes, time_limit=time_limit, quiet=quiet)
 
 
 # ------------------------------------------------------------ typical mistakes: BM25

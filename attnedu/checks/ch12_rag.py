@@ -21,14 +21,13 @@ difference (a chunk, a line, a number) in words.
 
 from __future__ import annotations
 
-import dataclasses
 import re
-import string
 from collections import Counter
 from collections.abc import Sequence
 
 from ..rag import chunk_words, cited_sources, format_sources, normalize_answer, token_f1
-from .core import DEFAULT_TIME_LIMIT, Case, CheckFailed, call_learner, check_function, describe, explain_mismatch
+from .core import with_article as _a
+from .core import DEFAULT_TIME_LIMIT, Case, CheckFailed, check_each, check_function
 
 __all__ = [
     "chunk_words_reference",
@@ -49,10 +48,6 @@ token_f1_reference = token_f1
 
 
 # ------------------------------------------------------------ comparing text and lists exactly
-def _a(word: str) -> str:
-    return ("an " if word[:1].lower() in "aeiou" else "a ") + word
-
-
 def _short(value, n: int = 60) -> str:
     text = repr(value)
     return text if len(text) <= n else text[: n - 3] + "..."
@@ -101,39 +96,12 @@ def _compare_list(got, expected: list, lead: str, item: str, kind: type) -> None
 
 def check_exact_function(fn, name: str, cases: Sequence[Case], compare, *, params: Sequence[str] = (),
                          mistakes=(), time_limit: float | None = DEFAULT_TIME_LIMIT, quiet: bool = False) -> None:
-    """:func:`~attnedu.checks.core.check_function` for functions that return text or lists:
+    """:func:`~attnedu.checks.core.check_each` for functions that return text or lists:
     ``compare(got, expected, lead)`` raises a :class:`CheckFailed` describing the first
     difference; typical mistakes (``(wrong_fn, explanation)``) are named when the learner's
     result equals theirs."""
-    if not callable(fn):
-        kind = "None" if fn is None else _a(type(fn).__name__)
-        raise CheckFailed(f"`{name}` should be a function, but it is {kind}: run the cell that defines "
-                          f"`def {name}(...)` first.")
-    for case in cases:
-        about = case.about or ", ".join(
-            [f"{p} = {describe(a)}" for p, a in zip(list(params) + [""] * len(case.args), case.args)]
-            + [f"{key} = {describe(v)}" for key, v in case.kwargs.items()])
-        case = dataclasses.replace(case, about=about)
-        try:
-            got = call_learner(fn, name, case, time_limit)
-        except CheckFailed as failure:
-            if case.hint and failure.learner_traceback is not None:  # it raised: the hint may say why
-                raise CheckFailed(f"{failure} Hint: {case.hint}", failure.learner_traceback) from None
-            raise
-        lead = f"`{name}` on {about}"
-        if got is None:
-            raise CheckFailed(f"{lead} returned None: did you forget to `return` the result?")
-        if callable(got):
-            raise CheckFailed(f"{lead} returned a function: did you forget to call it?")
-        try:
-            compare(got, case.expected, lead)
-        except CheckFailed as failure:
-            explained = explain_mismatch(failure, got, case, mistakes, same=lambda a, b: a == b)
-            if explained is failure:
-                raise
-            raise explained from None
-    if not quiet:
-        print(f"\u2713 `{name}` passes all {len(cases)} checks.")
+    check_each(fn, name, cases, lambda got, case, lead: compare(got, case.expected, lead),
+               same=lambda a, b: a == b, params=params, mistakes=mistakes, time_limit=time_limit, quiet=quiet)
 
 
 # ------------------------------------------------------------ typical mistakes: chunking

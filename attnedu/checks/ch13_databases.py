@@ -31,8 +31,8 @@ from collections.abc import Sequence
 import numpy as np
 
 from ..governance import KnowledgeGraph, near_duplicate_pairs, normalise_text, span_scores
-from .core import (DEFAULT_TIME_LIMIT, Case, CheckFailed, _learner_traceback, _time_limit, _TimeLimit, describe,
-                   explain_mismatch)
+from .core import with_article as _a
+from .core import DEFAULT_TIME_LIMIT, Case, CheckFailed, check_each
 
 __all__ = [
     "normalise_for_hash_reference",
@@ -73,10 +73,6 @@ def prerequisites_reference(graph: KnowledgeGraph, concept: str) -> list[tuple[s
 
 
 # ------------------------------------------------------------ comparing values
-def _a(word: str) -> str:
-    return ("an " if word[:1].lower() in "aeiou" else "a ") + word
-
-
 def _close(a, b) -> bool:
     """Equal values; numbers within 1e-9 (relative) and never bool for a number."""
     if isinstance(b, float):
@@ -89,68 +85,15 @@ def _close(a, b) -> bool:
     return type(a) is type(b) and a == b
 
 
-def _call(fn, name: str, case: Case, about: str, time_limit):
-    """Call the learner's function as :mod:`attnedu.checks.core` does, without copying the
-    arguments (a database connection cannot be copied)."""
-    try:
-        with _time_limit(time_limit):
-            return fn(*case.args, **case.kwargs)
-    except _TimeLimit:
-        raise CheckFailed(f"`{name}` ran for more than {time_limit:g} s on {about}: look for a loop that never ends "
-                          "(or a recursive query without a limit).") from None
-    except NotImplementedError:
-        raise CheckFailed(f"`{name}` is not written yet: replace `raise NotImplementedError()` with your code, "
-                          "then run that cell again.") from None
-    except Exception as exc:
-        raise CheckFailed(f"`{name}` raised {type(exc).__name__}: {exc} (on {about}).",
-                          learner_traceback=_learner_traceback(exc)) from None
-
-
 def check_value_function(fn, name: str, cases: Sequence[Case], *, compare, params: Sequence[str] = (),
                          mistakes=(), time_limit: float | None = DEFAULT_TIME_LIMIT, quiet: bool = False) -> None:
-    """Run ``fn`` on every case; ``compare(got, expected, lead)`` raises a :class:`CheckFailed`
-    naming the first difference. Typical mistakes are named when ``got`` equals theirs."""
-    if not callable(fn):
-        kind = "None" if fn is None else _a(type(fn).__name__)
-        raise CheckFailed(f"`{name}` should be a function, but it is {kind}: run the cell that defines "
-                          f"`def {name}(...)` first.")
-    for case in cases:
-        about = case.about or ", ".join(f"{p} = {describe(a)}" for p, a in zip(params, case.args))
-        try:
-            got = _call(fn, name, case, about, time_limit)
-        except CheckFailed as failure:
-            if case.hint and failure.learner_traceback is not None:
-                raise CheckFailed(f"{failure} Hint: {case.hint}", failure.learner_traceback) from None
-            raise
-        lead = f"`{name}` on {about}"
-        if got is None:
-            raise CheckFailed(f"{lead} returned None: did you forget to `return` the result?")
-        if callable(got):
-            raise CheckFailed(f"{lead} returned a function: did you forget to call it?")
-        try:
-            compare(got, case.expected, lead)
-        except CheckFailed as failure:
-            # mistakes are called with the case's arguments; a graph is passed as it is
-            explained = explain_mismatch(failure, got, Case(case.args, case.expected, hint=case.hint),
-                                         _no_copy(mistakes, case), same=_close)
-            if explained is failure:
-                raise
-            raise explained from None
-    if not quiet:
-        print(f"\u2713 `{name}` passes all {len(cases)} checks.")
-
-
-def _no_copy(mistakes, case: Case):
-    """The mistakes as results on this case (core deep-copies the arguments, which a graph forbids)."""
-    out = []
-    for wrong, explanation in mistakes:
-        if callable(wrong):
-            try:
-                wrong = wrong(*case.args, **case.kwargs)
-            except Exception:
-                continue
-        out.append((wrong, explanation))
-    return out
+    """:func:`~attnedu.checks.core.check_each` with ``compare(got, expected, lead)`` raising a
+    :class:`CheckFailed` naming the first difference. The arguments are passed as they are,
+    not copied: a graph holds a database connection. Typical mistakes are named when ``got``
+    equals theirs."""
+    check_each(fn, name, cases, lambda got, case, lead: compare(got, case.expected, lead), same=_close,
+               params=params, mistakes=mistakes, time_limit=time_limit, quiet=quiet, copy_args=False,
+               timeout_hint=" (or a recursive query without a limit)")
 
 
 def _compare_text(got, expected: str, lead: str) -> None:

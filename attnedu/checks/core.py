@@ -34,7 +34,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-__all__ = ["Case", "CheckFailed", "check_function", "call_learner", "rows_sum_to_one", "describe"]
+__all__ = ["Case", "CheckFailed", "check_function", "check_each", "call_learner", "explain_mismatch",
+           "rows_sum_to_one", "describe"]
 
 #: Seconds a learner's function may run on one case before the check gives up.
 DEFAULT_TIME_LIMIT = 10.0
@@ -154,15 +155,20 @@ def _learner_traceback(exc: BaseException) -> str:
     return text + "".join(traceback.format_exception_only(type(exc), exc))
 
 
-def _call(fn: Callable, name: str, case: Case, about: str, time_limit: float | None):
-    args = copy.deepcopy(case.args)
-    kwargs = copy.deepcopy(case.kwargs)
+def _call(fn: Callable, name: str, case: Case, about: str, time_limit: float | None, *,
+          copy_args: bool = True, timeout_hint: str = ""):
+    """Call the learner's function on a case; every problem becomes a :class:`CheckFailed`.
+    ``copy_args=False`` passes the arguments as they are (a database connection cannot be
+    copied); ``timeout_hint`` is added to the message when the time limit stops the call."""
+    args = copy.deepcopy(case.args) if copy_args else case.args
+    kwargs = copy.deepcopy(case.kwargs) if copy_args else case.kwargs
     try:
         with _time_limit(time_limit):
             return fn(*args, **kwargs)
     except _TimeLimit:
         raise CheckFailed(
-            f"`{name}` ran for more than {time_limit:g} s on {about}: look for a loop that never ends."
+            f"`{name}` ran for more than {time_limit:g} s on {about}: look for a loop that never ends"
+            f"{timeout_hint}."
         ) from None
     except NotImplementedError:
         raise CheckFailed(
@@ -182,8 +188,12 @@ def call_learner(fn: Callable, name: str, case: Case, time_limit: float | None =
     return _call(fn, name, case, _about(case, ()), time_limit)
 
 
-def _a(word: str) -> str:
+def with_article(word: str) -> str:
+    """'a list', 'an int': a type's name for a message."""
     return ("an " if word[:1].lower() in "aeiou" else "a ") + word
+
+
+_a = with_article
 
 
 def _as_numbers(got, lead: str, thing: str, boolean: bool = False) -> np.ndarray:
@@ -292,7 +302,7 @@ def _same_result(got, wrong) -> bool:
 
 
 def _recognised_mistake(got, case: Case, mistakes: Sequence[tuple[Any, str]],
-                        same: Callable = None) -> str | None:
+                        same: Callable = None, copy_args: bool = True) -> str | None:
     """The explanation of the first known mistake whose result equals ``got`` on ``case``.
 
     A mistake is ``(result, explanation)``; ``result`` may be a function, which is then
@@ -304,7 +314,10 @@ def _recognised_mistake(got, case: Case, mistakes: Sequence[tuple[Any, str]],
         if callable(wrong):
             try:
                 with np.errstate(all="ignore"):
-                    wrong = wrong(*copy.deepcopy(case.args), **copy.deepcopy(case.kwargs))
+                    if copy_args:
+                        wrong = wrong(*copy.deepcopy(case.args), **copy.deepcopy(case.kwargs))
+                    else:
+                        wrong = wrong(*case.args, **case.kwargs)
             except Exception:
                 continue
         if same(got, wrong):
@@ -312,18 +325,80 @@ def _recognised_mistake(got, case: Case, mistakes: Sequence[tuple[Any, str]],
     return None
 
 
-def explain_mismatch(failure: "CheckFailed", got, case: Case, mistakes=(), same: Callable = None) -> "CheckFailed":
+def explain_mismatch(failure: "CheckFailed", got, case: Case, mistakes=(), same: Callable = None,
+                     copy_args: bool = True) -> "CheckFailed":
     """The failure to raise for a wrong answer: with "Likely cause: ..." when ``got`` equals a
     known mistake's result, else with the case's hint, else unchanged. Failures that are not
     about the values (wrong type, wrong shape) are returned as they are."""
     if not failure.about_values:
         return failure
-    named = _recognised_mistake(got, case, mistakes, same)
+    named = _recognised_mistake(got, case, mistakes, same, copy_args)
     if named:
         return CheckFailed(f"{failure} Likely cause: {named}")
     if case.hint:
         return CheckFailed(f"{failure} Hint: {case.hint}")
     return failure
+
+
+def _require_function(fn, name: str) -> None:
+    if not callable(fn):
+        kind = "None" if fn is None else _a(type(fn).__name__)
+        raise CheckFailed(
+            f"`{name}` should be a function, but it is {kind}: run the cell that defines "
+            f"`def {name}(...)` first."
+        )
+
+
+def check_each(
+    fn,
+    name: str,
+    cases: Sequence[Case],
+    compare: Callable,
+    *,
+    same: Callable = None,
+    params: Sequence[str] = (),
+    mistakes: Sequence[tuple[Any, str]] = (),
+    time_limit: float | None = DEFAULT_TIME_LIMIT,
+    quiet: bool = False,
+    copy_args: bool = True,
+    timeout_hint: str = "",
+) -> None:
+    """:func:`check_function` for results that are not arrays (text, lists, dicts, pairs).
+
+    Runs ``fn`` on every case and raises :class:`CheckFailed` at the first problem: the
+    learner's code raised (with the case's hint), ran too long, returned ``None`` or a
+    function, or ``compare(got, case, lead)`` raised a :class:`CheckFailed` naming the first
+    difference from ``case.expected`` (``lead`` starts the message: "`name` on x = ...").
+    A wrong result that equals a typical mistake's (``same(got, theirs)``) is named.
+
+    Args:
+        copy_args: deep-copy the arguments before each call (``False`` for arguments that
+            cannot be copied, such as a database connection).
+        timeout_hint: added to the message when the time limit stops a call.
+    """
+    _require_function(fn, name)
+    for case in cases:
+        about = _about(case, params)
+        try:
+            got = _call(fn, name, case, about, time_limit, copy_args=copy_args, timeout_hint=timeout_hint)
+        except CheckFailed as failure:
+            if case.hint and failure.learner_traceback is not None:  # it raised: the hint may say why
+                raise CheckFailed(f"{failure} Hint: {case.hint}", failure.learner_traceback) from None
+            raise
+        lead = f"`{name}` on {about}"
+        if got is None:
+            raise CheckFailed(f"{lead} returned None: did you forget to `return` the result?")
+        if callable(got):
+            raise CheckFailed(f"{lead} returned a function: did you forget to call it?")
+        try:
+            compare(got, case, lead)
+        except CheckFailed as failure:
+            explained = explain_mismatch(failure, got, case, mistakes, same=same, copy_args=copy_args)
+            if explained is failure:
+                raise
+            raise explained from None
+    if not quiet:
+        print(f"\u2713 `{name}` passes all {len(cases)} checks.")
 
 
 def check_function(
@@ -357,12 +432,7 @@ def check_function(
         time_limit: seconds allowed per call (``None``: no limit).
         quiet: do not print the success line.
     """
-    if not callable(fn):
-        kind = "None" if fn is None else _a(type(fn).__name__)
-        raise CheckFailed(
-            f"`{name}` should be a function, but it is {kind}: run the cell that defines "
-            f"`def {name}(...)` first."
-        )
+    _require_function(fn, name)
     for case in cases:
         about = _about(case, params)
         try:
