@@ -1,11 +1,7 @@
 """Visible checks for chapter 6, *A GPT from scratch*.
 
-Each ``check_*`` takes the learner's function, runs it on a few cases (the first
-small enough to check by hand, each later one adding one new thing that can go
-wrong) and either prints one line of success or raises
-:class:`~attnedu.checks.core.CheckFailed` explaining the first problem found.
-A result that equals one of the typical wrong implementations below is named
-(``Likely cause: ...``); otherwise the failing case's hint says what it tests.
+How a check works (one sentence per problem, typical mistakes named): see
+:mod:`attnedu.checks`.
 
 The ``*_reference`` functions are the tested versions the chapter switches to
 after each exercise, and the source of every expected value:
