@@ -1,38 +1,56 @@
 """attnedu: the helper library of the attnedu course on attention.
 
-It grows chapter by chapter; each module holds one concept:
+It grows chapter by chapter, one concept per module. The code behind chapter N (the notebook
+``notebooks/NN-<slug>``), and the module that checks its exercises:
 
-=====================  ===========  ==================================================
-module                 chapter      what is in it
-=====================  ===========  ==================================================
-``functional``         1, 2, 3      softmax, weighted sums, kernels, attention pooling;
-                                    scaled dot-product attention, masks; positions, RoPE
-``nn``                 4, 5         ``MultiHeadAttention`` equal to torch's; ``KVCache``;
-                                    ``FeedForward``, ``EncoderBlock``, ``DecoderBlock``
-``models``             6            ``GPTConfig``, ``GPT`` with ``generate`` (temperature,
-                                    top-k, top-p, KV cache)
-``train``              6            a small, seeded training loop with a progress bar
-``corpus``             6            the Python standard library as a character corpus;
-                                    tiny Shakespeare (download with checksum and cache)
-``rope``               7            rotary positions on torch tensors (GGUF's layout)
-``pretrained``         7            all-MiniLM-L6-v2 and SmolLM2-135M-Instruct on the
-                                    course's own modules; where model files are found
-``retrieval``          10, 11       exact and FAISS vector search, BM25 (equal to SQLite
-                                    FTS5), rank fusion, recall/MRR/nDCG (equal to trec_eval)
-``coursebook``         11, 12       the book's own sections as passages, with stable labels
-``rag``                12           chunking, prompts with numbered sources, a tiny
-                                    reader that copies answers, grounding and citation
-                                    checks, "ask the course"
-``store``              12, 13       one store, two backends: SQLite (FTS5 + NumPy vectors)
-                                    and PostgreSQL with pgvector (started from a wheel);
-                                    a streaming replica and a hash-sharded table
-``governance``         13           duplicates, pseudonyms and redaction, field encryption,
-                                    content-hash versions, a knowledge graph in SQL
-``plot``               1 and on     attention heatmaps with labelled axes
-``data``               1            small, seeded data sets made on the spot
-``checks``             every        checks that explain a wrong answer in one sentence
-``grading``            (teachers)   release student versions and autograde, via nbgrader
-=====================  ===========  ==================================================
+=======  ==============================================================  ==================================
+chapter  modules                                                         exercise checks
+=======  ==============================================================  ==================================
+1        ``functional``: softmax, weighted sums, kernels, attention      ``checks.ch01_weighted_sums``
+         pooling, ``soft_lookup``; ``data``; ``plot``
+2        ``functional``: ``scaled_dot_product_attention``,               ``checks.ch02_scaled_dot_product``
+         ``causal_mask``, ``padding_mask``, ``additive_scores``
+3        ``functional``: ``self_attention``, ``sinusoidal_positions``,   ``checks.ch03_self_attention``
+         ``apply_rope``; ``nn``: ``SelfAttention``; ``rope``, RoPE
+         in PyTorch
+4        ``functional``: ``split_heads``, ``multi_head_attention``;      ``checks.ch04_multi_head``
+         ``nn``: ``MultiHeadAttention`` (equal to torch's, with
+         torch's interface), ``mha_parameter_count``, ``mha_flops``
+5        ``nn``: ``FeedForward``, ``EncoderBlock``, ``DecoderBlock``,    ``checks.ch05_transformer``
+         ``KVCache``; ``train``: the one training loop
+6        ``models``: ``GPTConfig``, ``GPT``, sampling, ``generate``;     ``checks.ch06_gpt``
+         ``train``: ``get_batch``, ``lm_batches``, ``lm_losses``;
+         ``corpus``
+7        ``llama``: ``GroupedQueryAttention``, ``RMSNorm``, ``SwiGLU``,  ``checks.ch07_pretrained``
+         ``LlamaConfig``, ``Llama``; ``rope``; ``pretrained``:
+         ``minilm`` (all-MiniLM-L6-v2 on ``nn``), ``smollm``
+         (SmolLM2 on ``llama``), ``gguf``, ``heads``, ``pooling``
+8, 9     not written yet                                                 (none yet)
+10       ``retrieval``: ``vector`` (exact and FAISS search)              ``checks.ch10_vector_search``
+11       ``retrieval``: ``bm25`` (equal to SQLite's ``fts5``),           ``checks.ch11_hybrid_search``
+         ``fusion``, ``evaluation`` (equal to trec_eval);
+         ``coursebook``: the book's sections as passages
+12       ``rag``: ``chunking``, ``prompt``, ``reader`` (the tiny         ``checks.ch12_rag``
+         reader), ``grounding``, ``ask`` ("ask the course");
+         ``store``; ``coursebook``
+13       ``store``: SQLite or PostgreSQL with pgvector, a replica,       ``checks.ch13_databases``
+         a sharded table; ``governance``: duplicates, personal
+         data, encryption, versions, a knowledge graph
+=======  ==============================================================  ==================================
+
+Across chapters: ``checks`` (how a check explains a wrong answer in one sentence), ``grading``
+(release student versions and autograde, via nbgrader, for teachers), ``_validate`` (the
+argument checks every public function shares).
+
+One vocabulary runs through all of it. Sizes are ``d_model, n_head, n_kv_head, d_ff, context``
+(and ``vocab_size``, ``n_layer``); a boolean mask is True where a position *may attend*
+(``functional.causal_mask``, ``functional.padding_mask``); every decoder-only model (chapter 6's
+``GPT``, chapter 7's ``Llama`` and ``SmolLM``) generates with
+``generate(ids, max_new_tokens, *, temperature=0.0, top_k=None, top_p=None, seed=None)`` and
+returns only the new ids; every model trains with ``train.train``. Other libraries' names
+appear only where their weights are loaded (``pretrained``) and in ``nn.MultiHeadAttention``,
+which keeps ``torch.nn.MultiheadAttention``'s signature and mask convention so that chapter 4
+can prove the two equal.
 """
 
 __version__ = "0.1.0"

@@ -7,6 +7,9 @@ shape it has and the shape it should have.
 
 from __future__ import annotations
 
+import math
+import numbers
+
 import numpy as np
 
 
@@ -51,3 +54,44 @@ def positive_number(value, name: str) -> float:
     if not np.isfinite(v) or v <= 0:
         raise ValueError(f"{name} must be a positive, finite number, got {value!r}")
     return v
+
+
+# ------------------------------------------------------------------- numbers, checked once
+# Every public function of attnedu checks its integer and number arguments with these, so that
+# a wrong value gets the same sentence wherever it is passed.
+def positive_int(value, name: str) -> int:
+    """Return ``value`` as an ``int`` if it is an integer ``>= 1`` (not a bool), else raise ``ValueError``.
+
+    NumPy integers are accepted; floats are not, even ``3.0``: a size is a count.
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def non_negative_int(value, name: str) -> int:
+    """Return ``value`` as an ``int`` if it is an integer ``>= 0`` (not a bool), else raise ``ValueError``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
+        raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
+    return int(value)
+
+
+def non_negative_number(value, name: str) -> float:
+    """Return ``value`` as a ``float`` if it is a finite real number ``>= 0`` (not a bool), else raise ``ValueError``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value < 0:
+        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+    return float(value)
+
+
+def probability(value, name: str) -> float:
+    """Return ``value`` as a ``float`` if it lies in ``(0, 1]`` (a top-p, a fraction to keep), else raise ``ValueError``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0.0 < value <= 1.0:
+        raise ValueError(f"{name} must be in (0, 1], got {value!r}")
+    return float(value)
+
+
+def dropout_rate(value, name: str = "dropout") -> float:
+    """Return ``value`` as a ``float`` if it lies in ``[0, 1)`` (a dropout probability), else raise ``ValueError``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0.0 <= value < 1.0:
+        raise ValueError(f"{name} must be in [0, 1), got {value!r}")
+    return float(value)

@@ -26,6 +26,8 @@ from pathlib import Path
 
 import torch
 
+from attnedu._validate import positive_int
+
 __all__ = [
     "PYTHON_MODULES", "python_corpus", "CharTokenizer", "train_val_split",
     "TINY_SHAKESPEARE_URL", "TINY_SHAKESPEARE_SHA256", "tiny_shakespeare", "get_cache_dir",
@@ -77,8 +79,8 @@ def python_corpus(max_chars: int | None = None, *, ascii_only: bool = True) -> s
         CorpusUnavailableError: if this Python installation ships no standard-library
             sources (some embedded or stripped-down builds keep only compiled files).
     """
-    if max_chars is not None and (isinstance(max_chars, bool) or int(max_chars) != max_chars or max_chars < 1):
-        raise ValueError(f"max_chars must be a positive integer or None, got {max_chars!r}")
+    if max_chars is not None:
+        max_chars = positive_int(max_chars, "max_chars")
     stdlib = Path(sysconfig.get_paths()["stdlib"])
     texts = []
     for module in PYTHON_MODULES:

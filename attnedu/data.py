@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ._validate import positive_int
+
 __all__ = ["toy_curve", "toy_regression"]
 
 
@@ -24,8 +26,7 @@ def toy_regression(n: int = 40, noise: float = 0.25, seed: int = 0):
     Returns:
         ``(x, y)``, two ``(n,)`` float64 arrays.
     """
-    if int(n) != n or n < 1:
-        raise ValueError(f"n must be a positive integer, got {n!r}")
+    n = positive_int(n, "n")
     if noise < 0:
         raise ValueError(f"noise must be >= 0, got {noise!r}")
     rng = np.random.default_rng(seed)

@@ -8,7 +8,10 @@ Chapter 1 (weighted sums) puts here what every later chapter builds on:
   Nadaraya-Watson kernel regression, the oldest attention mechanism there is.
 
 Chapter 2 adds :func:`scaled_dot_product_attention` with :func:`causal_mask` and
-:func:`padding_mask`; chapter 3 adds :func:`sinusoidal_positions` and :func:`apply_rope`.
+:func:`padding_mask`; chapter 3 adds :func:`self_attention`, :func:`sinusoidal_positions` and
+:func:`apply_rope`; chapter 4 adds :func:`split_heads`, :func:`merge_heads` and
+:func:`multi_head_attention`; chapter 5 adds :func:`attention_pattern`, who may attend to whom in
+BERT, GPT and T5.
 
 Shapes follow one convention throughout the course: ``Tq`` queries attend over
 ``Tk`` keys, and each key carries a value of size ``dv``. A weight matrix is
@@ -21,7 +24,7 @@ from typing import Callable
 
 import numpy as np
 
-from ._validate import as_float_array, normalize_axis, positive_number
+from ._validate import as_float_array, non_negative_int, normalize_axis, positive_int, positive_number
 
 __all__ = [
     "softmax",
@@ -31,11 +34,19 @@ __all__ = [
     "kernel_scores",
     "attention_pool",
     "leave_one_out_mse",
+    "soft_lookup",
+    "additive_scores",
     "causal_mask",
     "padding_mask",
+    "PATTERN_KINDS",
+    "attention_pattern",
     "scaled_dot_product_attention",
     "sinusoidal_positions",
     "apply_rope",
+    "self_attention",
+    "split_heads",
+    "merge_heads",
+    "multi_head_attention",
 ]
 
 
@@ -264,16 +275,52 @@ def leave_one_out_mse(x, y, width: float, kernel: str = "gaussian") -> float:
     return float(np.mean((t - pred) ** 2))
 
 
-# ------------------------------------------------- chapter 2: scaled dot-product attention
-def causal_mask(T: int) -> np.ndarray:
-    """``(T, T)`` boolean mask, True where query ``i`` may attend to key ``j``: ``j <= i``.
+def soft_lookup(query, keys, values, temperature: float = 1.0):
+    r"""A dictionary lookup made soft: blend the ``values`` by how well their ``keys`` match.
 
-    The convention is that of ``torch.nn.functional.scaled_dot_product_attention``:
-    True means "may attend". (``torch.nn.MultiheadAttention`` uses the opposite.)
+    .. math:: \alpha = \mathrm{softmax}(K q / T), \qquad \mathrm{output} = \alpha^\top V
+
+    A hard lookup returns the value of the one key equal to the query; here every key
+    gets a weight, larger for keys with a larger dot product with the query. As the
+    temperature ``T`` goes to 0 the weights become one-hot on the best key (a hard lookup).
+
+    Args:
+        query: ``(d,)``.
+        keys: ``(n, d)``, one key per row.
+        values: ``(n, dv)``, one value per key.
+        temperature: ``T > 0``.
+
+    Returns:
+        ``(output, weights)`` of shapes ``(dv,)`` and ``(n,)``.
     """
-    if int(T) != T or T < 1:
-        raise ValueError(f"T must be a positive integer, got {T!r}")
-    return np.tril(np.ones((int(T), int(T)), dtype=bool))
+    q = as_float_array(query, "query", min_ndim=1, max_ndim=1)
+    k = as_float_array(keys, "keys", min_ndim=2, max_ndim=2)
+    v = as_float_array(values, "values", min_ndim=1, max_ndim=2)
+    if k.shape[1] != q.shape[0] or v.shape[0] != k.shape[0]:
+        raise ValueError(f"need keys (n, d) for a query (d,) and one value per key; got query {q.shape}, "
+                         f"keys {k.shape}, values {v.shape}")
+    weights = softmax(k @ q, temperature=temperature)  # (n,)
+    return weights @ v, weights  # (dv,), (n,)
+
+
+# ------------------------------------------------- chapter 2: scaled dot-product attention
+def causal_mask(T: int, past: int = 0) -> np.ndarray:
+    """``(T, past + T)`` boolean mask, True where query ``i`` may attend to key ``j``.
+
+    Query ``i`` sits at the absolute position ``past + i`` and may attend to every key at or
+    before it: ``j <= past + i``. With ``past = 0`` (the default) this is the ``(T, T)``
+    lower-triangular mask of chapter 2. With ``past > 0`` the ``T`` queries are new tokens
+    that follow ``past`` tokens already in a KV cache (chapter 6): they see all of those, and
+    each other causally.
+
+    The convention is the course's, and that of ``torch.nn.functional.scaled_dot_product_attention``:
+    True means "may attend". (``torch.nn.MultiheadAttention`` uses the opposite; the blocks
+    of :mod:`attnedu.nn` convert once, where they call it.) This is the only causal mask of
+    the library: PyTorch code uses it as ``torch.from_numpy(causal_mask(T, past)).to(device)``.
+    """
+    T = positive_int(T, "T")
+    past = non_negative_int(past, "past")
+    return np.tril(np.ones((T, past + T), dtype=bool), k=past)
 
 
 def padding_mask(lengths, T: int) -> np.ndarray:
@@ -286,11 +333,66 @@ def padding_mask(lengths, T: int) -> np.ndarray:
     lens = np.asarray(lengths)
     if lens.ndim != 1 or lens.dtype.kind not in "iu":
         raise ValueError(f"lengths must be a 1-D array of integers, got shape {lens.shape} and dtype {lens.dtype}")
-    if int(T) != T or T < 1:
-        raise ValueError(f"T must be a positive integer, got {T!r}")
+    T = positive_int(T, "T")
     if (lens < 0).any() or (lens > T).any():
         raise ValueError(f"every length must lie in [0, T={T}], got {lens.tolist()}")
-    return (np.arange(int(T))[None, :] < lens[:, None])[:, None, :]  # (B, 1, T)
+    return (np.arange(T)[None, :] < lens[:, None])[:, None, :]  # (B, 1, T)
+
+
+#: The three families of Transformer (chapter 5), as :func:`attention_pattern` names them.
+PATTERN_KINDS = ("encoder", "decoder", "encoder-decoder")
+
+
+def attention_pattern(kind: str, n_in: int, n_out: int) -> np.ndarray:
+    """``(T, T)`` boolean mask, ``T = n_in + n_out``: which position may attend to which over ``n_in`` input
+    tokens followed by ``n_out`` output tokens, True where query (row) ``i`` may attend to key (column) ``j``.
+
+    * ``"encoder"`` (BERT): every position sees every position;
+    * ``"decoder"`` (GPT): position ``i`` sees the positions ``j <= i`` (:func:`causal_mask`);
+    * ``"encoder-decoder"`` (T5): inputs see all inputs and no output (the encoder); outputs see every
+      input (cross-attention) and the outputs up to themselves (causal self-attention in the decoder).
+    """
+    if kind not in PATTERN_KINDS:
+        raise ValueError(f"kind must be one of {PATTERN_KINDS}, got {kind!r}")
+    n_in, n_out = non_negative_int(n_in, "n_in"), non_negative_int(n_out, "n_out")
+    T = n_in + n_out
+    if T == 0:
+        raise ValueError("n_in + n_out must be at least 1")
+    if kind == "encoder":
+        return np.ones((T, T), dtype=bool)
+    if kind == "decoder":
+        return causal_mask(T)
+    mask = np.zeros((T, T), dtype=bool)
+    mask[:, :n_in] = True  # the encoder (inputs see every input) and cross-attention (outputs see every input)
+    if n_out:
+        mask[n_in:, n_in:] = causal_mask(n_out)  # the decoder: causal among the outputs
+    return mask
+
+
+def additive_scores(q, k, W_q, W_k, w) -> np.ndarray:
+    r"""Additive (Bahdanau) compatibility scores :math:`s_{ij} = w^\top \tanh(W_q q_i + W_k k_j)`.
+
+    A small one-layer network scores each (query, key) pair; queries and keys may have
+    different sizes, since each is first projected to the hidden size ``h``.
+
+    Args:
+        q: ``(Tq, dq)``; k: ``(Tk, dk)``; W_q: ``(h, dq)``; W_k: ``(h, dk)``; w: ``(h,)``.
+
+    Returns:
+        ``(Tq, Tk)`` scores.
+    """
+    q, k = as_float_array(q, "q"), as_float_array(k, "k")
+    W_q, W_k, w = as_float_array(W_q, "W_q"), as_float_array(W_k, "W_k"), as_float_array(w, "w")
+    shapes = f"q {q.shape}, k {k.shape}, W_q {W_q.shape}, W_k {W_k.shape}, w {w.shape}"
+    if (q.ndim, k.ndim, W_q.ndim, W_k.ndim, w.ndim) != (2, 2, 2, 2, 1):
+        raise ValueError(f"additive scores need 2-D q, k, W_q, W_k and a 1-D w, got {shapes}")
+    if W_q.shape != (w.shape[0], q.shape[1]) or W_k.shape != (w.shape[0], k.shape[1]):
+        raise ValueError(f"additive scores need W_q of shape (h, dq), W_k of shape (h, dk) "
+                         f"and w of shape (h,), got {shapes}")
+    qp = q @ W_q.T  # (Tq, h): W_q q_i for every query
+    kp = k @ W_k.T  # (Tk, h): W_k k_j for every key
+    hidden = np.tanh(qp[:, None, :] + kp[None, :, :])  # (Tq, Tk, h)
+    return hidden @ w  # (Tq, Tk)
 
 
 def scaled_dot_product_attention(q, k, v, mask=None, scale=None):
@@ -340,6 +442,33 @@ def scaled_dot_product_attention(q, k, v, mask=None, scale=None):
     return weights @ v, weights  # (..., Tq, dv), (..., Tq, Tk)
 
 
+# -------------------------------------------------------------- chapter 3: self-attention
+def self_attention(x, W_q, W_k, W_v):
+    r"""Single-head self-attention: every token of a sequence attends to every token of it.
+
+    .. math::
+        \mathrm{softmax}\!\left(\frac{Q K^\top}{\sqrt{d_k}}\right) V, \qquad
+        Q = X W_q, \quad K = X W_k, \quad V = X W_v
+
+    Args:
+        x: ``(..., T, d_model)``, one row per token.
+        W_q, W_k: ``(d_model, d_k)``, applied as ``x @ W`` (the token on the left).
+        W_v: ``(d_model, d_v)``.
+
+    Returns:
+        ``(output, weights)`` of shapes ``(..., T, d_v)`` and ``(..., T, T)``.
+    """
+    x = as_float_array(x, "x", min_ndim=2)
+    W = {name: as_float_array(M, name) for name, M in (("W_q", W_q), ("W_k", W_k), ("W_v", W_v))}
+    for name, M in W.items():
+        if M.ndim != 2 or M.shape[0] != x.shape[-1]:
+            raise ValueError(f"{name} has shape {M.shape} but x has shape {x.shape}: {name} must be "
+                             f"(d_model, ...) with d_model = x.shape[-1] = {x.shape[-1]}")
+    if W["W_q"].shape[1] != W["W_k"].shape[1]:
+        raise ValueError(f"W_q {W['W_q'].shape} and W_k {W['W_k'].shape} need the same number of columns (d_k)")
+    return scaled_dot_product_attention(x @ W["W_q"], x @ W["W_k"], x @ W["W_v"])  # (..., T, d_v), (..., T, T)
+
+
 # ------------------------------------------------------ chapter 3: positional information
 def sinusoidal_positions(T: int, d: int, base: float = 10000.0) -> np.ndarray:
     r"""The sinusoidal position encodings of "Attention Is All You Need", ``(T, d)``.
@@ -352,14 +481,13 @@ def sinusoidal_positions(T: int, d: int, base: float = 10000.0) -> np.ndarray:
     :math:`2\pi` positions down to one every :math:`2\pi \cdot \mathrm{base}` positions.
     For odd ``d`` the last column is a sine.
     """
-    if int(T) != T or T < 1 or int(d) != d or d < 1:
-        raise ValueError(f"T and d must be positive integers, got T={T!r}, d={d!r}")
-    positions = np.arange(int(T))[:, None]  # (T, 1)
-    omega = positive_number(base, "base") ** (-np.arange(0, int(d), 2) / d)  # (ceil(d/2),)
+    T, d = positive_int(T, "T"), positive_int(d, "d")
+    positions = np.arange(T)[:, None]  # (T, 1)
+    omega = positive_number(base, "base") ** (-np.arange(0, d, 2) / d)  # (ceil(d/2),)
     angles = positions * omega  # (T, ceil(d/2))
-    pe = np.empty((int(T), int(d)))
+    pe = np.empty((T, d))
     pe[:, 0::2] = np.sin(angles)
-    pe[:, 1::2] = np.cos(angles[:, : int(d) // 2])
+    pe[:, 1::2] = np.cos(angles[:, : d // 2])
     return pe
 
 
@@ -396,3 +524,58 @@ def apply_rope(x, positions=None, base: float = 10000.0) -> np.ndarray:
     out[..., 0::2] = even * cos - odd * sin
     out[..., 1::2] = even * sin + odd * cos
     return out
+
+
+# ---------------------------------------------------------- chapter 4: multi-head attention
+def split_heads(x, num_heads: int) -> np.ndarray:
+    """Split the features of ``x`` into heads: ``(B, T, E) -> (B, H, T, dh)``, with ``dh = E / H``.
+
+    Head ``h`` gets the contiguous block of features ``h * dh .. (h + 1) * dh - 1`` of every token,
+    ``out[b, h, t, j] = x[b, t, h * dh + j]``: reshape to ``(B, T, H, dh)``, then swap the token and head axes.
+    """
+    x = as_float_array(x, "x")
+    H = positive_int(num_heads, "num_heads")
+    if x.ndim != 3 or x.shape[-1] % H:
+        raise ValueError(f"x must be (B, T, E) with E divisible by num_heads={H}, got shape {x.shape}")
+    B, T, E = x.shape
+    return x.reshape(B, T, H, E // H).transpose(0, 2, 1, 3)  # (B, T, H, dh) -> (B, H, T, dh)
+
+
+def merge_heads(x) -> np.ndarray:
+    """Concatenate the heads again: ``(B, H, T, dh) -> (B, T, H * dh)``, ``out[b, t, h * dh + j] = x[b, h, t, j]``;
+    undoes :func:`split_heads`."""
+    x = as_float_array(x, "x")
+    if x.ndim != 4:
+        raise ValueError(f"x must be (B, H, T, dh), got shape {x.shape}")
+    B, H, T, dh = x.shape
+    return x.transpose(0, 2, 1, 3).reshape(B, T, H * dh)  # (B, T, H, dh) -> (B, T, E)
+
+
+def multi_head_attention(x, W_q, W_k, W_v, W_o, num_heads: int, mask=None):
+    r"""Multi-head self-attention in NumPy, without biases.
+
+    .. math::
+        \mathrm{MHA}(X) = \mathrm{concat}(h_1, \dots, h_H)\, W_o, \quad
+        h_i = \mathrm{softmax}\!\left(\frac{Q_i K_i^\top}{\sqrt{d_h}}\right) V_i, \quad
+        Q_i = X W_q[:, i d_h : (i+1) d_h] \ \text{(and so on for } K_i, V_i)
+
+    Args:
+        x: ``(B, T, E)``.
+        W_q, W_k, W_v, W_o: ``(E, E)`` matrices, applied as ``x @ W`` (``torch.nn.Linear`` stores the transpose).
+        num_heads: ``H``, a divisor of ``E``; each head has ``d_h = E / H`` features.
+        mask: optional boolean array broadcastable to ``(B, H, T, T)``; True = may attend.
+
+    Returns:
+        ``(output, weights)``: ``(B, T, E)`` and the weights of every head, ``(B, H, T, T)``.
+    """
+    x = as_float_array(x, "x")
+    if x.ndim != 3:
+        raise ValueError(f"x must be (B, T, E), got shape {x.shape}")
+    E = x.shape[-1]
+    W = {name: as_float_array(M, name) for name, M in (("W_q", W_q), ("W_k", W_k), ("W_v", W_v), ("W_o", W_o))}
+    for name, M in W.items():
+        if M.shape != (E, E):
+            raise ValueError(f"{name} must be (E, E) = ({E}, {E}) for x of shape {x.shape}, got shape {M.shape}")
+    q, k, v = (split_heads(x @ W[name], num_heads) for name in ("W_q", "W_k", "W_v"))  # (B, H, T, dh) each
+    out, weights = scaled_dot_product_attention(q, k, v, mask=mask)  # (B, H, T, dh), (B, H, T, T)
+    return merge_heads(out) @ W["W_o"], weights  # (B, T, E), (B, H, T, T)

@@ -6,9 +6,18 @@ Read it top to bottom, like nanoGPT's model file:
 * :class:`GPT`: token embedding + learned position embedding, a stack of
   :class:`attnedu.nn.DecoderBlock` (causal self-attention, no cross-attention, pre-norm), a
   final LayerNorm and an output layer that *shares* the token embedding's matrix;
-* :func:`parameter_count`: the number of parameters, derived from the config by formula;
+* :func:`parameter_count`: the number of parameters, derived from the config by formula
+  (:func:`gpt_parameter_count` from the sizes alone);
+* :func:`next_token_loss`: the mean cross-entropy of the next token, the loss :meth:`GPT.forward` returns;
 * sampling: :func:`top_k_filter`, :func:`top_p_filter` and :func:`sample_next`, which
   :meth:`GPT.generate` uses one token at a time, with a :class:`attnedu.nn.KVCache` per layer.
+
+Generation has one API for the course's decoder-only models (this GPT and chapter 7's
+:class:`attnedu.llama.Llama` / :class:`attnedu.pretrained.smollm.SmolLM`):
+``generate(ids, max_new_tokens, *, temperature=0.0, top_k=None, top_p=None, seed=None)``
+takes a list of token ids, a ``(T,)`` or a ``(B, T)`` tensor, decodes greedily at temperature 0,
+and returns only the new ids, as a ``torch.long`` tensor ``(n,)`` or ``(B, n)`` matching the
+prompt.
 
 .. math::
     h_0 = W_{te}[x] + W_{pe}[0..T), \quad h_\ell = \mathrm{Block}_\ell(h_{\ell-1}), \quad
@@ -25,13 +34,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from attnedu._validate import dropout_rate, non_negative_int, non_negative_number, positive_int, probability
 from attnedu.nn import DecoderBlock, KVCache
 
-__all__ = ["GPTConfig", "GPT", "parameter_count", "top_k_filter", "top_p_filter", "sample_next",
-           "SHIPPED_CHECKPOINT"]
+__all__ = ["GPTConfig", "GPT", "parameter_count", "gpt_parameter_count", "next_token_loss", "top_k_filter",
+           "top_p_filter", "sample_next", "SHIPPED_CHECKPOINT"]
 
 #: A small trained GPT that the project ships (3.2 MB, float32), for chapter 6: the chapter's model
-#: (4 blocks, 4 heads, 128 features, context 64, no biases, 808,064 parameters) trained for nanoGPT's
+#: (4 blocks, 4 heads, d_model 128, context 64, no biases, 808,064 parameters) trained for nanoGPT's
 #: 2,000 iterations on :func:`attnedu.corpus.python_corpus` of Python 3.11 (validation loss 1.58).
 #: Load it with ``GPT.load(SHIPPED_CHECKPOINT)``; its vocabulary is in the returned notes. Made, and
 #: reproduced, by ``.venv/bin/python benchmarks/gpt_train.py --threads 1 --save attnedu/data/gpt-python-2000.pt``.
@@ -43,45 +53,49 @@ class GPTConfig:
     """The shape of a :class:`GPT`.
 
     Attributes:
-        block_size: the context length ``T_max``: the most tokens the model looks at.
         vocab_size: ``V``, the number of distinct tokens.
+        context: ``T_max``, the context length: the most tokens the model looks at (the rows
+            of the position embedding).
         n_layer: number of decoder blocks.
-        n_head: attention heads per block; ``n_embd`` must be divisible by it.
-        n_embd: ``C``, the width of every token's vector. The feed-forward blocks are ``4 C`` wide.
+        n_head: attention heads per block; ``d_model`` must be divisible by it.
+        d_model: ``C``, the width of every token's vector.
+        d_ff: the width of the feed-forward blocks; ``None`` (the default) is GPT-2's ``4 * d_model``.
         dropout: dropout probability (embeddings, attention weights, residual branches).
         bias: biases in the linear layers and LayerNorms (nanoGPT's default is ``False``).
     """
 
-    block_size: int
     vocab_size: int
+    context: int
     n_layer: int
     n_head: int
-    n_embd: int
+    d_model: int
+    d_ff: int | None = None
     dropout: float = 0.0
     bias: bool = True
 
     def __post_init__(self):
-        for name in ("block_size", "vocab_size", "n_layer", "n_head", "n_embd"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"GPTConfig.{name} must be a positive integer, got {value!r}")
-        if self.n_embd % self.n_head:
-            raise ValueError(f"n_embd={self.n_embd} is not divisible by n_head={self.n_head}: "
-                             "each head needs n_embd / n_head features")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"GPTConfig.dropout must be in [0, 1), got {self.dropout!r}")
+        for name in ("vocab_size", "context", "n_layer", "n_head", "d_model"):
+            positive_int(getattr(self, name), f"GPTConfig.{name}")
+        if self.d_ff is None:
+            self.d_ff = 4 * self.d_model
+        positive_int(self.d_ff, "GPTConfig.d_ff")
+        if self.d_model % self.n_head:
+            raise ValueError(f"d_model={self.d_model} is not divisible by n_head={self.n_head}: "
+                             "each head needs d_model / n_head features")
+        dropout_rate(self.dropout, "GPTConfig.dropout")
 
 
 def parameter_count(config: GPTConfig, non_embedding: bool = False) -> int:
     r"""The number of parameters of ``GPT(config)``, by formula.
 
-    With ``C = n_embd``, ``V = vocab_size``, ``T = block_size``, ``L = n_layer`` and
+    With ``C = d_model``, ``F = d_ff``, ``V = vocab_size``, ``T = context``, ``L = n_layer`` and
     ``b = 1`` if ``config.bias`` else ``0``:
 
     * token embedding ``V C`` (the output layer reuses it: 0 more), position embedding ``T C``;
     * per block: two LayerNorms ``2 (C + b C)``; attention, four ``C x C`` projections
-      ``4 C^2 + 4 b C``; feed-forward ``C -> 4C -> C``: ``8 C^2 + b (4C + C)``;
-      in all ``12 C^2 + (2 + 11 b) C``;
+      ``4 C^2 + 4 b C``; feed-forward ``C -> F -> C``: ``2 C F + b (F + C)``;
+      in all ``4 C^2 + 2 C F + (2 + 7 b) C + b F``, which is ``12 C^2 + (2 + 11 b) C`` for
+      GPT-2's ``F = 4 C``;
     * final LayerNorm ``C + b C``.
 
     ``non_embedding=True`` leaves out the position embedding (nanoGPT's convention: the
@@ -89,10 +103,56 @@ def parameter_count(config: GPTConfig, non_embedding: bool = False) -> int:
     """
     if not isinstance(config, GPTConfig):
         raise ValueError(f"parameter_count needs a GPTConfig, got {type(config).__name__}")
-    C, V, T, L, b = config.n_embd, config.vocab_size, config.block_size, config.n_layer, int(config.bias)
-    per_block = 12 * C * C + (2 + 11 * b) * C
+    C, F, V, T, L = config.d_model, config.d_ff, config.vocab_size, config.context, config.n_layer
+    b = int(config.bias)
+    per_block = 4 * C * C + 2 * C * F + (2 + 7 * b) * C + b * F
     total = V * C + T * C + L * per_block + (1 + b) * C
     return total - T * C if non_embedding else total
+
+
+def gpt_parameter_count(vocab_size: int, context: int, n_layer: int, d_model: int, bias: bool = True) -> int:
+    r"""The number of parameters of a GPT with GPT-2's ``d_ff = 4 d_model``: :func:`parameter_count` from the sizes.
+
+    With ``V, T, L, C`` and ``b = 1`` if ``bias`` else ``0``:
+
+    .. math::
+        N = \underbrace{VC}_{\text{tokens, tied}} + \underbrace{TC}_{\text{positions}}
+          + L\,\big(12C^2 + (2 + 11b)\,C\big) + \underbrace{(1 + b)\,C}_{\text{final LN}}
+
+    The number of heads does not appear: the heads split ``C`` features, they add none. A size that is
+    not a positive integer raises ``ValueError`` naming it.
+    """
+    return parameter_count(GPTConfig(vocab_size=vocab_size, context=context, n_layer=n_layer, n_head=1,
+                                     d_model=d_model, bias=bool(bias)))
+
+
+def next_token_loss(logits, targets) -> Tensor:
+    r"""The mean cross-entropy of next-token predictions, over every position of every row.
+
+    .. math::
+        \mathcal{L} = -\frac{1}{BT} \sum_{b, t} \log \mathrm{softmax}(z_{b,t})_{y_{b,t}}
+
+    Args:
+        logits: ``(B, T, V)``, the scores ``z`` of every token at every position.
+        targets: ``(B, T)`` integer ids ``y`` in ``[0, V)``, the token that comes next; ``-1`` marks a
+            position that does not count (the mean is over the others).
+
+    Returns:
+        A 0-d tensor: ``F.cross_entropy`` on the flattened ``(B*T, V)`` logits and ``(B*T,)`` targets.
+    """
+    logits, targets = torch.as_tensor(logits), torch.as_tensor(targets)
+    if logits.dim() != 3 or targets.shape != logits.shape[:2]:
+        raise ValueError(f"logits must be (B, T, V) and targets (B, T), got {tuple(logits.shape)} "
+                         f"and {tuple(targets.shape)}")
+    if targets.is_floating_point() or targets.is_complex() or targets.dtype == torch.bool:
+        raise ValueError(f"targets must be integer token ids, got dtype {targets.dtype}")
+    if not torch.is_floating_point(logits):
+        logits = logits.to(torch.get_default_dtype())
+    V = logits.shape[-1]
+    if targets.numel() and (int(targets.min()) < -1 or int(targets.max()) >= V):
+        raise ValueError(f"targets must be in [0, V={V}) (or -1, ignored), got min {int(targets.min())}, "
+                         f"max {int(targets.max())}")
+    return F.cross_entropy(logits.reshape(-1, V), targets.reshape(-1).long(), ignore_index=-1)  # (B*T, V), (B*T,)
 
 
 # ----------------------------------------------------------------------------- sampling
@@ -103,13 +163,50 @@ def _check_logits(logits: Tensor) -> None:
 
 
 def _check_sampling(temperature, top_k, top_p) -> None:
-    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) \
-            or not math.isfinite(temperature) or temperature < 0:
-        raise ValueError(f"temperature must be a finite number >= 0, got {temperature!r}")
-    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
-        raise ValueError(f"top_k must be a positive integer or None, got {top_k!r}")
-    if top_p is not None and (isinstance(top_p, bool) or not isinstance(top_p, (int, float)) or not 0.0 < top_p <= 1.0):
-        raise ValueError(f"top_p must be in (0, 1] or None, got {top_p!r}")
+    non_negative_number(temperature, "temperature")
+    if top_k is not None:
+        positive_int(top_k, "top_k")
+    if top_p is not None:
+        probability(top_p, "top_p")
+
+
+def _prompt_ids(ids, vocab_size: int) -> tuple[Tensor, bool]:
+    """A prompt as a ``(B, T)`` ``torch.long`` tensor, and whether it came as a batch.
+
+    ``ids``: a list of ints or a ``(T,)`` integer tensor (one prompt), or a ``(B, T)`` one.
+    """
+    try:
+        t = ids if isinstance(ids, Tensor) else torch.as_tensor(ids)
+    except (TypeError, ValueError, RuntimeError):
+        raise ValueError(f"ids must be a list of token ids, a (T,) or a (B, T) tensor of them, "
+                         f"got {type(ids).__name__}") from None
+    if t.dim() not in (1, 2) or t.shape[-1] == 0:
+        raise ValueError(f"ids must be a non-empty list of token ids, a (T,) or a (B, T) tensor of them, "
+                         f"got shape {tuple(t.shape)}")
+    if t.dtype == torch.bool or t.is_floating_point() or t.is_complex():
+        raise ValueError(f"ids must hold integer token ids, got dtype {t.dtype}")
+    if int(t.min()) < 0 or int(t.max()) >= vocab_size:
+        raise ValueError(f"ids holds token ids outside [0, {vocab_size}): min {int(t.min())}, max {int(t.max())}")
+    batched = t.dim() == 2
+    return (t if batched else t[None]).long(), batched
+
+
+def _generation_options(ids, max_new_tokens, temperature, top_k, top_p, seed, vocab_size: int,
+                        device=None) -> tuple[Tensor, bool, int, torch.Generator | None]:
+    """The checked arguments of a ``generate`` call: ``(prompt (B, T) on device, batched, n_new, generator)``.
+
+    The generator is seeded by ``seed`` when sampling (``temperature > 0``); ``None`` otherwise.
+    """
+    idx, batched = _prompt_ids(ids, vocab_size)
+    n_new = non_negative_int(max_new_tokens, "max_new_tokens")
+    _check_sampling(temperature, top_k, top_p)
+    if seed is not None:
+        non_negative_int(seed, "seed")
+    idx = idx.to(device) if device is not None else idx
+    generator = None
+    if seed is not None and temperature > 0:
+        generator = torch.Generator(device=idx.device).manual_seed(seed)
+    return idx, batched, n_new, generator
 
 
 def top_k_filter(logits: Tensor, k: int) -> Tensor:
@@ -118,9 +215,7 @@ def top_k_filter(logits: Tensor, k: int) -> Tensor:
     ``(..., V) -> (..., V)``. Exactly ``k`` survive even when values tie; ``k >= V`` keeps all.
     """
     _check_logits(logits)
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise ValueError(f"top_k must be a positive integer, got {k!r}")
-    return _top_k(logits, k)
+    return _top_k(logits, positive_int(k, "top_k"))
 
 
 def _top_k(logits: Tensor, k: int) -> Tensor:
@@ -138,9 +233,7 @@ def top_p_filter(logits: Tensor, p: float) -> Tensor:
     still ``< p`` (so the most likely token always stays). ``p = 1`` keeps all.
     """
     _check_logits(logits)
-    if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 < p <= 1.0:
-        raise ValueError(f"top_p must be in (0, 1], got {p!r}")
-    return _top_p(logits, p)
+    return _top_p(logits, probability(p, "top_p"))
 
 
 def _top_p(logits: Tensor, p: float) -> Tensor:
@@ -191,12 +284,12 @@ class GPT(nn.Module):
         if not isinstance(config, GPTConfig):
             raise ValueError(f"GPT needs a GPTConfig, got {type(config).__name__}")
         self.config = config
-        C = config.n_embd
+        C = config.d_model
         self.wte = nn.Embedding(config.vocab_size, C)  # token embedding
-        self.wpe = nn.Embedding(config.block_size, C)  # learned position embedding
+        self.wpe = nn.Embedding(config.context, C)  # learned position embedding
         self.drop = nn.Dropout(config.dropout)
         self.blocks = nn.ModuleList(
-            DecoderBlock(C, config.n_head, 4 * C, dropout=config.dropout, norm_first=True, bias=config.bias)
+            DecoderBlock(C, config.n_head, config.d_ff, dropout=config.dropout, norm_first=True, bias=config.bias)
             for _ in range(config.n_layer)
         )
         self.ln_f = nn.LayerNorm(C, bias=config.bias)
@@ -224,112 +317,112 @@ class GPT(nn.Module):
         return n - self.wpe.weight.numel() if non_embedding else n
 
     # ------------------------------------------------------------------ forward
-    def _check_idx(self, idx: Tensor, name: str = "idx", max_len: int | None = None) -> None:
-        if not isinstance(idx, Tensor):
-            raise ValueError(f"{name} must be a (B, T) tensor of token ids (torch.long), got {type(idx).__name__}")
-        if idx.dim() != 2 or idx.dtype != torch.long:
-            hint = " (a single sequence? use idx[None])" if idx.dim() == 1 else ""
-            raise ValueError(f"{name} must be a (B, T) tensor of token ids (torch.long), got shape "
-                             f"{tuple(idx.shape)} and dtype {idx.dtype}{hint}")
-        if idx.shape[1] == 0:
-            raise ValueError(f"{name} has shape {tuple(idx.shape)}: it needs at least one token")
-        if max_len is not None and idx.shape[1] > max_len:
-            raise ValueError(f"{name} has shape {tuple(idx.shape)}: {idx.shape[1]} tokens, more than "
-                             f"block_size={max_len}")
-        if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= self.config.vocab_size):
-            raise ValueError(f"{name} holds ids outside [0, vocab_size={self.config.vocab_size}): "
-                             f"min {int(idx.min())}, max {int(idx.max())}")
+    def _check_ids(self, ids: Tensor, context: int | None = None) -> None:
+        if not isinstance(ids, Tensor):
+            raise ValueError(f"ids must be a (B, T) tensor of token ids (torch.long), got {type(ids).__name__}")
+        if ids.dim() != 2 or ids.dtype != torch.long:
+            hint = " (a single sequence? use ids[None])" if ids.dim() == 1 else ""
+            raise ValueError(f"ids must be a (B, T) tensor of token ids (torch.long), got shape "
+                             f"{tuple(ids.shape)} and dtype {ids.dtype}{hint}")
+        if ids.shape[1] == 0:
+            raise ValueError(f"ids has shape {tuple(ids.shape)}: it needs at least one token")
+        if context is not None and ids.shape[1] > context:
+            raise ValueError(f"ids has shape {tuple(ids.shape)}: {ids.shape[1]} tokens, more than "
+                             f"context={context}")
+        if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= self.config.vocab_size):
+            raise ValueError(f"ids holds token ids outside [0, vocab_size={self.config.vocab_size}): "
+                             f"min {int(ids.min())}, max {int(ids.max())}")
 
-    def _hidden(self, idx: Tensor, caches: list[KVCache] | None = None) -> Tensor:
+    def _hidden(self, ids: Tensor, caches: list[KVCache] | None = None) -> Tensor:
         """``(B, T)`` ids -> ``(B, T, C)`` final hidden states. With ``caches`` (one per block),
-        ``idx`` holds only the new tokens, which sit at positions ``len(cache) ..``."""
-        B, T = idx.shape
+        ``ids`` holds only the new tokens, which sit at positions ``len(cache) ..``."""
+        B, T = ids.shape
         past = len(caches[0]) if caches is not None else 0
-        pos = torch.arange(past, past + T, device=idx.device)  # (T,)
-        x = self.drop(self.wte(idx) + self.wpe(pos))  # (B, T, C) + (T, C)
+        pos = torch.arange(past, past + T, device=ids.device)  # (T,)
+        x = self.drop(self.wte(ids) + self.wpe(pos))  # (B, T, C) + (T, C)
         for i, block in enumerate(self.blocks):
-            # the block builds the causal mask itself: (T, past + T), True above the diagonal
+            # the block builds the causal mask itself: (T, past + T), True where a query may attend
             x = block(x, cache=caches[i] if caches is not None else None)  # (B, T, C)
         return self.ln_f(x)  # (B, T, C)
 
-    def forward(self, idx: Tensor, targets: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+    def forward(self, ids: Tensor, targets: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
         """Next-token logits for every position, and the loss if ``targets`` are given.
 
         Args:
-            idx: ``(B, T)`` token ids, ``T <= block_size``.
+            ids: ``(B, T)`` token ids, ``T <= context``.
             targets: ``(B, T)`` the next token at every position (``-1`` = ignore), or ``None``.
 
         Returns:
             ``(logits, loss)``: logits ``(B, T, V)``; loss the mean cross-entropy, a scalar, or
             ``None`` without targets.
         """
-        self._check_idx(idx, max_len=self.config.block_size)
-        logits = self.lm_head(self._hidden(idx))  # (B, T, V)
+        self._check_ids(ids, context=self.config.context)
+        logits = self.lm_head(self._hidden(ids))  # (B, T, V)
         loss = None
         if targets is not None:
-            if not isinstance(targets, Tensor) or targets.shape != idx.shape:
+            if not isinstance(targets, Tensor) or targets.shape != ids.shape:
                 shape = tuple(targets.shape) if isinstance(targets, Tensor) else type(targets).__name__
-                raise ValueError(f"targets must have the shape of idx {tuple(idx.shape)}, got {shape}")
-            loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1)
+                raise ValueError(f"targets must have the shape of ids {tuple(ids.shape)}, got {shape}")
+            loss = next_token_loss(logits, targets)
         return logits, loss
 
     # ------------------------------------------------------------------ generation
-    def generate(self, idx: Tensor, max_new_tokens: int, temperature: float = 1.0, top_k: int | None = None,
-                 top_p: float | None = None, use_cache: bool = True,
-                 generator: torch.Generator | None = None) -> Tensor:
-        """Continue each row of ``idx`` by ``max_new_tokens`` sampled tokens.
+    def generate(self, ids, max_new_tokens: int, *, temperature: float = 0.0, top_k: int | None = None,
+                 top_p: float | None = None, seed: int | None = None, use_cache: bool = True) -> Tensor:
+        """The ``max_new_tokens`` tokens that continue the prompt ``ids``, drawn one at a time.
 
-        At each step the model reads the sequence so far (its last ``block_size`` tokens),
-        and :func:`sample_next` draws the next token from its last position's logits with
-        ``temperature``, ``top_k`` and ``top_p``.
+        At each step the model reads the sequence so far (its last ``context`` tokens), and
+        :func:`sample_next` draws the next token from its last position's logits with
+        ``temperature``, ``top_k`` and ``top_p``; ``temperature=0`` (the default) is greedy
+        decoding, the most likely token every time.
 
         With ``use_cache`` (the fast path), a :class:`~attnedu.nn.KVCache` per block keeps the
         keys and values of the positions already read: the prompt is read once (the
         *prefill*), then each step feeds in only the newest token. Without it (the readable
         path) every step reads the whole window again. Both give the same tokens.
 
-        Past the context window: once the sequence is longer than ``block_size``, the window
+        Past the context window: once the sequence is longer than ``context``, the window
         slides, and every token moves to a new position. With learned *absolute* position
         embeddings that changes every cached key and value, so no cache can be reused: from
         then on ``generate`` recomputes the cropped window at each step, exactly as without a
-        cache (the cache speeds up the first ``block_size`` tokens and never changes the result).
+        cache (the cache speeds up the first ``context`` tokens and never changes the result).
 
         The model is put in eval mode (no dropout) while generating, then restored. It runs
         under ``torch.inference_mode()`` (no autograd bookkeeping at all, a little faster than
         ``no_grad``); the result is an ordinary tensor, which may be fed back into training.
 
         Args:
-            idx: ``(B, T)`` prompt token ids (``T >= 1``; a longer prompt than ``block_size``
-                is cropped to its last ``block_size`` tokens).
+            ids: the prompt: a list of token ids, a ``(T,)`` or a ``(B, T)`` integer tensor
+                (``T >= 1``; a prompt longer than ``context`` is cropped to its last ``context`` tokens).
             max_new_tokens: how many tokens to add, ``>= 0``.
             temperature: ``> 0`` divides the logits; ``0`` is greedy decoding.
             top_k: sample among the ``top_k`` most likely tokens only (``None``: all).
             top_p: sample from the smallest set of tokens of total probability ``>= top_p``.
+            seed: seeds the sampling, for reproducible samples (``None``: torch's global generator).
             use_cache: use a KV cache.
-            generator: a seeded ``torch.Generator`` for reproducible samples.
 
         Returns:
-            ``(B, T + max_new_tokens)``: the prompt followed by the new tokens.
+            The new tokens only, a ``torch.long`` tensor: ``(max_new_tokens,)`` for a list or a
+            ``(T,)`` prompt, ``(B, max_new_tokens)`` for a ``(B, T)`` one. (The same API as
+            chapter 7's :meth:`attnedu.llama.Llama.generate`.)
         """
-        self._check_idx(idx)
-        if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 0:
-            raise ValueError(f"max_new_tokens must be an integer >= 0, got {max_new_tokens!r}")
-        _check_sampling(temperature, top_k, top_p)  # up front, rather than at the first step
-        if max_new_tokens == 0:
-            return idx
+        idx, batched, n_new, generator = _generation_options(
+            ids, max_new_tokens, temperature, top_k, top_p, seed, self.config.vocab_size, self.wte.weight.device)
         was_training = self.training
         self.eval()
         try:
             with torch.inference_mode():
-                out = self._generate(idx, max_new_tokens, temperature, top_k, top_p, use_cache, generator)
+                out = self._generate(idx, n_new, temperature, top_k, top_p, use_cache, generator)
         finally:
             self.train(was_training)
-        return out.clone()  # an inference-mode tensor could not be saved for a backward pass
+        new = out[:, idx.shape[1]:].clone()  # an inference-mode tensor could not be saved for a backward pass
+        return new if batched else new[0]
 
     def _generate(self, idx, max_new_tokens, temperature, top_k, top_p, use_cache, generator) -> Tensor:
-        T_max = self.config.block_size
+        """The prompt ``idx`` ``(B, T)`` followed by ``max_new_tokens`` new tokens."""
+        T_max = self.config.context
         caches = None
-        if use_cache:
+        if use_cache and max_new_tokens:
             caches = [KVCache() for _ in self.blocks]
             h = self._hidden(idx[:, -T_max:], caches)  # prefill: (B, T, C), fills every cache
         for step in range(max_new_tokens):
@@ -366,8 +459,10 @@ class GPT(nn.Module):
     def load(cls, path, map_location="cpu") -> tuple["GPT", dict]:
         """The model saved by :meth:`save` (float32, in eval mode), and the dict of its extra entries."""
         checkpoint = torch.load(path, map_location=map_location, weights_only=True)
-        names = {f.name for f in fields(GPTConfig)}
-        model = cls(GPTConfig(**{k: v for k, v in checkpoint["config"].items() if k in names}))
+        unknown = set(checkpoint["config"]) - {f.name for f in fields(GPTConfig)}
+        if unknown:
+            raise ValueError(f"the checkpoint's config has fields GPTConfig does not know: {sorted(unknown)}")
+        model = cls(GPTConfig(**checkpoint["config"]))
         model.load_state_dict({k: v.float() for k, v in checkpoint["state_dict"].items()})
         model.eval()
         extra = {k: v for k, v in checkpoint.items() if k not in ("config", "state_dict")}

@@ -1,15 +1,24 @@
 """Attention as PyTorch modules.
 
-Chapter 4 builds :class:`MultiHeadAttention` from scratch. It has exactly the interface
+Chapter 3's :class:`SelfAttention` is single-head self-attention with learned projections.
+Chapter 4 builds :class:`MultiHeadAttention` from scratch (:func:`mha_parameter_count` and
+:func:`mha_flops` count its parameters and the FLOPs of its forward pass). It has exactly the interface
 and the semantics of ``torch.nn.MultiheadAttention(batch_first=True)`` (the tests check
 outputs, attention weights and gradients against it, for every kind of mask), so that
 torch's module can be swapped for ours anywhere, and
-:meth:`MultiHeadAttention.from_torch` copies a torch module's weights.
+:meth:`MultiHeadAttention.from_torch` copies a torch module's weights. Its arguments are
+therefore torch's (``embed_dim``, ``num_heads``, boolean masks True where attention is
+*blocked*): it is the one place in attnedu where torch's vocabulary is spoken.
 
-Chapter 5 builds the Transformer's blocks on top of it: :class:`FeedForward`,
-:class:`EncoderBlock` and :class:`DecoderBlock` (causal self-attention, optional
-cross-attention), each with pre-norm or post-norm residual connections; a
+Chapter 5 builds the Transformer's blocks on top of it: :func:`layer_norm`, :class:`FeedForward`,
+:class:`EncoderBlock` (and :func:`encoder_block`, the same block written from its parts) and
+:class:`DecoderBlock` (causal self-attention, optional cross-attention), each with pre-norm or
+post-norm residual connections; a
 :class:`KVCache` lets a decoder generate one token at a time without recomputing the past.
+The blocks speak the course's vocabulary (``d_model``, ``n_head``, ``d_ff``; a boolean mask is
+True where a position *may attend*, as :func:`attnedu.functional.causal_mask` and
+:func:`attnedu.functional.padding_mask` build them) and convert once, where they call
+:class:`MultiHeadAttention`. Chapter 7's Llama-style modules are in :mod:`attnedu.llama`.
 
 Like nanoGPT's model file, the attention module has two paths: the explicit one, which computes the
 attention weights as ``softmax(q @ k^T / sqrt(d) + mask)`` and is what the chapter
@@ -25,9 +34,51 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from attnedu._validate import dropout_rate, non_negative_number, positive_int
+from attnedu.functional import causal_mask
+
 __all__ = ["KVCache", "MultiHeadAttention", "FeedForward", "EncoderBlock", "DecoderBlock"]
 
 
+# --------------------------------------------------------------------------- chapter 3
+__all__ += ["SelfAttention"]
+
+
+class SelfAttention(nn.Module):
+    r"""Single-head self-attention as a module (chapter 3):
+
+    .. math:: \mathrm{softmax}\!\left(\frac{Q K^\top}{\sqrt{d_k}}\right) V, \qquad Q = X W_q, \ K = X W_k, \ V = X W_v
+
+    ``W_q``, ``W_k`` and ``W_v`` are ``nn.Linear`` layers without bias. An ``nn.Linear(d_in, d_out)`` stores its
+    weight as ``(d_out, d_in)`` and computes ``x @ weight.T``, so the matrix ``W_q`` of
+    :func:`attnedu.functional.self_attention` is ``self.W_q.weight.T``.
+
+    Args:
+        d_model: the size of a token; d_k: of a query and a key; d_v: of a value (default ``d_k``).
+
+    ``forward(x)`` maps ``(..., T, d_model)`` to ``(output, weights)``, of shapes ``(..., T, d_v)`` and ``(..., T, T)``.
+    """
+
+    def __init__(self, d_model: int, d_k: int, d_v: int | None = None):
+        super().__init__()
+        d_model, d_k = positive_int(d_model, "d_model"), positive_int(d_k, "d_k")
+        d_v = d_k if d_v is None else positive_int(d_v, "d_v")
+        self.W_q = nn.Linear(d_model, d_k, bias=False)
+        self.W_k = nn.Linear(d_model, d_k, bias=False)
+        self.W_v = nn.Linear(d_model, d_v, bias=False)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        d_model = self.W_q.in_features
+        if not isinstance(x, Tensor) or x.dim() < 2 or x.shape[-1] != d_model:
+            got = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+            raise ValueError(f"x must be a (..., T, {d_model}) tensor, got {got}")
+        q, k, v = self.W_q(x), self.W_k(x), self.W_v(x)  # (..., T, d_k), (..., T, d_k), (..., T, d_v)
+        scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])  # (..., T, T)
+        weights = torch.softmax(scores, dim=-1)  # (..., T, T), rows sum to 1
+        return weights @ v, weights  # (..., T, d_v), (..., T, T)
+
+
+# --------------------------------------------------------------------------- chapter 4
 def _float_mask(mask: Tensor | None, name: str, dtype: torch.dtype) -> Tensor | None:
     """A boolean mask (True = not allowed) becomes an additive float mask (-inf / 0)."""
     if mask is None:
@@ -37,6 +88,27 @@ def _float_mask(mask: Tensor | None, name: str, dtype: torch.dtype) -> Tensor | 
     if not torch.is_floating_point(mask):
         raise ValueError(f"{name} must be boolean (True = not allowed) or floating-point (added), got {mask.dtype}")
     return mask.to(dtype)
+
+
+def _blocked(mask: Tensor | None, name: str, shape: tuple) -> Tensor | None:
+    """A mask in the course's convention (True = may attend, or 1/0) -> torch's (True = blocked).
+
+    The one place where the blocks of this module convert; ``shape`` is the one expected.
+    """
+    if mask is None:
+        return None
+    if not isinstance(mask, Tensor) or tuple(mask.shape) != tuple(shape):
+        got = tuple(mask.shape) if isinstance(mask, Tensor) else type(mask).__name__
+        raise ValueError(f"{name} must be a {tuple(shape)} tensor, True where a position may attend; got {got}")
+    if torch.is_floating_point(mask) or mask.is_complex():
+        raise ValueError(f"{name} must be boolean (True = may attend) or 0/1 integers, got {mask.dtype}")
+    return mask == 0  # True where attention is blocked
+
+
+def _check_x(x: Tensor, d_model: int) -> None:
+    if not isinstance(x, Tensor) or x.dim() != 3 or x.shape[-1] != d_model:
+        got = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+        raise ValueError(f"x must be (B, T, {d_model}), got {got}")
 
 
 class KVCache:
@@ -94,6 +166,13 @@ class KVCache:
 class MultiHeadAttention(nn.Module):
     r"""Multi-head attention, batch first, with the semantics of ``torch.nn.MultiheadAttention``.
 
+    This module is the boundary with PyTorch: its signature is torch's, so that chapter 4 can
+    prove it equal to ``torch.nn.MultiheadAttention`` and either can replace the other. Its
+    names (``embed_dim``, ``num_heads``, ``key_padding_mask``, ``attn_mask``) and its mask
+    convention (a boolean True means *blocked*) are therefore torch's, the opposite of the
+    rest of attnedu, where True means *may attend*. :class:`EncoderBlock` and
+    :class:`DecoderBlock` take the course's masks and convert them once, here.
+
     .. math::
         \mathrm{MHA}(Q, K, V) = \mathrm{concat}(h_1, \dots, h_H)\, W_o, \qquad
         h_i = \mathrm{softmax}\!\left(\frac{(Q W_q^i)(K W_k^i)^\top}{\sqrt{d_h}} + M\right) V W_v^i
@@ -110,15 +189,13 @@ class MultiHeadAttention(nn.Module):
     def __init__(self, embed_dim: int, num_heads: int, dropout: float = 0.0, bias: bool = True,
                  kdim: int | None = None, vdim: int | None = None, *, fast: bool = True):
         super().__init__()
-        if embed_dim <= 0 or num_heads <= 0:
-            raise ValueError(f"embed_dim and num_heads must be positive, got {embed_dim} and {num_heads}")
+        embed_dim, num_heads = positive_int(embed_dim, "embed_dim"), positive_int(num_heads, "num_heads")
         if embed_dim % num_heads:
             raise ValueError(
                 f"embed_dim={embed_dim} is not divisible by num_heads={num_heads}: "
                 "each head needs embed_dim / num_heads features"
             )
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        dropout = dropout_rate(dropout, "dropout")
         self.embed_dim, self.num_heads = embed_dim, num_heads
         self.head_dim = embed_dim // num_heads
         self.kdim = kdim if kdim is not None else embed_dim
@@ -267,10 +344,10 @@ class MultiHeadAttention(nn.Module):
         if need_weights or not self.fast:
             # The explicit path: the equation, line by line.
             scores = (q * (1.0 / math.sqrt(self.head_dim))) @ k.transpose(-2, -1)  # (B, H, L, S)
+            if use_causal_kernel:  # is_causal: attn_mask is the causal mask (torch's contract)
+                mask = _float_mask(attn_mask, "attn_mask", q.dtype)
             if mask is not None:
                 scores = scores + mask
-            elif use_causal_kernel:
-                scores = scores.masked_fill(torch.ones(L, S, dtype=torch.bool, device=q.device).triu(1), float("-inf"))
             weights = torch.softmax(scores, dim=-1)  # (B, H, L, S)
             if p > 0:
                 weights = F.dropout(weights, p=p)
@@ -331,7 +408,124 @@ class MultiHeadAttention(nn.Module):
                 f"kdim={self.kdim}, vdim={self.vdim}, fast={self.fast}")
 
 
+__all__ += ["mha_parameter_count", "mha_flops"]
+
+
+def mha_parameter_count(embed_dim: int, kdim: int | None = None, vdim: int | None = None, bias: bool = True) -> int:
+    r"""The number of parameters of :class:`MultiHeadAttention` and of ``torch.nn.MultiheadAttention`` with these
+    sizes, whatever the number of heads:
+
+    .. math:: \underbrace{E^2}_{W_q} + \underbrace{k_\mathrm{dim} E}_{W_k} + \underbrace{v_\mathrm{dim} E}_{W_v}
+        + \underbrace{E^2}_{W_o} + \underbrace{4E}_{\text{biases, if } \mathtt{bias}}
+
+    Every projection outputs ``E`` features, so ``W_k`` is ``kdim x E`` and ``W_v`` is ``vdim x E``; ``kdim`` and
+    ``vdim`` default to ``E``.
+    """
+    E = positive_int(embed_dim, "embed_dim")
+    kd = E if kdim is None else positive_int(kdim, "kdim")
+    vd = E if vdim is None else positive_int(vdim, "vdim")
+    if not isinstance(bias, bool):
+        raise ValueError(f"bias must be True or False, got {bias!r}")
+    return 2 * E * E + (kd + vd) * E + (4 * E if bias else 0)
+
+
+def mha_flops(batch: int, seq_len: int, embed_dim: int, num_heads: int) -> int:
+    r"""Floating-point operations of the matrix products in one forward pass of multi-head self-attention.
+
+    A product of an ``(m, k)`` and a ``(k, n)`` matrix costs ``2 m k n`` FLOPs (one multiply and one add per
+    term). With ``B, T, E, H`` and ``d_h = E / H``:
+
+    .. math:: \underbrace{4 \cdot 2 B T E^2}_{W_q, W_k, W_v, W_o} + \underbrace{2 B H T^2 d_h}_{Q K^\top}
+        + \underbrace{2 B H T^2 d_h}_{\text{weights} \cdot V} = 8 B T E^2 + 4 B T^2 E
+
+    Softmax, scaling and biases are left out: they grow like ``B H T^2`` or ``B T E``, not like a product of
+    three sizes. It is what ``torch.utils.flop_counter.FlopCounterMode`` counts for :class:`MultiHeadAttention`
+    on its explicit path (``need_weights=True``).
+    """
+    B, T = positive_int(batch, "batch"), positive_int(seq_len, "seq_len")
+    E, H = positive_int(embed_dim, "embed_dim"), positive_int(num_heads, "num_heads")
+    if E % H:
+        raise ValueError(f"embed_dim={E} is not divisible by num_heads={H}")
+    projections = 4 * 2 * B * T * E * E
+    attention = 2 * (2 * B * H * T * T * (E // H))  # the scores, then the weighted sum
+    return projections + attention
+
+
 # --------------------------------------------------------------------------- chapter 5
+__all__ += ["layer_norm", "encoder_block"]
+
+
+def layer_norm(x, gamma, beta, eps: float = 1e-5) -> Tensor:
+    r"""Layer normalisation of every row of ``x`` over its last axis, equal to ``torch.nn.functional.layer_norm``.
+
+    .. math::
+        \mathrm{LN}(x) = \gamma \odot \frac{x - \mu}{\sqrt{\sigma^2 + \epsilon}} + \beta,
+        \qquad \mu = \frac1d \sum_i x_i, \quad \sigma^2 = \frac1d \sum_i (x_i - \mu)^2
+
+    The variance is the *biased* one (divided by ``d``, not ``d - 1``), as in ``torch.nn.LayerNorm``.
+
+    Args:
+        x: ``(..., d)`` tensor (or array).
+        gamma, beta: ``(d,)``, the learned scale and shift.
+        eps: added to the variance, so that a row without spread does not divide by 0.
+
+    Returns:
+        A tensor of the shape of ``x``.
+    """
+    x = torch.as_tensor(x)
+    x = x if torch.is_floating_point(x) else x.to(torch.get_default_dtype())
+    if x.dim() < 1:
+        raise ValueError(f"x must have at least one axis, got shape {tuple(x.shape)}")
+    gamma, beta = torch.as_tensor(gamma).to(x), torch.as_tensor(beta).to(x)
+    d = x.shape[-1]
+    if gamma.shape != (d,) or beta.shape != (d,):
+        raise ValueError(f"gamma {tuple(gamma.shape)} and beta {tuple(beta.shape)} must both have shape ({d},) "
+                         f"to match x of shape {tuple(x.shape)}")
+    eps = non_negative_number(eps, "eps")
+    mean = x.mean(dim=-1, keepdim=True)  # (..., 1)
+    var = ((x - mean) ** 2).mean(dim=-1, keepdim=True)  # (..., 1), biased
+    return (x - mean) / torch.sqrt(var + eps) * gamma + beta  # (..., d)
+
+
+def encoder_block(x, attn, ff, norm1, norm2, norm_first: bool = True) -> Tensor:
+    r"""A Transformer encoder block written from its parts: what :class:`EncoderBlock` computes (without dropout
+    or masks), and ``torch.nn.TransformerEncoderLayer`` given the same parts.
+
+    Pre-norm (``norm_first=True``, GPT-2 and most recent models):
+
+    .. math::
+        h = x + \mathrm{Attn}(\mathrm{LN}_1(x)), \qquad y = h + \mathrm{FF}(\mathrm{LN}_2(h))
+
+    Post-norm (``norm_first=False``, the original Transformer and BERT):
+
+    .. math::
+        h = \mathrm{LN}_1(x + \mathrm{Attn}(x)), \qquad y = \mathrm{LN}_2(h + \mathrm{FF}(h))
+
+    Args:
+        x: ``(B, T, d_model)``.
+        attn: a self-attention module called as ``attn(q, k, v)`` that returns ``(output, weights)``
+            (:class:`MultiHeadAttention`, or ``torch.nn.MultiheadAttention(batch_first=True)``).
+        ff: the position-wise feed-forward module, ``(B, T, d_model) -> (B, T, d_model)``.
+        norm1, norm2: the layer norms of the two sublayers.
+        norm_first: pre-norm (True) or post-norm (False).
+
+    Returns:
+        ``(B, T, d_model)``.
+    """
+    x = torch.as_tensor(x)
+    if x.dim() != 3:
+        raise ValueError(f"x must be (B, T, d_model), got shape {tuple(x.shape)}")
+
+    def self_attend(h):
+        return attn(h, h, h, need_weights=False)[0]  # (B, T, d_model)
+
+    if norm_first:
+        x = x + self_attend(norm1(x))  # the residual path carries x untouched
+        return x + ff(norm2(x))
+    x = norm1(x + self_attend(x))
+    return norm2(x + ff(x))
+
+
 class FeedForward(nn.Module):
     r"""The position-wise feed-forward block: :math:`W_2\,\phi(W_1 x + b_1) + b_2`, applied to
     every position on its own. ``(B, T, d_model) -> (B, T, d_model)``."""
@@ -371,10 +565,18 @@ class _Residual(nn.Module):
 class EncoderBlock(nn.Module):
     """Self-attention over the whole sequence, then a feed-forward block, each a residual.
 
-    ``forward(x, key_padding_mask=None, need_weights=False)``: ``(B, T, d_model)`` in and
-    out; ``key_padding_mask`` is ``(B, T)`` with True on padding (torch's convention). With
-    ``need_weights=True`` the per-head attention weights ``(B, H, T, T)`` are kept in
-    ``self.attn_weights``.
+    ``forward(x, mask=None, padding_mask=None, need_weights=False)``:
+
+    * ``x``: ``(B, T, d_model)`` in and out;
+    * ``mask``: ``(T, T)`` booleans, True where query ``i`` may attend to key ``j``
+      (default: everywhere);
+    * ``padding_mask``: ``(B, T)`` booleans (or 0/1), True for the real tokens and False for
+      padding, which no query may attend to (``attnedu.functional.padding_mask(lengths, T)[:, 0]``
+      as a tensor).
+
+    Both are in the course's convention (True = may attend); the block converts them once to
+    :class:`MultiHeadAttention`'s torch convention. With ``need_weights=True`` the per-head
+    attention weights ``(B, H, T, T)`` are kept in ``self.attn_weights``.
     """
 
     def __init__(self, d_model: int, n_head: int, d_ff: int, dropout: float = 0.0,
@@ -387,9 +589,15 @@ class EncoderBlock(nn.Module):
         self.drop = nn.Dropout(dropout)
         self.attn_weights: Tensor | None = None
 
-    def forward(self, x: Tensor, key_padding_mask: Tensor | None = None, need_weights: bool = False) -> Tensor:
+    def forward(self, x: Tensor, mask: Tensor | None = None, padding_mask: Tensor | None = None,
+                need_weights: bool = False) -> Tensor:
+        _check_x(x, self.res1.norm.normalized_shape[0])
+        T = x.shape[1]
+        blocked = _blocked(mask, "mask", (T, T))  # torch's convention from here on
+        padding = _blocked(padding_mask, "padding_mask", (x.shape[0], T))
+
         def attend(h):
-            out, w = self.self_attn(h, h, h, key_padding_mask=key_padding_mask,
+            out, w = self.self_attn(h, h, h, key_padding_mask=padding, attn_mask=blocked,
                                     need_weights=need_weights, average_attn_weights=False)
             self.attn_weights = w
             return self.drop(out)
@@ -401,15 +609,22 @@ class EncoderBlock(nn.Module):
 class DecoderBlock(nn.Module):
     """Causal self-attention, optional cross-attention to an encoder's output, feed-forward.
 
-    ``forward(x, memory=None, attn_mask=None, key_padding_mask=None,
-    memory_key_padding_mask=None, cache=None, need_weights=False)``:
+    ``forward(x, memory=None, mask=None, padding_mask=None, memory_padding_mask=None,
+    cache=None, need_weights=False)``:
 
-    * ``x``: ``(B, T, d_model)``; position ``t`` sees positions ``<= t`` only. The causal
-      mask is built here unless ``attn_mask`` (torch's convention, True = blocked) is given.
+    * ``x``: ``(B, T, d_model)``; position ``t`` sees positions ``<= t`` only.
+    * ``mask``: ``(T, past + T)`` booleans, True where query ``i`` may attend to key ``j``;
+      default :func:`attnedu.functional.causal_mask` ``(T, past)``, built here (``past`` is
+      the number of cached positions, 0 without a cache).
+    * ``padding_mask``: ``(B, past + T)``, True for real tokens, False for padding.
     * ``memory``: ``(B, S, d_model)``, the encoder's output, for cross-attention
-      (``cross_attention=True`` blocks only).
+      (``cross_attention=True`` blocks only); ``memory_padding_mask`` ``(B, S)``, True for its
+      real positions.
     * ``cache``: a :class:`KVCache` for the self-attention: ``x`` holds only the new
       positions, which attend to every cached one and causally among themselves.
+
+    Every mask is in the course's convention (True = may attend); the block converts them
+    once to :class:`MultiHeadAttention`'s torch convention.
 
     With ``need_weights=True``, ``self.attn_weights`` (self-attention) and
     ``self.cross_weights`` hold the per-head weights.
@@ -429,35 +644,35 @@ class DecoderBlock(nn.Module):
         self.attn_weights: Tensor | None = None
         self.cross_weights: Tensor | None = None
 
-    @staticmethod
-    def causal_mask(T_new: int, past: int = 0, device=None) -> Tensor:
-        """``(T_new, past + T_new)`` booleans, True where new position ``i`` may NOT look (the future)."""
-        i = torch.arange(T_new, device=device)[:, None] + past  # absolute positions of the queries
-        j = torch.arange(past + T_new, device=device)[None, :]
-        return j > i
-
-    def forward(self, x: Tensor, memory: Tensor | None = None, attn_mask: Tensor | None = None,
-                key_padding_mask: Tensor | None = None, memory_key_padding_mask: Tensor | None = None,
+    def forward(self, x: Tensor, memory: Tensor | None = None, mask: Tensor | None = None,
+                padding_mask: Tensor | None = None, memory_padding_mask: Tensor | None = None,
                 cache: KVCache | None = None, need_weights: bool = False) -> Tensor:
         if memory is not None and self.cross_attn is None:
             raise ValueError("this DecoderBlock has no cross-attention: build it with cross_attention=True")
         if memory is None and self.cross_attn is not None:
             raise ValueError("this DecoderBlock has cross-attention: pass the encoder's output as memory")
+        _check_x(x, self.res1.norm.normalized_shape[0])
+        B, T = x.shape[:2]
         past = len(cache) if cache is not None else 0
-        causal = attn_mask is None
-        if causal and not (x.shape[1] == 1 and key_padding_mask is None):
-            attn_mask = self.causal_mask(x.shape[1], past, x.device)  # (T, past + T)
-        # one new token may look at everything before it: no mask needed at all
+        causal = mask is None
+        if causal and not (T == 1 and padding_mask is None):
+            mask = torch.from_numpy(causal_mask(T, past)).to(x.device)  # (T, past + T), True = may attend
+        # (one new token may look at everything before it: no mask needed at all)
+        blocked = _blocked(mask, "mask", (T, past + T))  # torch's convention from here on
+        padding = _blocked(padding_mask, "padding_mask", (B, past + T))
+        memory_padding = None
+        if memory is not None:
+            memory_padding = _blocked(memory_padding_mask, "memory_padding_mask", (B, memory.shape[1]))
 
         def self_attend(h):
-            out, w = self.self_attn(h, h, h, attn_mask=attn_mask, key_padding_mask=key_padding_mask,
+            out, w = self.self_attn(h, h, h, attn_mask=blocked, key_padding_mask=padding,
                                     need_weights=need_weights, average_attn_weights=False, cache=cache,
-                                    is_causal=causal and attn_mask is not None)
+                                    is_causal=causal and blocked is not None)
             self.attn_weights = w
             return self.drop(out)
 
         def cross_attend(h):
-            out, w = self.cross_attn(h, memory, memory, key_padding_mask=memory_key_padding_mask,
+            out, w = self.cross_attn(h, memory, memory, key_padding_mask=memory_padding,
                                      need_weights=need_weights, average_attn_weights=False)
             self.cross_weights = w
             return self.drop(out)
@@ -466,196 +681,3 @@ class DecoderBlock(nn.Module):
         if self.cross_attn is not None:
             x = self.res2(x, cross_attend)  # (B, T, d_model)
         return self.res3(x, self.ff)  # (B, T, d_model)
-
-
-# --------------------------------------------------------------------------- chapter 7
-# The modules of a Llama-style decoder (SmolLM2, in attnedu.pretrained.smollm).
-__all__ += ["GroupedQueryAttention", "RMSNorm", "SwiGLU"]
-
-
-def _fused_weight(module: nn.Module, layers: tuple[nn.Linear, ...]) -> Tensor:
-    """The weights of ``layers`` stacked into one matrix, for one matrix product instead of several.
-
-    Under autograd the stack is built anew each call, so gradients reach every layer; without
-    gradients (generation) it is kept on ``module`` until a weight changes.
-    """
-    if torch.is_grad_enabled():
-        return torch.cat([layer.weight for layer in layers])
-    key = tuple((w.data_ptr(), 0 if w.is_inference() else w._version) for w in (layer.weight for layer in layers))
-    cached = module.__dict__.get("_fused_cache")
-    if cached is not None and cached[0] == key:
-        return cached[1]
-    weight = torch.cat([layer.weight for layer in layers])
-    module.__dict__["_fused_cache"] = (key, weight)
-    return weight
-
-
-class GroupedQueryAttention(nn.Module):
-    r"""Causal self-attention in which groups of query heads share one key/value head.
-
-    With ``H`` query heads and ``H_kv`` key/value heads (``H`` divisible by ``H_kv``), query
-    head ``i`` attends with key/value head ``g(i) = \lfloor i / (H / H_kv) \rfloor``:
-
-    .. math::
-        h_i = \mathrm{softmax}\!\left(\frac{R(q_i) R(k_{g(i)})^\top}{\sqrt{d_h}} + M\right) v_{g(i)},
-        \qquad \mathrm{GQA}(x) = \mathrm{concat}(h_1, \dots, h_H)\, W_o
-
-    where :math:`R` is the rotary position embedding (if any) and :math:`M` the causal mask.
-    ``H_kv = H`` is ordinary multi-head attention; ``H_kv = 1`` is multi-query attention.
-    The gain is in generation: the :class:`KVCache` holds ``H_kv`` heads, not ``H``
-    (SmolLM2 caches 3 heads instead of 9, a third of the memory and of the memory traffic).
-
-    Args:
-        d_model: ``E``, the size of the input and of the output.
-        n_head: ``H``, the number of query heads.
-        n_kv_head: ``H_kv``, the number of key/value heads; ``H % H_kv == 0``.
-        head_dim: ``d_h`` (default ``E // H``).
-        bias: biases on the four projections (Llama has none).
-        rope: ``None`` or a callable ``rope(x, start) -> x`` that rotates ``x`` ``(B, heads, T, d_h)``
-            as positions ``start..start+T-1``, e.g. :class:`attnedu.rope.RotaryEmbedding`.
-        fast: use ``scaled_dot_product_attention`` when the weights are not asked for.
-
-    ``forward(x, cache=None, need_weights=False)``: ``x`` ``(B, T, E)``; returns
-    ``(out, weights)`` like :class:`MultiHeadAttention`: ``out`` ``(B, T, E)`` and, with
-    ``need_weights=True``, the per-head weights ``(B, H, T, S)`` (else ``None``). With a
-    :class:`KVCache`, ``x`` holds only the new positions; they attend to every cached one.
-    """
-
-    def __init__(self, d_model: int, n_head: int, n_kv_head: int, head_dim: int | None = None,
-                 bias: bool = False, rope=None, *, fast: bool = True):
-        super().__init__()
-        if min(d_model, n_head, n_kv_head) <= 0:
-            raise ValueError(f"d_model, n_head and n_kv_head must be positive, got {d_model}, {n_head}, {n_kv_head}")
-        if n_head % n_kv_head:
-            raise ValueError(f"n_head={n_head} is not divisible by n_kv_head={n_kv_head}: "
-                             "each key/value head must serve the same number of query heads")
-        if head_dim is None:
-            if d_model % n_head:
-                raise ValueError(f"d_model={d_model} is not divisible by n_head={n_head}; pass head_dim")
-            head_dim = d_model // n_head
-        self.d_model, self.n_head, self.n_kv_head, self.head_dim = d_model, n_head, n_kv_head, head_dim
-        self.n_rep = n_head // n_kv_head  # query heads per key/value head
-        self.q_proj = nn.Linear(d_model, n_head * head_dim, bias=bias)  # W_q of all query heads
-        self.k_proj = nn.Linear(d_model, n_kv_head * head_dim, bias=bias)  # only H_kv key heads...
-        self.v_proj = nn.Linear(d_model, n_kv_head * head_dim, bias=bias)  # ...and value heads
-        self.o_proj = nn.Linear(n_head * head_dim, d_model, bias=bias)  # W_o
-        self.rope, self.fast = rope, fast
-
-    def _project(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """q ``(B, T, H*dh)``, k and v ``(B, T, H_kv*dh)``: one fused product when not training."""
-        layers = (self.q_proj, self.k_proj, self.v_proj)
-        if torch.is_grad_enabled() or self.q_proj.bias is not None:
-            return self.q_proj(x), self.k_proj(x), self.v_proj(x)
-        qkv = F.linear(x, _fused_weight(self, layers))  # (B, T, (H + 2 H_kv) dh)
-        sizes = (self.n_head * self.head_dim, self.n_kv_head * self.head_dim, self.n_kv_head * self.head_dim)
-        return qkv.split(sizes, dim=-1)
-
-    def forward(self, x: Tensor, cache: KVCache | None = None, need_weights: bool = False) -> tuple[Tensor, Tensor | None]:
-        if x.dim() != 3 or x.shape[-1] != self.d_model:
-            raise ValueError(f"x must be (B, T, {self.d_model}), got shape {tuple(x.shape)}")
-        B, T, _ = x.shape
-        H, Hkv, dh = self.n_head, self.n_kv_head, self.head_dim
-        past = len(cache) if cache is not None else 0
-
-        q, k, v = self._project(x)
-        q = q.view(B, T, H, dh).transpose(1, 2)  # (B, H, T, dh)
-        k = k.view(B, T, Hkv, dh).transpose(1, 2)  # (B, H_kv, T, dh)
-        v = v.view(B, T, Hkv, dh).transpose(1, 2)  # (B, H_kv, T, dh)
-        if self.rope is not None:  # rotate by the absolute positions past..past+T-1
-            q, k = self.rope(q, past), self.rope(k, past)
-        if cache is not None:
-            k, v = cache.update(k, v)  # (B, H_kv, S, dh), S = past + T
-        S = k.shape[2]
-
-        if need_weights or not self.fast:
-            # The explicit path: give every query head its group's key/value head, then the equation.
-            k = k.repeat_interleave(self.n_rep, dim=1)  # (B, H, S, dh): heads 0,0,0,1,1,1,2,2,2
-            v = v.repeat_interleave(self.n_rep, dim=1)  # (B, H, S, dh)
-            scores = (q * (1.0 / math.sqrt(dh))) @ k.transpose(-2, -1)  # (B, H, T, S)
-            if T > 1:  # query t (absolute position past + t) may not see keys after it
-                future = torch.ones(T, S, dtype=torch.bool, device=x.device).triu(past + 1)  # (T, S)
-                scores = scores.masked_fill(future, float("-inf"))
-            weights = torch.softmax(scores, dim=-1)  # (B, H, T, S)
-            out = weights @ v  # (B, H, T, dh)
-        else:
-            weights = None
-            out = self._sdpa(q, k, v, past)  # (B, H, T, dh)
-
-        out = out.transpose(1, 2).reshape(B, T, H * dh)  # concatenate the heads: (B, T, H*dh)
-        return self.o_proj(out), weights  # (B, T, E)
-
-    def _sdpa(self, q: Tensor, k: Tensor, v: Tensor, past: int) -> Tensor:
-        """The fast path: one fused kernel, same result as the explicit path."""
-        B, H, T, dh = q.shape
-        Hkv, S = k.shape[1], k.shape[2]
-        if T == 1:
-            # One new token sees every key: no mask. Stack the query heads of a group as rows,
-            # so the group's key/value head is shared without copying it.
-            q = q.view(B, Hkv, self.n_rep, dh)  # (B, H_kv, n_rep, dh): heads in group order
-            out = F.scaled_dot_product_attention(q, k, v)  # (B, H_kv, n_rep, dh)
-            return out.view(B, H, 1, dh)
-        k = k.repeat_interleave(self.n_rep, dim=1)  # (B, H, S, dh)
-        v = v.repeat_interleave(self.n_rep, dim=1)
-        if past == 0:
-            return F.scaled_dot_product_attention(q, k, v, is_causal=True)
-        future = torch.ones(T, S, dtype=torch.bool, device=q.device).triu(past + 1)  # (T, S)
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=~future)  # True = may attend
-
-    def extra_repr(self) -> str:
-        return (f"d_model={self.d_model}, n_head={self.n_head}, n_kv_head={self.n_kv_head}, "
-                f"head_dim={self.head_dim}, fast={self.fast}")
-
-
-class RMSNorm(nn.Module):
-    r"""Root-mean-square normalisation: LayerNorm without the centring and without a bias.
-
-    .. math::
-        \mathrm{RMSNorm}(x) = \frac{x}{\sqrt{\frac{1}{d}\sum_j x_j^2 + \epsilon}} \odot g
-
-    ``(..., d) -> (..., d)``. The statistic is computed in float32 whatever the input's
-    dtype, as Llama does. With ``fast=True`` (and torch >= 2.4), float32 inputs go through the
-    fused ``torch.nn.functional.rms_norm``, which gives the same bits in one kernel.
-    """
-
-    def __init__(self, d: int, eps: float = 1e-6, *, fast: bool = True):
-        super().__init__()
-        if d <= 0 or not eps >= 0:
-            raise ValueError(f"RMSNorm needs d > 0 and eps >= 0, got d={d}, eps={eps}")
-        self.weight = nn.Parameter(torch.ones(d))  # g
-        self.eps, self.fast = eps, fast
-
-    def forward(self, x: Tensor) -> Tensor:
-        if self.fast and x.dtype == torch.float32 and hasattr(F, "rms_norm"):
-            return F.rms_norm(x, self.weight.shape, self.weight, self.eps)
-        dtype = x.dtype
-        x = x.float()
-        x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)  # (..., d), unit RMS
-        return self.weight * x.to(dtype)
-
-    def extra_repr(self) -> str:
-        return f"{self.weight.shape[0]}, eps={self.eps}"
-
-
-class SwiGLU(nn.Module):
-    r"""The gated feed-forward block of Llama (Shazeer, 2020):
-
-    .. math::
-        \mathrm{SwiGLU}(x) = W_{down}\,\big(\mathrm{SiLU}(W_{gate}\,x) \odot W_{up}\,x\big),
-        \qquad \mathrm{SiLU}(z) = z\,\sigma(z)
-
-    ``(B, T, d_model) -> (B, T, d_model)`` through a hidden size ``d_ff``. The gate decides,
-    feature by feature, how much of the "up" projection passes.
-    """
-
-    def __init__(self, d_model: int, d_ff: int, bias: bool = False):
-        super().__init__()
-        self.gate_proj = nn.Linear(d_model, d_ff, bias=bias)  # (d_model -> d_ff)
-        self.up_proj = nn.Linear(d_model, d_ff, bias=bias)  # (d_model -> d_ff)
-        self.down_proj = nn.Linear(d_ff, d_model, bias=bias)  # (d_ff -> d_model)
-
-    def forward(self, x: Tensor) -> Tensor:
-        if torch.is_grad_enabled() or self.gate_proj.bias is not None:
-            gate, up = self.gate_proj(x), self.up_proj(x)  # (B, T, d_ff) each
-        else:  # one product for both when not training
-            gate, up = F.linear(x, _fused_weight(self, (self.gate_proj, self.up_proj))).chunk(2, dim=-1)
-        return self.down_proj(F.silu(gate) * up)  # (B, T, d_model)

@@ -31,6 +31,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from attnedu._validate import positive_int, positive_number
+
 __all__ = ["rope_frequencies", "rope_cos_sin", "rotate", "apply_rope", "RotaryEmbedding"]
 
 LAYOUTS = ("adjacent", "halves")
@@ -47,10 +49,9 @@ def rope_frequencies(d: int, base: float = 10000.0) -> Tensor:
     Computed in float32 in the same order of operations as ``transformers``, so that the
     angles (and therefore the logits of a pretrained model) agree to the last bit.
     """
-    if int(d) != d or d < 2 or d % 2:
+    if positive_int(d, "d") % 2:
         raise ValueError(f"RoPE needs an even feature size d >= 2, got d={d!r}")
-    if not base > 0:
-        raise ValueError(f"base must be positive, got {base!r}")
+    positive_number(base, "base")
     return 1.0 / (base ** (torch.arange(0, int(d), 2, dtype=torch.int64).float() / d))  # (d/2,)
 
 
@@ -98,32 +99,31 @@ def _complex_viewable(x: Tensor) -> bool:
 
 
 class RotaryEmbedding(nn.Module):
-    """RoPE with the ``cos``/``sin`` table computed once for positions ``0..max_len-1``.
+    """RoPE with the ``cos``/``sin`` table computed once for positions ``0..context-1``.
 
     ``rope(x, start=0)`` rotates ``x`` ``(B, H, T, d)`` as if its rows sat at positions
     ``start .. start+T-1`` -- during generation with a KV cache, ``start`` is the number of
-    cached positions. This is the ``rope`` callable :class:`attnedu.nn.GroupedQueryAttention`
-    takes.
+    cached positions. This is the ``rope`` callable :class:`attnedu.llama.GroupedQueryAttention`
+    takes. ``context`` is the model's context length, the most positions it rotates.
     """
 
-    def __init__(self, head_dim: int, max_len: int, base: float = 10000.0, layout: str = "adjacent"):
+    def __init__(self, head_dim: int, context: int, base: float = 10000.0, layout: str = "adjacent"):
         super().__init__()
         _check_layout(layout)
-        if int(max_len) != max_len or max_len < 1:
-            raise ValueError(f"max_len must be a positive integer, got {max_len!r}")
-        self.head_dim, self.max_len, self.base, self.layout = int(head_dim), int(max_len), float(base), layout
-        cos, sin = rope_cos_sin(torch.arange(self.max_len), self.head_dim, self.base)  # (max_len, d/2)
+        self.head_dim, self.context = positive_int(head_dim, "head_dim"), positive_int(context, "context")
+        self.base, self.layout = positive_number(base, "base"), layout
+        cos, sin = rope_cos_sin(torch.arange(self.context), self.head_dim, self.base)  # (context, d/2)
         self.register_buffer("cos", cos, persistent=False)
         self.register_buffer("sin", sin, persistent=False)
-        # e^{i p theta}, (max_len, d/2): a plain attribute, not a buffer, so that ``model.to(dtype)``
+        # e^{i p theta}, (context, d/2): a plain attribute, not a buffer, so that ``model.to(dtype)``
         # (which would cast a complex buffer to a real dtype) leaves it alone; it follows x's device.
         self._cis = torch.complex(cos, sin)
 
     def forward(self, x: Tensor, start: int = 0) -> Tensor:
         T = x.shape[-2]
-        if start + T > self.max_len:
+        if start + T > self.context:
             raise ValueError(f"positions {start}..{start + T - 1} are past this RotaryEmbedding's "
-                             f"max_len={self.max_len} (the model's context length)")
+                             f"context={self.context} (the model's context length)")
         if self.layout == "adjacent" and x.dtype == torch.float32 and _complex_viewable(x):
             # The fast path, same bits: read the pair (a, b) as the complex number a + ib;
             # multiplying it by e^{i p theta} rotates it by p theta. (Meta's Llama code does this.)
@@ -134,4 +134,4 @@ class RotaryEmbedding(nn.Module):
         return rotate(x, self.cos[start : start + T], self.sin[start : start + T], self.layout)
 
     def extra_repr(self) -> str:
-        return f"head_dim={self.head_dim}, max_len={self.max_len}, base={self.base}, layout={self.layout!r}"
+        return f"head_dim={self.head_dim}, context={self.context}, base={self.base}, layout={self.layout!r}"

@@ -36,7 +36,7 @@ import torch
 
 from attnedu.corpus import CharTokenizer, python_corpus, train_val_split
 from attnedu.models import GPT, GPTConfig
-from attnedu.train import train
+from attnedu.train import lm_batches, lm_losses, train
 
 MAX_CHECKPOINT_BYTES = 5 * 1024 * 1024
 
@@ -54,11 +54,11 @@ def main(argv=None) -> None:
 
     if args.quick:
         text = python_corpus(max_chars=100_000)
-        dims = dict(n_layer=2, n_head=2, n_embd=32, block_size=32)
+        dims = dict(n_layer=2, n_head=2, d_model=32, context=32)
         iters, batch_size, eval_interval, eval_iters, warmup = 30, 4, 15, 2, 5
     else:
         text = python_corpus()
-        dims = dict(n_layer=4, n_head=4, n_embd=128, block_size=64)
+        dims = dict(n_layer=4, n_head=4, d_model=128, context=64)
         iters, batch_size, eval_interval, eval_iters, warmup = args.iters, 12, 250, 20, min(100, args.iters)
     tok = CharTokenizer(text)
     train_ids, val_ids = train_val_split(tok.encode(text), 0.1)
@@ -71,10 +71,11 @@ def main(argv=None) -> None:
     print(f"model: {config}, {model.num_parameters():,} parameters")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs")
 
-    history = train(model, train_ids, val_ids, iters=iters, batch_size=batch_size,
-                    block_size=config.block_size, lr=1e-3, warmup=warmup, min_lr=1e-4, weight_decay=0.1,
-                    betas=(0.9, 0.99), grad_clip=1.0, eval_interval=eval_interval, eval_iters=eval_iters,
-                    seed=args.seed, progress=True)
+    losses = lm_losses(model, {"train": train_ids, "val": val_ids}, batch_size=batch_size, context=config.context,
+                       eval_iters=eval_iters, seed=args.seed + 1)
+    history = train(model, lm_batches(train_ids, batch_size, config.context), iters=iters, lr=1e-3, warmup=warmup,
+                    min_lr=1e-4, weight_decay=0.1, betas=(0.9, 0.99), grad_clip=1.0, eval_fn=losses,
+                    eval_every=eval_interval, seed=args.seed, progress=True)
 
     print()
     print(f"{'iters':>6} {'median s/iter':>14} {'tokens/s':>9} {'wall s':>7} {'train loss':>11} {'val loss':>9}")
@@ -84,8 +85,8 @@ def main(argv=None) -> None:
 
     with torch.no_grad():
         prompt = torch.tensor([tok.encode("def ")])
-        sample = model.generate(prompt, 200, temperature=0.8, generator=torch.Generator().manual_seed(0))
-    print("\nsample (temperature 0.8):\n" + tok.decode(sample[0]))
+        sample = model.generate(prompt, 200, temperature=0.8, seed=0)
+    print("\nsample (temperature 0.8):\n" + "def " + tok.decode(sample[0]))
 
     if args.save:
         n_bytes = 4 * model.num_parameters()

@@ -38,12 +38,11 @@ from attnedu.models import GPT, GPTConfig
 
 
 def generate(model, prompt, n, use_cache, sampled, seed=0):
-    gen = torch.Generator().manual_seed(seed)
-    kw = dict(temperature=1.0, top_k=40) if sampled else dict(temperature=0.0)
-    return model.generate(prompt, n, use_cache=use_cache, generator=gen, **kw)
+    kw = dict(temperature=1.0, top_k=40, seed=seed) if sampled else dict(temperature=0.0)
+    return model.generate(prompt, n, use_cache=use_cache, **kw)
 
 
-MODELS = {  # name: (n_layer, n_head, n_embd); all with context 256 and a vocabulary of 96
+MODELS = {  # name: (n_layer, n_head, d_model); all with context 256 and a vocabulary of 96
     "course 4x128": (4, 4, 128),  # the model of chapter 6 and benchmarks/gpt_train.py
     "nanoGPT 6x384": (6, 6, 384),  # nanoGPT's shakespeare-char model
 }
@@ -51,7 +50,7 @@ MODELS = {  # name: (n_layer, n_head, n_embd); all with context 256 and a vocabu
 
 def run(name, model, repeats):
     config = model.config
-    n_new = config.block_size  # a 1-token prompt + block_size new tokens: the last step reads block_size tokens
+    n_new = config.context  # a 1-token prompt + context new tokens: the last step reads context tokens
     prompt = torch.zeros(1, 1, dtype=torch.long)
     for sampled in (False, True):
         outputs = {mode: generate(model, prompt, n_new, mode, sampled) for mode in (False, True)}  # warm-up
@@ -87,16 +86,17 @@ def main(argv=None) -> None:
         models = {"checkpoint": GPT.load(args.checkpoint)[0]}
     else:
         shapes = {"tiny 2x32": (2, 2, 32)} if args.quick else MODELS
-        block_size = 32 if args.quick else 256
+        context = 32 if args.quick else 256
         models = {}
-        for name, (n_layer, n_head, n_embd) in shapes.items():
+        for name, (n_layer, n_head, d_model) in shapes.items():
             torch.manual_seed(0)
-            config = GPTConfig(block_size, 96, n_layer, n_head, n_embd, dropout=0.0, bias=False)
+            config = GPTConfig(vocab_size=96, context=context, n_layer=n_layer, n_head=n_head, d_model=d_model,
+                               dropout=0.0, bias=False)
             models[name] = GPT(config).eval()
     repeats = 2 if args.quick else args.repeats
 
     first = next(iter(models.values())).config
-    print(f"context {first.block_size}: {first.block_size} new tokens after a 1-token prompt, batch 1, float32; "
+    print(f"context {first.context}: {first.context} new tokens after a 1-token prompt, batch 1, float32; "
           f"{torch.get_num_threads()} threads, torch {torch.__version__}")
     print(f"{'model':<14} {'params':>7} {'decoding':<9} {'cache':<6} {'tokens':>6} {'median s':>9} {'tokens/s':>9} "
           f"{'speed-up':>9} {'same':>6}")

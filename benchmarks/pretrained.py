@@ -133,7 +133,7 @@ def bench_decoder(args) -> list[Row]:
     tensors = [torch.tensor([ids]) for ids in prompts]
 
     def run_ours() -> tuple[int, list]:
-        outs = [ours.generate_ids(ids, n_new) for ids in prompts]
+        outs = [ours.generate(ids, n_new).tolist() for ids in prompts]
         return sum(map(len, outs)), outs
 
     @torch.inference_mode()

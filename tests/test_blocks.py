@@ -1,12 +1,16 @@
 """attnedu.nn's Transformer blocks: equal to torch's reference layers given the same weights,
-causal where they must be, and a KV cache that changes nothing but the speed."""
+causal where they must be, and a KV cache that changes nothing but the speed; chapter 5's layer_norm and
+encoder_block equal torch's, and the attention patterns are what the blocks let through. Their masks are in
+the course's convention, True where a position may attend (torch's layers take the opposite)."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
-from attnedu.nn import DecoderBlock, EncoderBlock, FeedForward, KVCache, MultiHeadAttention
+from attnedu import functional as AF
+from attnedu.nn import DecoderBlock, EncoderBlock, FeedForward, KVCache, MultiHeadAttention, encoder_block, layer_norm
 
 TOL = dict(atol=1e-5, rtol=1e-5)
 
@@ -35,7 +39,10 @@ def test_encoder_block_equals_torch_transformer_encoder_layer(norm_first, activa
     pad = torch.zeros(3, 7, dtype=torch.bool)
     pad[1, 5:] = True
     ref.train()  # keeps torch on its plain (not fused inference) path
-    torch.testing.assert_close(ours(x, key_padding_mask=pad), ref(x, src_key_padding_mask=pad), **TOL)
+    torch.testing.assert_close(ours(x, padding_mask=~pad), ref(x, src_key_padding_mask=pad), **TOL)
+    window = torch.ones(7, 7, dtype=torch.bool).triu(-2).tril(2)  # a band: |i - j| <= 2 may attend
+    torch.testing.assert_close(ours(x, mask=window, padding_mask=~pad),
+                               ref(x, src_mask=~window, src_key_padding_mask=pad), **TOL)
 
 
 @pytest.mark.parametrize("norm_first", [True, False])
@@ -55,7 +62,7 @@ def test_decoder_block_equals_torch_transformer_decoder_layer(norm_first):
     mem_pad[0, 7:] = True
     causal = torch.nn.Transformer.generate_square_subsequent_mask(6).isinf()  # True = blocked
     expected = ref(x, memory, tgt_mask=causal, memory_key_padding_mask=mem_pad)
-    torch.testing.assert_close(ours(x, memory, memory_key_padding_mask=mem_pad), expected, **TOL)
+    torch.testing.assert_close(ours(x, memory, memory_padding_mask=~mem_pad), expected, **TOL)
 
 
 def test_decoder_position_t_never_sees_the_future():
@@ -83,7 +90,7 @@ def test_padding_does_not_change_the_real_positions():
     x = torch.randn(1, 5, 8)
     padded = torch.cat([x, torch.randn(1, 3, 8)], dim=1)
     pad = torch.tensor([[False] * 5 + [True] * 3])
-    torch.testing.assert_close(block(padded, key_padding_mask=pad)[:, :5], block(x), **TOL)
+    torch.testing.assert_close(block(padded, padding_mask=~pad)[:, :5], block(x), **TOL)
 
 
 def test_kv_cache_gives_the_same_outputs_as_the_full_sequence():
@@ -147,3 +154,137 @@ def test_cross_attention_is_asked_for_consistently():
     cache.update(torch.zeros(1, 2, 3, 4), torch.zeros(1, 2, 3, 4))
     with pytest.raises(ValueError, match="do not fit the cached"):
         cache.update(torch.zeros(2, 2, 1, 4), torch.zeros(2, 2, 1, 4))
+
+
+def test_the_blocks_masks_are_true_where_a_position_may_attend():
+    torch.manual_seed(8)
+    x = torch.randn(2, 5, 8)
+    real = torch.from_numpy(AF.padding_mask(np.array([5, 3]), 5)[:, 0])  # (B, T): chapter 2's, True = real
+    enc = EncoderBlock(8, 2, 16)
+    enc(x, padding_mask=real, need_weights=True)
+    assert torch.all(enc.attn_weights[1, :, :, 3:] == 0)  # nobody attends to sequence 1's padding
+    dec = DecoderBlock(8, 2, 16)
+    causal = torch.from_numpy(AF.causal_mask(5))  # the default, given explicitly
+    torch.testing.assert_close(dec(x, mask=causal), dec(x), **TOL)
+    dec(x, mask=torch.ones(5, 5, dtype=torch.bool), need_weights=True)  # everything allowed: not causal
+    assert torch.all(dec.attn_weights[0, :, 0, 1:] > 0)
+    dec(x, padding_mask=real, need_weights=True)  # causal and padding together
+    assert torch.all(dec.attn_weights[1, :, :, 3:] == 0) and torch.all(dec.attn_weights[0, :, 0, 1:] == 0)
+    assert torch.equal(dec(x, padding_mask=real.int()), dec(x, padding_mask=real))  # 1/0 as True/False
+
+
+def test_a_mask_of_the_wrong_shape_or_type_raises_a_value_error_naming_it():
+    x = torch.randn(2, 5, 8)
+    with pytest.raises(ValueError, match=r"padding_mask must be a \(2, 5\) tensor"):
+        EncoderBlock(8, 2, 16)(x, padding_mask=torch.ones(2, 4, dtype=torch.bool))
+    with pytest.raises(ValueError, match="mask must be boolean"):
+        DecoderBlock(8, 2, 16)(x, mask=torch.zeros(5, 5))
+    with pytest.raises(ValueError, match=r"x must be \(B, T, 8\)"):
+        EncoderBlock(8, 2, 16)(torch.randn(5, 8))
+
+
+def test_with_a_cache_the_default_mask_covers_the_cached_positions():
+    torch.manual_seed(9)
+    block = DecoderBlock(16, 2, 32).eval()
+    x = torch.randn(1, 7, 16)
+    with torch.no_grad():
+        full = block(x)
+        cache = KVCache()
+        block(x[:, :4], cache=cache)
+        allowed = torch.from_numpy(AF.causal_mask(3, past=4))  # (3, 7): what the block builds itself
+        torch.testing.assert_close(block(x[:, 4:], cache=cache, mask=allowed), full[:, 4:], **TOL)
+
+
+# ------------------------------------------------------------------ chapter 5's functions: layer_norm, encoder_block
+@pytest.mark.parametrize("shape", [(1, 1), (4, 7), (2, 3, 16), (2, 2, 3, 5)])
+@pytest.mark.parametrize("eps", [1e-5, 1e-2, 1.0])
+def test_layer_norm_equals_torch_layer_norm(shape, eps):
+    g = torch.Generator().manual_seed(len(shape))
+    x = torch.randn(shape, generator=g, dtype=torch.float64) * 4 - 2
+    gamma = torch.randn(shape[-1], generator=g, dtype=torch.float64)
+    beta = torch.randn(shape[-1], generator=g, dtype=torch.float64)
+    expected = torch.nn.functional.layer_norm(x, shape[-1:], gamma, beta, eps)
+    torch.testing.assert_close(layer_norm(x, gamma, beta, eps), expected)
+    module = torch.nn.LayerNorm(shape[-1], eps=eps).double()
+    with torch.no_grad():
+        module.weight.copy_(gamma)
+        module.bias.copy_(beta)
+        torch.testing.assert_close(layer_norm(x, gamma, beta, eps), module(x))
+
+
+@pytest.mark.parametrize("norm_first", [True, False])
+def test_encoder_block_function_equals_attnedus_encoder_block(norm_first):
+    torch.manual_seed(5)
+    block = EncoderBlock(12, 3, 40, norm_first=norm_first).eval()
+    with torch.no_grad():
+        for p in block.parameters():
+            p.add_(0.2 * torch.randn_like(p))  # non-trivial norms and biases
+        x = torch.randn(2, 6, 12)
+        ours = encoder_block(x, block.self_attn, block.ff, block.res1.norm, block.res2.norm, norm_first)
+        torch.testing.assert_close(ours, block(x), atol=1e-6, rtol=1e-6)
+
+
+@pytest.mark.parametrize("norm_first", [True, False])
+@pytest.mark.parametrize("activation", ["relu", "gelu"])
+def test_encoder_block_function_equals_torch_transformer_encoder_layer(norm_first, activation):
+    torch.manual_seed(6)
+    layer = torch.nn.TransformerEncoderLayer(16, 4, 32, dropout=0.0, activation=activation,
+                                             batch_first=True, norm_first=norm_first).double().train()
+    act = torch.nn.ReLU() if activation == "relu" else torch.nn.GELU()
+    ff = torch.nn.Sequential(layer.linear1, act, layer.linear2)
+    x = torch.randn(3, 5, 16, dtype=torch.float64)
+    with torch.no_grad():
+        ours = encoder_block(x, layer.self_attn, ff, layer.norm1, layer.norm2, norm_first)
+        torch.testing.assert_close(ours, layer(x))
+
+
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda: layer_norm(torch.zeros(2, 4), torch.ones(3), torch.zeros(4)), r"must both have shape \(4,\)"),
+        (lambda: layer_norm(torch.zeros(2, 4), torch.ones(4), torch.zeros(4), eps=-1.0), "eps must be a finite num"),
+        (lambda: layer_norm(torch.tensor(1.0), torch.ones(1), torch.zeros(1)), "x must have at least one axis"),
+        (lambda: encoder_block(torch.zeros(4, 8), None, None, None, None), r"\(B, T, d_model\), got shape \(4, 8\)"),
+    ],
+)
+def test_layer_norm_and_encoder_block_reject_bad_input_with_a_value_error(call, message):
+    with pytest.raises(ValueError, match=message):
+        call()
+
+
+def dependencies(run, n_positions: int, d: int) -> np.ndarray:
+    """(T, T) booleans: output position i changes when input position j does."""
+    torch.manual_seed(0)
+    x = torch.randn(1, n_positions, d)
+    with torch.no_grad():
+        base = run(x)
+        deps = np.zeros((n_positions, n_positions), dtype=bool)
+        for j in range(n_positions):
+            y = x.clone()
+            y[0, j] += torch.randn(d)  # not a constant: LN would remove it
+            deps[:, j] = (run(y) - base).abs().amax(dim=-1)[0].numpy() > 1e-6
+    return deps
+
+
+@pytest.mark.parametrize("n_in, n_out", [(4, 3), (1, 5), (5, 1)])
+def test_attention_patterns_are_what_the_blocks_let_through(n_in, n_out):
+    # stacks of two blocks, so that indirect paths would show up too
+    d, T = 8, n_in + n_out
+    torch.manual_seed(1)
+    enc = [EncoderBlock(d, 2, 16).eval() for _ in range(2)]
+    dec = [DecoderBlock(d, 2, 16).eval() for _ in range(2)]
+    xdec = [DecoderBlock(d, 2, 16, cross_attention=True).eval() for _ in range(2)]
+
+    def stack(blocks, h, *args):
+        for b in blocks:
+            h = b(h, *args)
+        return h
+
+    def encoder_decoder(x):
+        memory = stack(enc, x[:, :n_in])
+        return torch.cat([memory, stack(xdec, x[:, n_in:], memory)], dim=1)
+
+    runs = {"encoder": lambda x: stack(enc, x), "decoder": lambda x: stack(dec, x),
+            "encoder-decoder": encoder_decoder}
+    for kind, run in runs.items():
+        np.testing.assert_array_equal(dependencies(run, T, d), AF.attention_pattern(kind, n_in, n_out), err_msg=kind)

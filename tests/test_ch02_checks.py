@@ -1,6 +1,7 @@
 """Chapter 2's checks: the library passes them, and each typical mistake gets the sentence meant for it."""
 
 import re
+from functools import partial
 
 import numpy as np
 import pytest
@@ -80,7 +81,7 @@ def fills_with_large_negative(q, k, v, mask=None):
 
 
 def test_the_library_passes_the_attention_check(capsys):
-    ch02.check_scaled_dot_product_attention(F.scaled_dot_product_attention)
+    partial(ch02.check, "scaled_dot_product_attention")(F.scaled_dot_product_attention)
     assert "passes all 7 checks" in capsys.readouterr().out
 
 
@@ -101,7 +102,7 @@ def test_the_library_passes_the_attention_check(capsys):
     ],
 )
 def test_a_typical_attention_mistake_is_named(fn, message):
-    text = failure(ch02.check_scaled_dot_product_attention, fn)
+    text = failure(partial(ch02.check, "scaled_dot_product_attention"), fn)
     assert re.search(message, text), text
     assert ("Likely cause:" in text) != ("Hint:" in text), text  # a named mistake replaces the hint
 
@@ -117,15 +118,15 @@ def test_a_typical_attention_mistake_is_named(fn, message):
     ],
 )
 def test_garbage_never_crashes_the_attention_check(fn, message):
-    assert message in failure(ch02.check_scaled_dot_product_attention, fn)
+    assert message in failure(partial(ch02.check, "scaled_dot_product_attention"), fn)
 
 
 def test_an_error_that_is_not_about_shapes_gets_the_case_hint_after_it():
-    # the checks core now adds a case's hint to any exception the learner's function raises
+    # the check adds a case's hint to any exception the learner's function raises
     def raises(q, k, v, mask=None):
         raise KeyError("oops")
 
-    text = failure(ch02.check_scaled_dot_product_attention, raises)
+    text = failure(partial(ch02.check, "scaled_dot_product_attention"), raises)
     assert re.search(r"raised KeyError: 'oops' \(on the three-token example of the chapter\)\. "
                      r"Hint: by hand, q @ k\.T = ", text), text
     assert "Likely cause" not in text
@@ -135,7 +136,7 @@ def test_a_stub_is_told_it_is_not_written_yet_without_a_hint():
     def stub(q, k, v, mask=None):
         raise NotImplementedError()
 
-    text = failure(ch02.check_scaled_dot_product_attention, stub)
+    text = failure(partial(ch02.check, "scaled_dot_product_attention"), stub)
     assert "is not written yet" in text and "Hint" not in text
 
 
@@ -144,18 +145,18 @@ def test_an_implementation_in_float32_passes(capsys):
         f32 = [np.asarray(a, dtype=np.float32) for a in (q, k, v)]
         return F.scaled_dot_product_attention(*f32, mask)
 
-    ch02.check_scaled_dot_product_attention(in_float32)
+    partial(ch02.check, "scaled_dot_product_attention")(in_float32)
     assert "passes all" in capsys.readouterr().out
 
 
 # ------------------------------------------------------------------ causal mask
 def test_the_library_passes_the_causal_mask_check(capsys):
-    ch02.check_causal_mask(F.causal_mask)
+    partial(ch02.check, "causal_mask")(F.causal_mask)
     assert "passes all 3 checks" in capsys.readouterr().out
 
 
 def test_a_torch_boolean_mask_is_accepted(capsys):
-    ch02.check_causal_mask(lambda T: torch.tril(torch.ones(T, T, dtype=torch.bool)))
+    partial(ch02.check, "causal_mask")(lambda T: torch.tril(torch.ones(T, T, dtype=torch.bool)))
     assert "passes all" in capsys.readouterr().out
 
 
@@ -177,7 +178,7 @@ def test_a_torch_boolean_mask_is_accepted(capsys):
     ],
 )
 def test_a_wrong_causal_mask_gets_the_sentence_meant_for_it(fn, message):
-    assert message in failure(ch02.check_causal_mask, fn)
+    assert message in failure(partial(ch02.check, "causal_mask"), fn)
 
 
 def test_a_raising_mask_function_shows_only_the_learners_own_frames():
@@ -185,8 +186,8 @@ def test_a_raising_mask_function_shows_only_the_learners_own_frames():
         return np.ones((T, T), dtype=bool)[100]
 
     with pytest.raises(CheckFailed) as info:
-        ch02.check_causal_mask(broken)
-    # the checks core now adds the case's hint after the error
+        partial(ch02.check, "causal_mask")(broken)
+    # the check adds the case's hint after the error
     assert "raised IndexError" in str(info.value)
     assert str(info.value).endswith("(on T = 3). Hint: by hand: [[True, False, False], [True, True, False], "
                                     "[True, True, True]].")
@@ -197,7 +198,7 @@ def test_a_raising_mask_function_shows_only_the_learners_own_frames():
 
 # ------------------------------------------------------------------ padding mask
 def test_the_library_passes_the_padding_mask_check(capsys):
-    ch02.check_padding_mask(F.padding_mask)
+    partial(ch02.check, "padding_mask")(F.padding_mask)
     assert "passes all 3 checks" in capsys.readouterr().out
 
 
@@ -213,23 +214,15 @@ def test_the_library_passes_the_padding_mask_check(capsys):
     ],
 )
 def test_a_wrong_padding_mask_gets_the_sentence_meant_for_it(fn, message):
-    assert message in failure(ch02.check_padding_mask, fn)
-
-
-def test_check_mask_function_compares_booleans_with_booleans(capsys):
-    cases = [Case((2,), np.array([True, False]))]
-    ch02.check_mask_function(lambda n: np.arange(n) < 1, "first", cases, params=["n"])
-    assert "passes all 1 checks" in capsys.readouterr().out
-    with pytest.raises(CheckFailed, match="off by up to 1"):
-        ch02.check_mask_function(lambda n: np.arange(n) < 2, "first", cases, params=["n"])
-    with pytest.raises(CheckFailed, match="returned numbers of dtype float64 as a result; expected booleans"):
-        ch02.check_mask_function(lambda n: (np.arange(n) < 1).astype(float), "first", cases, params=["n"])
+    assert message in failure(partial(ch02.check, "padding_mask"), fn)
 
 
 # ------------------------------------------------------------------ additive scores
-def test_the_reference_passes_the_additive_check(capsys):
-    ch02.check_additive_scores(ch02.additive_scores_reference)
-    assert "passes all 3 checks" in capsys.readouterr().out
+def test_the_library_passes_every_chapter_2_check_visible_and_hidden(capsys):
+    for name, ex in ch02.EXERCISES.items():
+        ch02.check(name, ex.reference)
+        ch02.check(name, ex.reference, hidden=True)
+    assert capsys.readouterr().out.count("passes all") == 4
 
 
 def test_the_additive_reference_is_the_formula_pair_by_pair():
@@ -237,7 +230,7 @@ def test_the_additive_reference_is_the_formula_pair_by_pair():
     q, k = rng.normal(size=(3, 4)), rng.normal(size=(5, 2))
     W_q, W_k, w = rng.normal(size=(6, 4)), rng.normal(size=(6, 2)), rng.normal(size=6)
     loops = np.array([[w @ np.tanh(W_q @ qi + W_k @ kj) for kj in k] for qi in q])
-    np.testing.assert_allclose(ch02.additive_scores_reference(q, k, W_q, W_k, w), loops, rtol=1e-12)
+    np.testing.assert_allclose(F.additive_scores(q, k, W_q, W_k, w), loops, rtol=1e-12)
 
 
 @pytest.mark.parametrize(
@@ -251,7 +244,7 @@ def test_the_additive_reference_is_the_formula_pair_by_pair():
 def test_the_additive_reference_names_shapes_that_do_not_fit(shapes):
     arrays = [np.ones(s) for s in shapes]
     with pytest.raises(ValueError, match=r"q \(.*W_q \("):
-        ch02.additive_scores_reference(*arrays)
+        F.additive_scores(*arrays)
 
 
 def no_tanh(q, k, W_q, W_k, w):
@@ -280,5 +273,5 @@ def no_broadcast(q, k, W_q, W_k, w):
     ],
 )
 def test_a_typical_additive_mistake_is_named(fn, message):
-    text = failure(ch02.check_additive_scores, fn)
+    text = failure(partial(ch02.check, "additive_scores"), fn)
     assert re.search(message, text), text

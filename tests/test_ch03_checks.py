@@ -1,7 +1,8 @@
-"""Chapter 3 checks: the reference code passes, typical mistakes are named in one sentence,
+"""Chapter 3 checks: the library passes them, typical mistakes are named in one sentence,
 garbage never crashes a check, and the library's position functions do what the chapter says."""
 
 import math
+from functools import partial
 
 import numpy as np
 import pytest
@@ -11,6 +12,7 @@ from torch import nn
 from attnedu import functional as F
 from attnedu.checks import CheckFailed
 from attnedu.checks import ch03_self_attention as ch03
+from attnedu.nn import SelfAttention
 
 
 def fails_with(check, fn, pattern):
@@ -22,38 +24,32 @@ def fails_with(check, fn, pattern):
     return info.value
 
 
-# ------------------------------------------------------------------ the references pass
-def test_the_reference_code_passes_every_check_of_the_chapter(capsys):
-    ch03.check_self_attention(ch03.self_attention_reference)
-    ch03.check_self_attention_module(ch03.SelfAttentionReference)
-    ch03.check_sinusoidal_positions(F.sinusoidal_positions)
-    ch03.check_apply_rope(lambda x, positions: F.apply_rope(x, positions))
-    assert capsys.readouterr().out.count("passes all") == 4
+# ------------------------------------------------------------------ the library passes
+def test_the_library_passes_every_chapter_3_check_visible_and_hidden(capsys):
+    for name, ex in ch03.EXERCISES.items():
+        ch03.check(name, ex.reference)
+        ch03.check(name, ex.reference, hidden=True)
+    out = capsys.readouterr().out
+    assert out.count("passes all") == 4 and "`SelfAttention` passes all 5 checks" in out  # 4 cases and the gradients
 
 
-def test_the_module_reference_equals_the_numpy_reference_and_torch_sdpa():
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(2, 5, 6))
-    W_q, W_k, W_v = rng.normal(size=(6, 4)), rng.normal(size=(6, 4)), rng.normal(size=(6, 3))
-    out, weights = ch03.module_runner(ch03.SelfAttentionReference)(x, W_q, W_k, W_v)
-    ref_out, ref_weights = ch03.self_attention_reference(x, W_q, W_k, W_v)
-    np.testing.assert_allclose(out.detach().numpy(), ref_out, rtol=1e-10)
-    np.testing.assert_allclose(weights.detach().numpy(), ref_weights, rtol=1e-10)
-    xt = torch.from_numpy(x)
-    q, k, v = (xt @ torch.from_numpy(W) for W in (W_q, W_k, W_v))
-    fast = torch.nn.functional.scaled_dot_product_attention(q, k, v)
-    np.testing.assert_allclose(fast.numpy(), ref_out, rtol=1e-10)
+def test_the_chapters_own_solutions_pass(capsys):
+    # written the way the chapter's solution cells write them
+    class Mine(nn.Module):
+        def __init__(self, d_model, d_k, d_v=None):
+            super().__init__()
+            self.W_q, self.W_k = nn.Linear(d_model, d_k, bias=False), nn.Linear(d_model, d_k, bias=False)
+            self.W_v = nn.Linear(d_model, d_k if d_v is None else d_v, bias=False)
 
+        def forward(self, x):
+            q, k, v = self.W_q(x), self.W_k(x), self.W_v(x)
+            weights = torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1]), dim=-1)
+            return weights @ v, weights
 
-def test_self_attention_without_positions_is_permutation_equivariant():
-    rng = np.random.default_rng(1)
-    x = rng.normal(size=(9, 5))
-    W_q, W_k, W_v = (rng.normal(size=(5, 4)) for _ in range(3))
-    perm = rng.permutation(9)
-    out, weights = ch03.self_attention_reference(x, W_q, W_k, W_v)
-    out_p, weights_p = ch03.self_attention_reference(x[perm], W_q, W_k, W_v)
-    np.testing.assert_allclose(out_p, out[perm])
-    np.testing.assert_allclose(weights_p, weights[perm][:, perm])
+    partial(ch03.check, "SelfAttention")(Mine)
+    partial(ch03.check, "SelfAttention", hidden=True)(Mine)
+    partial(ch03.check, "apply_rope")(lambda x, positions: F.apply_rope(x, positions))
+    assert capsys.readouterr().out.count("passes all") == 2
 
 
 # ------------------------------------------------------------------ the library's positions
@@ -146,6 +142,20 @@ def plain_transpose_breaks_batches(x, W_q, W_k, W_v):
     return w @ v, w
 
 
+def scaled_by(size, power=0.5):
+    def wrong(x, W_q, W_k, W_v):
+        q, k, v = project(x, W_q, W_k, W_v)
+        w = F.softmax(q @ np.swapaxes(k, -1, -2) / {"d_k": k.shape[-1], "d_v": v.shape[-1]}[size] ** power)
+        return w @ v, w
+
+    return wrong
+
+
+def unprojected_queries_and_keys(x, W_q, W_k, W_v):
+    w = F.softmax(x @ np.swapaxes(x, -1, -2) / np.sqrt(x.shape[-1]))
+    return w @ (x @ W_v), w
+
+
 def unstable_softmax(x, W_q, W_k, W_v):
     q, k, v = project(x, W_q, W_k, W_v)
     with np.errstate(over="ignore", invalid="ignore"):
@@ -159,56 +169,59 @@ def unstable_softmax(x, W_q, W_k, W_v):
     [
         (no_scale, r"Likely cause: the scores were not scaled: divide q @ k\.T by sqrt\(d_k\)"),
         (scaled_by_d_model, r"Likely cause: divide by sqrt\(d_k\).*not by sqrt\(d_model\)"),
+        (scaled_by("d_v"), r"Likely cause: divide by sqrt\(d_k\).*not by sqrt\(d_v\), the size of a value"),
+        (scaled_by("d_k", power=1), r"Likely cause: divide the scores by the square root of d_k, not by d_k itself"),
+        (unprojected_queries_and_keys, r"Likely cause: the queries and keys must be projected too"),
         (keys_times_queries, r"Likely cause: scores\[i, j\] is the query of token i.*not k @ q\.T"),
         (softmax_over_queries, r"Likely cause: the softmax normalises each query's scores over the keys: the last"),
         (transposed_weights, r"Likely cause: the projections are .*the weight matrices as given \(not transposed\)"),
         (projection_on_the_wrong_side, r"raised ValueError.* Hint: .*so the queries are x @ W_q \(x on the left\)"),
         (plain_transpose_breaks_batches, r"shape \(2, 5, 4\).* Hint: .*np\.swapaxes\(k, -1, -2\); k\.T would reverse"),
         (unstable_softmax, r"with NaN at .*stable softmax"),
-        (lambda x, W_q, W_k, W_v: ch03.self_attention_reference(x, W_q, W_k, W_v)[0],
+        (lambda x, W_q, W_k, W_v: F.self_attention(x, W_q, W_k, W_v)[0],
          r"returned 1 value\(s\); expected a tuple of 2"),
     ],
 )
 def test_a_wrong_self_attention_is_named(fn, message):
-    fails_with(ch03.check_self_attention, fn, message)
+    fails_with(partial(ch03.check, "self_attention"), fn, message)
 
 
 def test_an_unrecognised_mistake_keeps_the_hand_computed_hint():
     def halves_everything(x, W_q, W_k, W_v):
-        out, w = ch03.self_attention_reference(x, W_q, W_k, W_v)
+        out, w = F.self_attention(x, W_q, W_k, W_v)
         return out / 2, w
 
-    fails_with(ch03.check_self_attention, halves_everything, r"off by up to.*Hint: by hand, q = x @ W_q")
+    fails_with(partial(ch03.check, "self_attention"), halves_everything, r"off by up to.*Hint: by hand, q = x @ W_q")
 
 
 # ------------------------------------------------------------------ SelfAttention module mistakes
-class NoScale(ch03.SelfAttentionReference):
+class NoScale(SelfAttention):
     def forward(self, x):
         q, k, v = self.W_q(x), self.W_k(x), self.W_v(x)
         w = torch.softmax(q @ k.transpose(-2, -1), dim=-1)
         return w @ v, w
 
 
-class PlainTranspose(ch03.SelfAttentionReference):
+class PlainTranspose(SelfAttention):
     def forward(self, x):
         q, k, v = self.W_q(x), self.W_k(x), self.W_v(x)
         w = torch.softmax(q @ k.permute(*range(k.ndim - 1, -1, -1)) / math.sqrt(q.shape[-1]), dim=-1)
         return w @ v, w
 
 
-class ThroughNumPy(ch03.SelfAttentionReference):
+class ThroughNumPy(SelfAttention):
     def forward(self, x):
         q, k, v = (layer(x).detach().numpy() for layer in (self.W_q, self.W_k, self.W_v))
         w = F.softmax(q @ np.swapaxes(k, -1, -2) / np.sqrt(q.shape[-1]))
         return torch.from_numpy(w @ v), torch.from_numpy(w)
 
 
-class Stub(ch03.SelfAttentionReference):
+class Stub(SelfAttention):
     def forward(self, x):
         raise NotImplementedError()
 
 
-class Broken(ch03.SelfAttentionReference):
+class Broken(SelfAttention):
     def forward(self, x):
         return x[100]
 
@@ -221,18 +234,18 @@ class Broken(ch03.SelfAttentionReference):
         (ThroughNumPy, r"right numbers, but gradients do not flow back to W_q, W_k and W_v"),
         (Stub, r"`SelfAttention` is not written yet"),
         (None, r"should be a class derived from torch\.nn\.Module, but it is None"),
-        (ch03.self_attention_reference, r"should be a class derived from torch\.nn\.Module, but it is a function"),
+        (F.self_attention, r"should be a class derived from torch\.nn\.Module, but it is a function"),
     ],
 )
 def test_a_wrong_self_attention_module_is_named(cls, message):
-    fails_with(ch03.check_self_attention_module, cls, message)
+    fails_with(partial(ch03.check, "SelfAttention"), cls, message)
 
 
 def test_a_module_that_raises_shows_only_the_learners_frames():
-    failure = fails_with(ch03.check_self_attention_module, Broken, r"raised IndexError")
+    failure = fails_with(partial(ch03.check, "SelfAttention"), Broken, r"raised IndexError")
     tb = failure.learner_traceback
     assert "return x[100]" in tb
-    assert "ch03_self_attention.py" not in tb and "core.py" not in tb
+    assert "ch03_self_attention.py" not in tb and "engine.py" not in tb
 
 
 # ------------------------------------------------------------------ sinusoidal mistakes
@@ -260,6 +273,7 @@ def own_frequency_per_column(T, d):
         (lambda T, d: table(T, d, power=1.0), r"Likely cause: .*drop the 2 in the exponent"),
         (lambda T, d: table(T, d, power=4.0), r"Likely cause: .*column index 2i where the formula has i"),
         (own_frequency_per_column, r"Likely cause: .*cosine columns use a frequency of their own"),
+        (lambda T, d: table(T, d, power=-2.0), r"Likely cause: .*divide the position by 10000 \*\* \(2i / d\) rather"),
         (lambda T, d: table(T, d, start=1), r"Likely cause: positions start at 0"),
         (lambda T, d: table(T, d, sines_first=False, interleave=False), r"Likely cause: .*all the cosines first, then"),
         (lambda T, d: table(T, d).T, r"\(transposed\?\)"),
@@ -267,7 +281,7 @@ def own_frequency_per_column(T, d):
     ],
 )
 def test_a_wrong_sinusoidal_table_is_named(fn, message):
-    fails_with(ch03.check_sinusoidal_positions, fn, message)
+    fails_with(partial(ch03.check, "sinusoidal_positions"), fn, message)
 
 
 # ------------------------------------------------------------------ RoPE mistakes
@@ -284,6 +298,14 @@ def rope(x, positions, half_split=False, sign=1.0, power=2.0):
     return out
 
 
+def own_angle_per_feature(x, positions):
+    ang = np.asarray(positions, dtype=float)[:, None] / 10000.0 ** (np.arange(x.shape[1]) / x.shape[1])  # (T, d)
+    out, a, b = np.empty_like(x), x[:, 0::2], x[:, 1::2]
+    out[:, 0::2] = a * np.cos(ang[:, 0::2]) - b * np.sin(ang[:, 0::2])
+    out[:, 1::2] = a * np.sin(ang[:, 1::2]) + b * np.cos(ang[:, 1::2])
+    return out
+
+
 @pytest.mark.parametrize(
     "fn, message",
     [
@@ -291,20 +313,24 @@ def rope(x, positions, half_split=False, sign=1.0, power=2.0):
         (lambda x, p: rope(x, p, sign=-1.0), r"Likely cause: you rotated the wrong way"),
         (lambda x, p: rope(x, np.arange(len(x))), r"Likely cause: .*you used t itself instead of the positions given"),
         (lambda x, p: rope(x, p, power=1.0), r"Likely cause: .*drop the 2 in the exponent"),
+        (lambda x, p: rope(x, p, power=4.0), r"Likely cause: .*put the feature index 2i where the formula has i"),
+        (lambda x, p: rope(x, p, power=-2.0), r"Likely cause: .*so use a negative exponent"),
+        (own_angle_per_feature, r"Likely cause: both features of a pair are rotated by the same angle"),
         (lambda x, p: x, r"Hint: by hand, with d = 2 the row at position p turns by p radians"),
     ],
 )
 def test_a_wrong_rope_is_named(fn, message):
-    fails_with(ch03.check_apply_rope, fn, message)
+    fails_with(partial(ch03.check, "apply_rope"), fn, message)
 
 
-def test_a_rope_that_rotates_in_place_still_passes(capsys):
+def test_a_rope_that_rotates_in_place_is_told_so():
+    # the hidden test always required x to stay as it was; the visible check now says so too
     def in_place(x, positions):
         x[:] = F.apply_rope(x, positions)
         return x
 
-    ch03.check_apply_rope(in_place)  # every case gets its own copy of x
-    assert "passes all" in capsys.readouterr().out
+    fails_with(partial(ch03.check, "apply_rope"), in_place, r"changed its argument `x` in place on x = an array of "
+                                                             r"shape \(3, 2\).*work on a copy")
 
 
 # ------------------------------------------------------------------ garbage never crashes a check
@@ -330,7 +356,7 @@ GARBAGE = [
 @pytest.mark.parametrize("garbage", GARBAGE)
 @pytest.mark.parametrize(
     "check",
-    [ch03.check_self_attention, ch03.check_sinusoidal_positions, ch03.check_apply_rope],
+    [partial(ch03.check, name) for name in ("self_attention", "sinusoidal_positions", "apply_rope")],
     ids=["self_attention", "sinusoidal_positions", "apply_rope"],
 )
 def test_a_visible_check_never_crashes_on_garbage(check, garbage):
@@ -351,7 +377,7 @@ class NoLayers(nn.Module):
         return x, x
 
 
-class ReturnsGarbage(ch03.SelfAttentionReference):
+class ReturnsGarbage(SelfAttention):
     def forward(self, x):
         return "abc"
 
@@ -359,4 +385,20 @@ class ReturnsGarbage(ch03.SelfAttentionReference):
 @pytest.mark.parametrize("garbage", [WrongSignature, NoLayers, ReturnsGarbage, Stub, int, "SelfAttention", 3])
 def test_the_module_check_never_crashes_on_garbage(garbage):
     with pytest.raises(CheckFailed):
-        ch03.check_self_attention_module(garbage)
+        partial(ch03.check, "SelfAttention")(garbage)
+
+
+class DefaultDvIsDModel(SelfAttention):
+    def __init__(self, d_model, d_k, d_v=None):
+        super().__init__(d_model, d_k, d_model if d_v is None else d_v)
+
+
+@pytest.mark.parametrize(
+    "cls, message",
+    [
+        (DefaultDvIsDModel, r"returned \[\(2, 4, 5\), \(2, 4, 4\)\]; expected \[\(2, 4, 3\), \(2, 4, 4\)\]"),
+        (ThroughNumPy, r"right numbers, but gradients do not flow back to W_q, W_k and W_v"),
+    ],
+)
+def test_the_hidden_module_check_tries_the_default_d_v_and_the_gradients_in_float32(cls, message):
+    fails_with(partial(ch03.check, "SelfAttention", hidden=True), cls, message)

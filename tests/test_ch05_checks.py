@@ -1,25 +1,21 @@
-"""Chapter 5's checks: the references pass, typical mistakes get the sentence meant for them,
-garbage never crashes a check, and the references are the real thing: layer norm equals
-torch's, the encoder block equals attnedu.nn.EncoderBlock and torch.nn.TransformerEncoderLayer,
-and the attention patterns are exactly what attnedu.nn's blocks let through."""
+"""Chapter 5's checks: the library passes them, visible and hidden, typical mistakes get the sentence meant for
+them, and garbage never crashes a check. (The library's versions are tested against torch and attnedu.nn's blocks
+in test_blocks.py, test_functional_attention.py and test_train.py.)"""
 
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 import pytest
+import torch
 
 from conftest import assert_one_sentence, garbage  # what learners typically get wrong
-import torch
-import torch.nn.functional as F
-from torch import nn
-
-from attnedu import functional as AF
 from attnedu.checks import CheckFailed
 from attnedu.checks import ch05_transformer as ch05
-from attnedu.nn import DecoderBlock, EncoderBlock
-
-ln_ref, eb_ref = ch05.layer_norm_reference, ch05.encoder_block_reference
-acc_ref, pat_ref = ch05.sequence_accuracy_reference, ch05.attention_pattern_reference
+from attnedu.functional import attention_pattern as pat_ref
+from attnedu.nn import encoder_block as eb_ref
+from attnedu.nn import layer_norm as ln_ref
 
 
 # ------------------------------------------------------------------ wrong learner functions
@@ -185,19 +181,15 @@ def pat_ints(kind, n_in, n_out):
     return pat_ref(kind, n_in, n_out).astype(int)
 
 
-# ------------------------------------------------------------------ the references pass
-@pytest.mark.parametrize(
-    "check, fn, n",
-    [
-        (ch05.check_layer_norm, ln_ref, 5),
-        (ch05.check_encoder_block, eb_ref, 4),
-        (ch05.check_sequence_accuracy, acc_ref, 4),
-        (ch05.check_attention_pattern, pat_ref, 7),
-    ],
-)
-def test_the_reference_passes_its_own_check_and_says_so(check, fn, n, capsys):
-    check(fn)
-    assert f"passes all {n} checks" in capsys.readouterr().out
+# ------------------------------------------------------------------ the library passes
+def test_the_library_passes_every_chapter_5_check_visible_and_hidden(capsys):
+    for name, ex in ch05.EXERCISES.items():
+        ch05.check(name, ex.reference)
+        ch05.check(name, ex.reference, hidden=True)
+    out = capsys.readouterr().out
+    assert out.count("passes all") == 4
+    for name, n in [("layer_norm", 5), ("encoder_block", 4), ("sequence_accuracy", 4), ("attention_pattern", 7)]:
+        assert f"`{name}` passes all {n} checks" in out
 
 
 def test_the_notebooks_own_solutions_pass(capsys):
@@ -230,13 +222,16 @@ def test_the_notebooks_own_solutions_pass(capsys):
         mask[n_in:, n_in:] = np.tril(np.ones((n_out, n_out), dtype=bool))
         return mask
 
-    ch05.check_layer_norm(layer_norm)
-    ch05.check_layer_norm(ln_numpy)  # NumPy operations on the tensors are fine too
-    ch05.check_encoder_block(encoder_block)
-    ch05.check_sequence_accuracy(sequence_accuracy)
-    ch05.check_sequence_accuracy(lambda p, t: (p == t).all(dim=1).float().mean())  # a 0-d tensor
-    ch05.check_attention_pattern(attention_pattern)
+    ch05.check("layer_norm", layer_norm)
+    ch05.check("layer_norm", ln_numpy)  # NumPy operations on the tensors are fine too
+    ch05.check("encoder_block", encoder_block)
+    ch05.check("sequence_accuracy", sequence_accuracy)
+    ch05.check("sequence_accuracy", lambda p, t: (p == t).all(dim=1).float().mean())  # a 0-d tensor
+    ch05.check("attention_pattern", attention_pattern)
     assert capsys.readouterr().out.count("passes all") == 6
+    for name, fn in [("layer_norm", layer_norm), ("encoder_block", encoder_block),
+                     ("sequence_accuracy", sequence_accuracy), ("attention_pattern", attention_pattern)]:
+        ch05.check(name, fn, hidden=True)
 
 
 # ------------------------------------------------------------------ layer norm
@@ -255,7 +250,7 @@ def test_the_notebooks_own_solutions_pass(capsys):
 )
 def test_layer_norm_mistakes_get_their_sentence(fn, message):
     with pytest.raises(CheckFailed, match=message):
-        ch05.check_layer_norm(fn)
+        ch05.check("layer_norm", fn)
 
 
 # ------------------------------------------------------------------ encoder block
@@ -275,7 +270,7 @@ def test_layer_norm_mistakes_get_their_sentence(fn, message):
 )
 def test_encoder_block_mistakes_get_their_sentence(fn, message):
     with pytest.raises(CheckFailed, match=message):
-        ch05.check_encoder_block(fn)
+        ch05.check("encoder_block", fn)
 
 
 # ------------------------------------------------------------------ sequence accuracy
@@ -291,7 +286,7 @@ def test_encoder_block_mistakes_get_their_sentence(fn, message):
 )
 def test_sequence_accuracy_mistakes_get_their_sentence(fn, message):
     with pytest.raises(CheckFailed, match=message):
-        ch05.check_sequence_accuracy(fn)
+        ch05.check("sequence_accuracy", fn)
 
 
 # ------------------------------------------------------------------ attention patterns
@@ -309,135 +304,11 @@ def test_sequence_accuracy_mistakes_get_their_sentence(fn, message):
 )
 def test_attention_pattern_mistakes_get_their_sentence(fn, message):
     with pytest.raises(CheckFailed, match=message):
-        ch05.check_attention_pattern(fn)
+        ch05.check("attention_pattern", fn)
 
 
 # ------------------------------------------------------------------ garbage never crashes
-@pytest.mark.parametrize(
-    "check",
-    [ch05.check_layer_norm, ch05.check_encoder_block, ch05.check_sequence_accuracy,
-     ch05.check_attention_pattern],
-)
+@pytest.mark.parametrize("name", list(ch05.EXERCISES))
 @pytest.mark.parametrize("fn, message", garbage("not an array of numbers"))
-def test_garbage_gets_a_sentence_not_a_crash(check, fn, message):
-    assert_one_sentence(check, fn, message)
-
-
-# ------------------------------------------------------------------ the references are the real thing
-@pytest.mark.parametrize("shape", [(1, 1), (4, 7), (2, 3, 16), (2, 2, 3, 5)])
-@pytest.mark.parametrize("eps", [1e-5, 1e-2, 1.0])
-def test_layer_norm_reference_equals_torch_layer_norm(shape, eps):
-    g = torch.Generator().manual_seed(len(shape))
-    x = torch.randn(shape, generator=g, dtype=torch.float64) * 4 - 2
-    gamma = torch.randn(shape[-1], generator=g, dtype=torch.float64)
-    beta = torch.randn(shape[-1], generator=g, dtype=torch.float64)
-    torch.testing.assert_close(ln_ref(x, gamma, beta, eps), F.layer_norm(x, shape[-1:], gamma, beta, eps))
-    module = nn.LayerNorm(shape[-1], eps=eps).double()
-    with torch.no_grad():
-        module.weight.copy_(gamma)
-        module.bias.copy_(beta)
-        torch.testing.assert_close(ln_ref(x, gamma, beta, eps), module(x))
-
-
-@pytest.mark.parametrize("norm_first", [True, False])
-def test_encoder_block_reference_equals_attnedus_encoder_block(norm_first):
-    torch.manual_seed(5)
-    block = EncoderBlock(12, 3, 40, norm_first=norm_first).eval()
-    with torch.no_grad():
-        for p in block.parameters():
-            p.add_(0.2 * torch.randn_like(p))  # non-trivial norms and biases
-        x = torch.randn(2, 6, 12)
-        ours = eb_ref(x, block.self_attn, block.ff, block.res1.norm, block.res2.norm, norm_first)
-        torch.testing.assert_close(ours, block(x), atol=1e-6, rtol=1e-6)
-
-
-@pytest.mark.parametrize("norm_first", [True, False])
-@pytest.mark.parametrize("activation", ["relu", "gelu"])
-def test_encoder_block_reference_equals_torch_transformer_encoder_layer(norm_first, activation):
-    torch.manual_seed(6)
-    layer = nn.TransformerEncoderLayer(16, 4, 32, dropout=0.0, activation=activation,
-                                       batch_first=True, norm_first=norm_first).double().train()
-    act = nn.ReLU() if activation == "relu" else nn.GELU()
-    ff = nn.Sequential(layer.linear1, act, layer.linear2)
-    x = torch.randn(3, 5, 16, dtype=torch.float64)
-    with torch.no_grad():
-        ours = eb_ref(x, layer.self_attn, ff, layer.norm1, layer.norm2, norm_first)
-        torch.testing.assert_close(ours, layer(x))
-
-
-def dependencies(run, n_positions: int, d: int) -> np.ndarray:
-    """(T, T) booleans: output position i changes when input position j does."""
-    torch.manual_seed(0)
-    x = torch.randn(1, n_positions, d)
-    with torch.no_grad():
-        base = run(x)
-        deps = np.zeros((n_positions, n_positions), dtype=bool)
-        for j in range(n_positions):
-            y = x.clone()
-            y[0, j] += torch.randn(d)  # not a constant: LN would remove it
-            deps[:, j] = (run(y) - base).abs().amax(dim=-1)[0].numpy() > 1e-6
-    return deps
-
-
-@pytest.mark.parametrize("n_in, n_out", [(4, 3), (1, 5), (5, 1)])
-def test_attention_patterns_are_what_attnedus_blocks_let_through(n_in, n_out):
-    # stacks of two blocks, so that indirect paths would show up too
-    d, T = 8, n_in + n_out
-    torch.manual_seed(1)
-    enc = [EncoderBlock(d, 2, 16).eval() for _ in range(2)]
-    dec = [DecoderBlock(d, 2, 16).eval() for _ in range(2)]
-    xdec = [DecoderBlock(d, 2, 16, cross_attention=True).eval() for _ in range(2)]
-
-    def stack(blocks, h, *args):
-        for b in blocks:
-            h = b(h, *args)
-        return h
-
-    def encoder_decoder(x):
-        memory = stack(enc, x[:, :n_in])
-        return torch.cat([memory, stack(xdec, x[:, n_in:], memory)], dim=1)
-
-    runs = {"encoder": lambda x: stack(enc, x), "decoder": lambda x: stack(dec, x),
-            "encoder-decoder": encoder_decoder}
-    for kind, run in runs.items():
-        np.testing.assert_array_equal(dependencies(run, T, d), pat_ref(kind, n_in, n_out), err_msg=kind)
-
-
-def test_attention_pattern_blocks_match_the_library_masks():
-    m = pat_ref("encoder-decoder", 6, 4)
-    assert m[:6, :6].all() and not m[:6, 6:].any() and m[6:, :6].all()
-    np.testing.assert_array_equal(m[6:, 6:], AF.causal_mask(4))
-    np.testing.assert_array_equal(m[6:, 6:], ~DecoderBlock.causal_mask(4).numpy())  # torch's: True = blocked
-    np.testing.assert_array_equal(pat_ref("decoder", 3, 7), AF.causal_mask(10))
-    assert pat_ref("encoder", 3, 7).all() and pat_ref("encoder-decoder", 3, 0).all()
-    assert all(pat_ref(k, 2, 3).dtype == bool for k in ch05.KINDS)
-
-
-def test_sequence_accuracy_reference_counts_whole_rows():
-    target = torch.arange(12).reshape(4, 3)
-    pred = target.clone()
-    pred[0, 0] = 99
-    pred[2, 1] = 99
-    assert acc_ref(pred, target) == 0.5
-    assert acc_ref(target.numpy(), target.numpy()) == 1.0
-    assert isinstance(acc_ref(pred, target), float)
-
-
-@pytest.mark.parametrize(
-    "call, message",
-    [
-        (lambda: ln_ref(torch.zeros(2, 4), torch.ones(3), torch.zeros(4)), r"must both have shape \(4,\)"),
-        (lambda: ln_ref(torch.zeros(2, 4), torch.ones(4), torch.zeros(4), eps=-1.0), "non-negative"),
-        (lambda: ln_ref(torch.tensor(1.0), torch.ones(1), torch.zeros(1)), "at least one axis"),
-        (lambda: eb_ref(torch.zeros(4, 8), None, None, None, None), r"\(B, T, d_model\), got shape \(4, 8\)"),
-        (lambda: acc_ref(torch.zeros(2, 3), torch.zeros(2, 4)), r"must both be \(B, T\)"),
-        (lambda: acc_ref(torch.zeros(0, 3), torch.zeros(0, 3)), "empty batch"),
-        (lambda: pat_ref("bert", 2, 2), "kind must be one of"),
-        (lambda: pat_ref("decoder", -1, 2), "n_in must be a non-negative integer"),
-        (lambda: pat_ref("decoder", 2, 1.5), "n_out must be a non-negative integer"),
-        (lambda: pat_ref("encoder", 0, 0), "at least 1"),
-    ],
-)
-def test_references_reject_bad_input_with_value_error(call, message):
-    with pytest.raises(ValueError, match=message):
-        call()
+def test_garbage_gets_a_sentence_not_a_crash(name, fn, message):
+    assert_one_sentence(partial(ch05.check, name), fn, message)

@@ -1,11 +1,13 @@
-"""Chapter 7's checks: the references pass, typical mistakes get the sentence meant for them,
-garbage never crashes a check, and the references are the real thing: the name table is the
-one that loads all-MiniLM-L6-v2, mean pooling is sentence-transformers', and one
-grouped-query attention step is what attnedu.nn.GroupedQueryAttention and PyTorch compute."""
+"""Chapter 7's checks: the library's versions pass them, typical mistakes get the sentence meant
+for them, and garbage never crashes a check. (That the references are the real thing, the name
+table that loads all-MiniLM-L6-v2, sentence-transformers' pooling, one step of
+attnedu.llama.GroupedQueryAttention, is tested in test_pretrained_minilm.py and test_pretrained_smollm.py.)"""
 
 from __future__ import annotations
 
 import math
+from dataclasses import replace
+from functools import partial
 
 import numpy as np
 import pytest
@@ -15,10 +17,12 @@ import torch.nn.functional as F
 from conftest import assert_one_sentence, garbage, returns_none, returns_text, stub  # learners' typical garbage
 from attnedu.checks import CheckFailed
 from attnedu.checks import ch07_pretrained as ch07
-from attnedu.nn import GroupedQueryAttention
-from attnedu.pretrained.minilm import UNUSED_WEIGHTS, minilm_weight_map
+from attnedu.checks.engine import check as run_check
+from attnedu.llama import grouped_query_attention as gqa_ref
+from attnedu.pretrained.minilm import our_name as name_ref
+from attnedu.pretrained.pooling import mean_pool as pool_ref
 
-name_ref, pool_ref, gqa_ref = ch07.our_name_reference, ch07.mean_pool_reference, ch07.grouped_query_attention_reference
+check_our_name, check_mean_pool, check_gqa = (partial(ch07.check, n) for n in ch07.EXERCISES)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -71,24 +75,32 @@ def grouped_query_attention_numpy(q, k, v):
     return w @ v, w
 
 
-@pytest.mark.parametrize(
-    "check, fn, n",
-    [
-        (ch07.check_our_name, name_ref, len(ch07.CHECKPOINT_NAMES)),
-        (ch07.check_mean_pool, pool_ref, 5),
-        (ch07.check_grouped_query_attention, gqa_ref, 5),
-    ],
-)
-def test_the_reference_passes_its_own_check_and_says_so(check, fn, n, capsys):
-    check(fn)
-    assert f"passes all {n} checks" in capsys.readouterr().out
+def test_the_library_passes_every_chapter_7_check_visible_and_hidden(capsys):
+    for name, ex in ch07.EXERCISES.items():
+        ch07.check(name, ex.reference)
+        ch07.check(name, ex.reference, hidden=True)
+    out = capsys.readouterr().out
+    assert out.count("passes all") == 3 and "passes all 16 checks" in out
+
+
+def test_the_references_are_the_librarys_versions():
+    assert [ex.reference for ex in ch07.EXERCISES.values()] == [name_ref, pool_ref, gqa_ref]
+
+
+@pytest.mark.parametrize("name, wrong, sentence", [(n, w, t) for n, ex in ch07.EXERCISES.items() for w, t in ex.mistakes])
+@pytest.mark.parametrize("hidden", [False, True])
+def test_every_typical_mistake_is_named_with_its_own_sentence(name, wrong, sentence, hidden):
+    ex = ch07.EXERCISES[name]
+    with pytest.raises(CheckFailed) as info:
+        ch07.check(name, partial(ex.wrong, **wrong) if isinstance(wrong, dict) else wrong, hidden=hidden)
+    assert str(info.value).endswith(f"Likely cause: {sentence}")
 
 
 def test_the_notebooks_own_solutions_pass(capsys):
-    ch07.check_our_name(our_name)
-    ch07.check_mean_pool(mean_pool)
-    ch07.check_grouped_query_attention(grouped_query_attention)
-    ch07.check_grouped_query_attention(grouped_query_attention_numpy)  # NumPy is fine too
+    check_our_name(our_name)
+    check_mean_pool(mean_pool)
+    check_gqa(grouped_query_attention)
+    check_gqa(grouped_query_attention_numpy)  # NumPy is fine too
     assert capsys.readouterr().out.count("passes all") == 4
 
 
@@ -198,7 +210,7 @@ def name_returns_nothing_for_embeddings(checkpoint_name):
 )
 def test_our_name_mistakes_get_their_sentence(fn, message):
     with pytest.raises(CheckFailed, match=message):
-        ch07.check_our_name(fn)
+        check_our_name(fn)
 
 
 # ------------------------------------------------------------------ mean_pool: typical mistakes
@@ -262,7 +274,7 @@ def pool_wrong_axis(hidden, mask):
 )
 def test_mean_pool_mistakes_get_their_sentence(fn, message):
     with pytest.raises(CheckFailed, match=message):
-        ch07.check_mean_pool(fn)
+        check_mean_pool(fn)
 
 
 def test_a_mean_pool_that_breaks_on_boolean_masks_is_told_to_convert():
@@ -270,7 +282,7 @@ def test_a_mean_pool_that_breaks_on_boolean_masks_is_told_to_convert():
         return (hidden * mask.unsqueeze(-1)).sum(dim=1) / (mask - 0).sum(dim=1, keepdim=True)
 
     with pytest.raises(CheckFailed, match=r"boolean mask.*Hint: the mask may hold booleans"):
-        ch07.check_mean_pool(bool_breaks)
+        check_mean_pool(bool_breaks)
 
 
 # ------------------------------------------------------------------ GQA: typical mistakes
@@ -330,12 +342,12 @@ def gqa_swapped_outputs(q, k, v):
 )
 def test_grouped_query_attention_mistakes_get_their_sentence(fn, message):
     with pytest.raises(CheckFailed, match=message):
-        ch07.check_grouped_query_attention(fn)
+        check_gqa(fn)
 
 
 # ------------------------------------------------------------------ garbage never crashes
 @pytest.mark.parametrize("fn, message", garbage(r"not an array of numbers|returned 1 value\(s\); expected a tuple of 2", (lambda *args: ("42", "42"), "not an array of numbers")))
-@pytest.mark.parametrize("check", [ch07.check_mean_pool, ch07.check_grouped_query_attention])
+@pytest.mark.parametrize("check", [check_mean_pool, check_gqa])
 def test_garbage_gets_a_sentence_not_a_crash(check, fn, message):
     assert_one_sentence(check, fn, message)
 
@@ -355,7 +367,7 @@ def test_garbage_gets_a_sentence_not_a_crash(check, fn, message):
 )
 def test_our_name_garbage_gets_a_sentence_not_a_crash(fn, message):
     with pytest.raises(CheckFailed, match=message) as info:
-        ch07.check_our_name(fn)
+        check_our_name(fn)
     assert "\n" not in str(info.value)
 
 
@@ -365,94 +377,4 @@ def test_a_function_that_never_returns_is_stopped():
             pass
 
     with pytest.raises(CheckFailed, match="ran for more than"):
-        ch07.check_our_name(forever, time_limit=0.2)
-
-
-# ------------------------------------------------------------------ the references are the real thing
-@pytest.mark.parametrize("num_layers", [6, 12])
-def test_our_name_reference_is_the_table_that_loads_minilm(num_layers):
-    table = minilm_weight_map(num_layers)
-    for theirs, ours in table.items():
-        assert name_ref(theirs) == ours
-    for unused in UNUSED_WEIGHTS:
-        assert name_ref(unused) is None
-
-
-def test_our_name_reference_covers_every_tensor_of_the_real_checkpoint():
-    from attnedu.pretrained import MINILM, ModelNotFoundError, locate
-
-    try:
-        folder = locate(MINILM)
-    except ModelNotFoundError as error:
-        pytest.skip(str(error))
-    from safetensors import safe_open
-
-    with safe_open(str(folder / "model.safetensors"), framework="pt") as f:
-        names = list(f.keys())
-    from attnedu.pretrained.minilm import BertConfig, BertEncoder
-
-    ours = {name for name, _ in BertEncoder(BertConfig.from_json(folder / "config.json")).named_parameters()}
-    mapped = [name_ref(n) for n in names]
-    assert sorted(m for m in mapped if m is not None) == sorted(ours)  # every parameter exactly once
-
-
-def test_mean_pool_reference_is_sentence_transformers_pooling():
-    pytest.importorskip("sentence_transformers")
-    try:
-        from sentence_transformers.sentence_transformer.modules import Pooling  # sentence-transformers >= 6
-    except ImportError:
-        from sentence_transformers.models import Pooling
-    g = torch.Generator().manual_seed(0)
-    hidden = torch.randn(3, 6, 8, generator=g)
-    mask = torch.tensor([[1, 1, 1, 1, 1, 1], [1, 1, 1, 0, 0, 0], [1, 0, 0, 0, 0, 0]])
-    pooling = Pooling(8, pooling_mode="mean")
-    out = pooling({"token_embeddings": hidden, "attention_mask": mask})["sentence_embedding"]
-    torch.testing.assert_close(pool_ref(hidden, mask), out)
-    torch.testing.assert_close(pool_ref(hidden, mask.bool()), out)
-    torch.testing.assert_close(pool_ref(hidden.numpy(), mask.numpy()), out)  # arrays are accepted
-
-
-@pytest.mark.parametrize("H, H_kv", [(9, 3), (4, 4), (6, 1)])
-def test_gqa_reference_is_one_step_of_attnedus_grouped_query_attention(H, H_kv):
-    torch.manual_seed(H * 10 + H_kv)
-    d, E, T = 8, 24, 7
-    module = GroupedQueryAttention(E, H, H_kv, d, fast=False).double().eval()
-    x = torch.randn(1, T, E, dtype=torch.float64)
-    with torch.no_grad():
-        expected, expected_w = module(x, need_weights=True)
-        q = module.q_proj(x).view(T, H, d).transpose(0, 1)  # (H, T, d)
-        k = module.k_proj(x).view(T, H_kv, d).transpose(0, 1)  # (H_kv, T, d)
-        v = module.v_proj(x).view(T, H_kv, d).transpose(0, 1)
-        out, w = gqa_ref(q, k, v)
-        got = module.o_proj(out.transpose(0, 1).reshape(1, T, H * d))
-    torch.testing.assert_close(w, expected_w[0])
-    torch.testing.assert_close(got, expected)
-
-
-@pytest.mark.parametrize("H, H_kv", [(9, 3), (2, 1), (3, 3)])
-def test_gqa_reference_equals_torch_sdpa_with_enable_gqa(H, H_kv):
-    if "enable_gqa" not in F.scaled_dot_product_attention.__doc__:
-        pytest.skip("this torch has no enable_gqa")
-    g = torch.Generator().manual_seed(H)
-    q = torch.randn(H, 5, 4, generator=g, dtype=torch.float64)
-    k = torch.randn(H_kv, 5, 4, generator=g, dtype=torch.float64)
-    v = torch.randn(H_kv, 5, 4, generator=g, dtype=torch.float64)
-    expected = F.scaled_dot_product_attention(q[None], k[None], v[None], is_causal=True, enable_gqa=True)[0]
-    torch.testing.assert_close(gqa_ref(q, k, v)[0], expected)
-
-
-@pytest.mark.parametrize(
-    "call, message",
-    [
-        (lambda: name_ref(3), "must be a string"),
-        (lambda: name_ref("decoder.layer.0.weight"), "not a tensor of a BERT checkpoint"),
-        (lambda: name_ref("encoder.layer.0.attention.self.banana.weight"), "not a tensor of a BERT checkpoint"),
-        (lambda: gqa_ref(torch.zeros(4, 3), torch.zeros(2, 3, 2), torch.zeros(2, 3, 2)), r"q must be \(heads, T, d\)"),
-        (lambda: gqa_ref(torch.zeros(4, 3, 2), torch.zeros(2, 3, 2), torch.zeros(2, 4, 2)), "must both be"),
-        (lambda: gqa_ref(torch.zeros(4, 3, 2), torch.zeros(3, 3, 2), torch.zeros(3, 3, 2)), "cannot be shared evenly"),
-        (lambda: pool_ref(torch.zeros(2, 3, 4), torch.ones(2, 4)), r"expected hidden \(B, T, E\) and mask \(B, T\)"),
-    ],
-)
-def test_references_reject_bad_input_with_value_error(call, message):
-    with pytest.raises(ValueError, match=message):
-        call()
+        run_check(replace(ch07.EXERCISES["our_name"], time_limit=0.2), forever)

@@ -1,9 +1,12 @@
-"""Chapter 10's checks: the references pass, typical mistakes get the sentence meant for them,
-garbage never crashes a check, and the references are the real thing: the cosine matrix equals
-what VectorIndex scores, top_k equals exact_search, and filter_after equals
-VectorIndex.search(..., filtering="after")."""
+"""Chapter 10's checks: the library's versions pass them, visible and hidden, typical mistakes get the
+sentence meant for them, and garbage never crashes a check. (That the references are the real thing, the
+cosine what VectorIndex scores, top_k what exact_search ranks, filter_after what VectorIndex.search(...,
+filtering="after") keeps, is tested in test_retrieval_vector.py and test_retrieval_eval.py.)"""
 
 from __future__ import annotations
+
+from dataclasses import replace
+from functools import partial
 
 import numpy as np
 import pytest
@@ -11,10 +14,14 @@ import pytest
 from conftest import assert_one_sentence, garbage  # what learners typically get wrong
 from attnedu.checks import CheckFailed
 from attnedu.checks import ch10_vector_search as ch10
-from attnedu.retrieval import VectorIndex, exact_search
+from attnedu.checks.engine import check as run_check
+from attnedu.retrieval import filter_after as filter_ref
+from attnedu.retrieval import recall_at_k as recall_ref
+from attnedu.retrieval import top_k as topk_ref
 
-cos_ref, topk_ref = ch10.cosine_similarity_reference, ch10.top_k_reference
-recall_ref, filter_ref = ch10.recall_at_k_reference, ch10.filter_after_reference
+
+def checker(name):
+    return partial(ch10.check, name)
 
 
 # ------------------------------------------------------------------ wrong learner functions
@@ -92,6 +99,14 @@ def topk_wrong_error(scores, k):
 
 def topk_returns_scores(scores, k):
     return -np.sort(-scores, axis=1)[:, :k]
+
+
+def topk_returns_a_pair(scores, k):
+    return -np.sort(-scores, axis=1)[:, :k], np.argsort(-scores, axis=1)[:, :k]  # like exact_search
+
+
+def topk_out_of_range(scores, k):
+    return np.argsort(-scores, axis=1)[:, :k] + 1
 
 
 def topk_duplicates(scores, k):
@@ -177,19 +192,14 @@ def filter_one_output(scores, ids, allowed, k):
     return filter_ref(scores, ids, allowed, k)[1]
 
 
-# ------------------------------------------------------------------ the references pass
-@pytest.mark.parametrize(
-    "check, fn, n",
-    [
-        (ch10.check_cosine_similarity, cos_ref, 4),
-        (ch10.check_top_k, topk_ref, 7),
-        (ch10.check_recall_at_k, recall_ref, 5),
-        (ch10.check_filter_after, filter_ref, 5),
-    ],
-)
-def test_the_reference_passes_its_own_check_and_says_so(check, fn, n, capsys):
-    check(fn)
-    assert f"passes all {n} checks" in capsys.readouterr().out
+# ------------------------------------------------------------------ the library passes
+def test_the_library_passes_every_chapter_10_check_visible_and_hidden(capsys):
+    for name, ex in ch10.EXERCISES.items():
+        ch10.check(name, ex.reference)
+        ch10.check(name, ex.reference, hidden=True)
+    out = capsys.readouterr().out
+    for name, n in [("cosine_similarity", 4), ("top_k", 7), ("recall_at_k", 5), ("filter_after", 5)]:
+        assert f"`{name}` passes all {n} checks" in out
 
 
 def test_the_notebooks_own_solutions_pass(capsys):
@@ -223,12 +233,12 @@ def test_the_notebooks_own_solutions_pass(capsys):
             out_ids[r, :len(cols)] = ids[r, cols]
         return out_scores, out_ids
 
-    ch10.check_cosine_similarity(cosine_similarity)
-    ch10.check_top_k(top_k)
-    ch10.check_top_k(lambda s, k: np.argsort(-s, axis=1, kind="stable")[:, :k] if k <= s.shape[1]
-                     else np.argpartition(s, k - 1))  # argsort is fine too; argpartition raises for k > n
-    ch10.check_recall_at_k(recall_at_k)
-    ch10.check_filter_after(filter_after)
+    for name, fn in [("cosine_similarity", cosine_similarity), ("top_k", top_k), ("recall_at_k", recall_at_k),
+                     ("filter_after", filter_after)]:
+        ch10.check(name, fn)
+        ch10.check(name, fn, hidden=True)
+    ch10.check("top_k", lambda s, k: np.argsort(-s, axis=1, kind="stable")[:, :k] if k <= s.shape[1]
+               else np.argpartition(s, k - 1))  # argsort is fine too; argpartition raises for k > n
     assert capsys.readouterr().out.count("passes all") == 5
 
 
@@ -240,8 +250,8 @@ def test_a_torch_or_float_index_array_is_accepted(capsys):
             raise ValueError("k > n")  # torch.topk raises RuntimeError itself
         return torch.topk(torch.as_tensor(scores), k, dim=1).indices
 
-    ch10.check_top_k(torch_top_k)
-    ch10.check_top_k(lambda s, k: topk_ref(s, k).astype(float))
+    ch10.check("top_k", torch_top_k)
+    ch10.check("top_k", lambda s, k: topk_ref(s, k).astype(float))
     assert capsys.readouterr().out.count("passes all") == 2
 
 
@@ -261,7 +271,7 @@ def test_a_torch_or_float_index_array_is_accepted(capsys):
 )
 def test_cosine_similarity_mistakes_get_their_sentence(fn, message):
     with pytest.raises(CheckFailed, match=message):
-        ch10.check_cosine_similarity(fn)
+        ch10.check("cosine_similarity", fn)
 
 
 # ------------------------------------------------------------------ top k
@@ -275,16 +285,20 @@ def test_cosine_similarity_mistakes_get_their_sentence(fn, message):
         (topk_axis0, r"shape \(2, 4\); expected \(3, 2\).*top k of each column \(axis 0\)"),
         (topk_all_columns, r"expected \(3, 2\).*It returns every column: keep only the first k"),
         (topk_no_error, r"k = 5 \(> n\) returned an array of shape \(2, 4\) instead of raising ValueError"),
-        (topk_wrong_error, r"raised IndexError on .*k = 5 \(> n\); raise a ValueError"),
+        (topk_wrong_error, r"raised IndexError on .*k = 5 \(> n\); expected ValueError: there are fewer than k "
+                           r"scores to choose from"),
         (topk_returns_scores, r"not whole: return the positions of the scores"),
+        (topk_returns_a_pair, r"returned a tuple of 2; return only the \(nq, k\) array of column indices"),
         (topk_duplicates, r"lists the same column twice in row 0"),
+        (topk_out_of_range, r"holds the column 4, which is not a column of scores \(0 to 3\)\. Hint: by hand"),
         (topk_off_by_one, r"shape \(3, 3\); expected \(3, 2\).*Off by one"),
         (topk_flat, r"shape \(2,\); expected \(3, 2\).*Keep the query axis"),
     ],
 )
 def test_top_k_mistakes_get_their_sentence(fn, message):
-    with pytest.raises(CheckFailed, match=message):
-        ch10.check_top_k(fn)
+    with pytest.raises(CheckFailed, match=message) as info:
+        ch10.check("top_k", fn)
+    assert "\n" not in str(info.value) and str(info.value).count("Likely cause") <= 1
 
 
 def test_top_k_accepts_any_order_of_equal_scores(capsys):
@@ -295,17 +309,31 @@ def test_top_k_accepts_any_order_of_equal_scores(capsys):
             raise ValueError("k > n")
         return order[:, :k]
 
-    ch10.check_top_k(ties_last_column_first)
+    ch10.check("top_k", ties_last_column_first)
+    ch10.check("top_k", ties_last_column_first, hidden=True)
     assert "passes all 7 checks" in capsys.readouterr().out
 
 
-def test_top_k_hidden_style_cases_work():
+def test_top_k_cases_with_many_ties_and_k_larger_than_n_work():
     rng = np.random.default_rng(0)
-    cases = [(rng.integers(0, 3, size=(5, 30)).astype(float), 7, "many ties", None),
-             (rng.normal(size=(3, 3)), 4, "k > n", None)]
-    ch10.check_top_k(topk_ref, cases, quiet=True)
+    cases = [ch10._top_k_case(rng.integers(0, 3, size=(5, 30)).astype(float), 7, "many ties"),
+             ch10._top_k_case(rng.normal(size=(3, 3)), 4, "k > n")]
+    ex = replace(ch10.EXERCISES["top_k"], cases=lambda: cases)
+    run_check(ex, topk_ref)
     with pytest.raises(CheckFailed, match="many ties"):
-        ch10.check_top_k(topk_smallest, cases, quiet=True)
+        run_check(ex, topk_smallest)
+
+
+def test_a_hint_is_added_only_where_no_cause_is_named():
+    def wrong_everywhere(scores, k):
+        if k > scores.shape[1]:
+            raise ValueError("k > n")
+        return np.tile(np.arange(k), (scores.shape[0], 1))  # the first k columns
+
+    with pytest.raises(CheckFailed, match=r"scores in row 0 are \[0\.1, 0\.9\]; the 2 largest, largest first, are "
+                                          r"\[0\.9, 0\.7\]\. Hint: by hand") as info:
+        ch10.check("top_k", wrong_everywhere)
+    assert "Likely cause" not in str(info.value)
 
 
 # ------------------------------------------------------------------ recall@k
@@ -323,7 +351,7 @@ def test_top_k_hidden_style_cases_work():
 )
 def test_recall_mistakes_get_their_sentence(fn, message):
     with pytest.raises(CheckFailed, match=message):
-        ch10.check_recall_at_k(fn)
+        ch10.check("recall_at_k", fn)
 
 
 # ------------------------------------------------------------------ filter after
@@ -342,17 +370,14 @@ def test_recall_mistakes_get_their_sentence(fn, message):
 )
 def test_filter_after_mistakes_get_their_sentence(fn, message):
     with pytest.raises(CheckFailed, match=message):
-        ch10.check_filter_after(fn)
+        ch10.check("filter_after", fn)
 
 
 # ------------------------------------------------------------------ garbage never crashes
-@pytest.mark.parametrize(
-    "check",
-    [ch10.check_cosine_similarity, ch10.check_top_k, ch10.check_recall_at_k, ch10.check_filter_after],
-)
-@pytest.mark.parametrize("fn, message", garbage("not an array of (numbers|integer column indices)|expected a tuple of 2"))
-def test_garbage_gets_a_sentence_not_a_crash(check, fn, message):
-    assert_one_sentence(check, fn, message)
+@pytest.mark.parametrize("name", list(ch10.EXERCISES))
+@pytest.mark.parametrize("fn, message", garbage("not an array of numbers|expected a tuple of 2"))
+def test_garbage_gets_a_sentence_not_a_crash(name, fn, message):
+    assert_one_sentence(checker(name), fn, message)
 
 
 def test_a_function_that_loops_forever_is_stopped():
@@ -361,50 +386,4 @@ def test_a_function_that_loops_forever_is_stopped():
             pass
 
     with pytest.raises(CheckFailed, match="ran for more than 0.2 s"):
-        ch10.check_top_k(forever, time_limit=0.2)
-
-
-# ------------------------------------------------------------------ the references are the real thing
-def test_cosine_reference_equals_what_a_cosine_vector_index_scores():
-    rng = np.random.default_rng(1)
-    docs, queries = rng.normal(size=(50, 16)) * 3, rng.normal(size=(4, 16))
-    scores, ids = VectorIndex(metric="cosine").add(docs).search(queries, k=50)
-    expected = cos_ref(queries, docs)
-    np.testing.assert_allclose(scores, np.take_along_axis(expected, ids, axis=1), rtol=1e-5, atol=1e-6)
-    assert np.allclose(np.diag(cos_ref(docs, docs)), 1) and np.abs(expected).max() <= 1 + 1e-12
-
-
-@pytest.mark.parametrize("n, k", [(1, 1), (10, 3), (1000, 10), (257, 257)])
-def test_top_k_reference_equals_exact_search(n, k):
-    rng = np.random.default_rng(n)
-    q, x = rng.normal(size=(6, 8)).astype(np.float32), rng.normal(size=(n, 8)).astype(np.float32)
-    _, positions = exact_search(q, x, k, fast=False)  # the readable path: argsort, ties by lower row
-    np.testing.assert_array_equal(topk_ref(q @ x.T, k), positions)
-
-
-def test_top_k_reference_breaks_ties_by_column_and_refuses_k_larger_than_n():
-    s = np.array([[1.0, 3.0, 3.0, 1.0, 2.0]])
-    np.testing.assert_array_equal(topk_ref(s, 4), [[1, 2, 4, 0]])
-    for bad in (6, 0, -1, 2.5, True):
-        with pytest.raises(ValueError):
-            topk_ref(s, bad)
-
-
-def test_recall_reference_counts_missing_results_as_misses():
-    assert recall_ref([[1, 2, 3]], [[3, 1, 7]]) == pytest.approx(2 / 3)
-    assert recall_ref([[-1, -1]], [[0, 1]]) == 0.0
-    assert recall_ref([[1, 0], [2, 3]], [[0, 1], [3, 2]]) == 1.0
-
-
-@pytest.mark.parametrize("selectivity", [0.5, 0.05, 0.005])
-def test_filter_after_reference_equals_vector_index_filtering_after(selectivity):
-    rng = np.random.default_rng(2)
-    x, q = rng.normal(size=(2000, 16)), rng.normal(size=(5, 16))
-    allowed = rng.uniform(size=2000) < selectivity
-    index = VectorIndex().add(x)
-    k, fetch_k = 10, 100
-    fetched_scores, fetched_ids = index.search(q, fetch_k)
-    ours = filter_ref(fetched_scores, fetched_ids, allowed, k)
-    theirs = index.search(q, k, allowed_ids=np.flatnonzero(allowed), filtering="after", fetch_k=fetch_k)
-    np.testing.assert_array_equal(ours[1], theirs[1])
-    np.testing.assert_allclose(ours[0], theirs[0], rtol=1e-6)
+        run_check(replace(ch10.EXERCISES["top_k"], time_limit=0.2), forever)

@@ -1,11 +1,13 @@
-"""Chapter 11's checks: the references pass, typical mistakes get the sentence meant for them,
-garbage never crashes a check, and the references are the real thing: the BM25 weight summed
-over a query equals attnedu.retrieval.BM25 and SQLite FTS5, the metrics of one query equal
-trec_eval's (pytrec_eval), and the fusions equal attnedu.retrieval.rrf and weighted_fusion."""
+"""Chapter 11's checks: the library's versions pass them, visible and hidden, typical mistakes get the
+sentence meant for them, and garbage never crashes a check. (That the references are the real thing, the
+BM25 weight summed over a query equals BM25 and SQLite FTS5, the metrics of one query equal trec_eval's,
+is tested in test_retrieval_bm25.py and test_retrieval_eval.py.)"""
 
 from __future__ import annotations
 
 import math
+from dataclasses import replace
+from functools import partial
 
 import numpy as np
 import pytest
@@ -13,10 +15,14 @@ import pytest
 from conftest import assert_one_sentence, garbage, returns_none  # learners' typical garbage
 from attnedu.checks import Case, CheckFailed
 from attnedu.checks import ch11_hybrid_search as ch11
-from attnedu.retrieval import BM25, evaluate, fts5_search, rrf, tokenize, trec_order, weighted_fusion
+from attnedu.checks.engine import check as run_check
+from attnedu.retrieval import min_max_fusion as fusion_ref
+from attnedu.retrieval import query_metrics as metrics_ref
+from attnedu.retrieval import rrf as rrf_ref
 
-weight_ref, metrics_ref = ch11.bm25_weight_reference, ch11.query_metrics_reference
-rrf_ref, fusion_ref = ch11.reciprocal_rank_fusion_reference, ch11.min_max_fusion_reference
+
+def checker(name):
+    return partial(ch11.check, name)
 
 
 # ------------------------------------------------------------------ wrong learner functions: BM25
@@ -262,19 +268,14 @@ def f_divides_by_zero(bm25_scores, dense_scores, alpha):
     return out
 
 
-# ------------------------------------------------------------------ the references pass
-@pytest.mark.parametrize(
-    "check, fn, n",
-    [
-        (ch11.check_bm25_weight, weight_ref, 6),
-        (ch11.check_query_metrics, metrics_ref, 5),
-        (ch11.check_reciprocal_rank_fusion, rrf_ref, 5),
-        (ch11.check_min_max_fusion, fusion_ref, 6),
-    ],
-)
-def test_the_reference_passes_its_own_check_and_says_so(check, fn, n, capsys):
-    check(fn)
-    assert f"passes all {n} checks" in capsys.readouterr().out
+# ------------------------------------------------------------------ the library passes
+def test_the_library_passes_every_chapter_11_check_visible_and_hidden(capsys):
+    for name, ex in ch11.EXERCISES.items():
+        ch11.check(name, ex.reference)
+        ch11.check(name, ex.reference, hidden=True)
+    out = capsys.readouterr().out
+    for name, n in [("bm25_weight", 6), ("query_metrics", 5), ("reciprocal_rank_fusion", 5), ("min_max_fusion", 6)]:
+        assert f"`{name}` passes all {n} checks" in out
 
 
 def test_the_notebooks_own_solutions_pass(capsys):
@@ -320,17 +321,17 @@ def test_the_notebooks_own_solutions_pass(capsys):
                 fused[doc] = fused.get(doc, 0.0) + weight * normalised
         return fused
 
-    ch11.check_bm25_weight(bm25_weight)
-    ch11.check_query_metrics(query_metrics)
-    ch11.check_reciprocal_rank_fusion(reciprocal_rank_fusion)
-    ch11.check_reciprocal_rank_fusion(lambda rankings, k=60: rrf(rankings, k))  # best first is fine too
-    ch11.check_min_max_fusion(min_max_fusion)
+    for name, fn in [("bm25_weight", bm25_weight), ("query_metrics", query_metrics),
+                     ("reciprocal_rank_fusion", reciprocal_rank_fusion), ("min_max_fusion", min_max_fusion)]:
+        ch11.check(name, fn)
+        ch11.check(name, fn, hidden=True)
+    ch11.check("reciprocal_rank_fusion", lambda rankings, k=60: rrf_ref(rankings, k))  # best first is fine too
     assert capsys.readouterr().out.count("passes all") == 5
 
 
 def test_an_array_instead_of_a_tuple_is_named():
     with pytest.raises(CheckFailed, match=r"expected a tuple of 3: `return recall, rr, ndcg`"):
-        ch11.check_query_metrics(lambda r, j, k=10: np.array(metrics_ref(r, j, k)))
+        ch11.check("query_metrics", lambda r, j, k=10: np.array(metrics_ref(r, j, k)))
 
 
 # ------------------------------------------------------------------ BM25 weight
@@ -352,11 +353,11 @@ def test_an_array_instead_of_a_tuple_is_named():
 )
 def test_bm25_weight_mistakes_get_their_sentence(fn, message):
     with pytest.raises(CheckFailed, match=message):
-        ch11.check_bm25_weight(fn)
+        ch11.check("bm25_weight", fn)
 
 
 def test_plain_python_arithmetic_on_arrays_is_fine():
-    ch11.check_bm25_weight(w_python_floats)  # the check passes arrays, and NumPy broadcasts
+    ch11.check("bm25_weight", w_python_floats)  # the check passes arrays, and NumPy broadcasts
 
 
 # ------------------------------------------------------------------ metrics of one query
@@ -378,7 +379,7 @@ def test_plain_python_arithmetic_on_arrays_is_fine():
 )
 def test_query_metrics_mistakes_get_their_sentence(fn, message):
     with pytest.raises(CheckFailed, match=message):
-        ch11.check_query_metrics(fn)
+        ch11.check("query_metrics", fn)
 
 
 # ------------------------------------------------------------------ reciprocal rank fusion
@@ -400,7 +401,7 @@ def test_query_metrics_mistakes_get_their_sentence(fn, message):
 )
 def test_reciprocal_rank_fusion_mistakes_get_their_sentence(fn, message):
     with pytest.raises(CheckFailed, match=message) as info:
-        ch11.check_reciprocal_rank_fusion(fn)
+        ch11.check("reciprocal_rank_fusion", fn)
     assert "\n" not in str(info.value)
 
 
@@ -409,7 +410,7 @@ def test_a_score_for_a_document_in_no_ranking_is_named():
         return {**rrf_ref(rankings, k), "ghost": 0.5}
 
     with pytest.raises(CheckFailed, match=r"gives a score to 'ghost', which is in none of the inputs"):
-        ch11.check_reciprocal_rank_fusion(invents_a_document)
+        ch11.check("reciprocal_rank_fusion", invents_a_document)
 
 
 # ------------------------------------------------------------------ weighted min-max fusion
@@ -427,7 +428,7 @@ def test_a_score_for_a_document_in_no_ranking_is_named():
 )
 def test_min_max_fusion_mistakes_get_their_sentence(fn, message):
     with pytest.raises(CheckFailed, match=message):
-        ch11.check_min_max_fusion(fn)
+        ch11.check("min_max_fusion", fn)
 
 
 def test_an_empty_system_that_raises_gets_the_hint():
@@ -437,30 +438,28 @@ def test_an_empty_system_that_raises_gets_the_hint():
         return fusion_ref(bm25_scores, dense_scores, alpha)
 
     with pytest.raises(CheckFailed, match=r"raised ValueError.*bm25 \{\}.*Hint: a system that found nothing"):
-        ch11.check_min_max_fusion(skips_nothing)
+        ch11.check("min_max_fusion", skips_nothing)
 
 
 # ------------------------------------------------------------------ garbage never crashes
 @pytest.mark.parametrize(
-    "check, text_message",
+    "name, text_message",
     [
-        (ch11.check_bm25_weight, "not an array of numbers"),
-        (ch11.check_query_metrics, r"returned 1 value\(s\); expected a tuple of 3"),
-        (ch11.check_reciprocal_rank_fusion, r"returned a str; expected a dict \{doc_id: score\}"),
-        (ch11.check_min_max_fusion, r"returned a str; expected a dict \{doc_id: score\}"),
+        ("bm25_weight", "not an array of numbers"),
+        ("query_metrics", r"returned 1 value\(s\); expected a tuple of 3"),
+        ("reciprocal_rank_fusion", r"returned a str; expected a dict \{doc_id: score\}"),
+        ("min_max_fusion", r"returned a str; expected a dict \{doc_id: score\}"),
     ],
 )
 @pytest.mark.parametrize("fn, message", garbage())
-def test_garbage_gets_a_sentence_not_a_crash(check, text_message, fn, message):
-    assert_one_sentence(check, fn, message or text_message)
+def test_garbage_gets_a_sentence_not_a_crash(name, text_message, fn, message):
+    assert_one_sentence(checker(name), fn, message or text_message)
 
 
-@pytest.mark.parametrize(
-    "check", [ch11.check_bm25_weight, ch11.check_reciprocal_rank_fusion, ch11.check_min_max_fusion]
-)
-def test_returning_a_function_is_named(check):
+@pytest.mark.parametrize("name", ["bm25_weight", "reciprocal_rank_fusion", "min_max_fusion"])
+def test_returning_a_function_is_named(name):
     with pytest.raises(CheckFailed, match="returned a function"):
-        check(lambda *args, **kwargs: returns_none)
+        ch11.check(name, lambda *args, **kwargs: returns_none)
 
 
 def test_a_function_that_never_returns_is_stopped():
@@ -468,99 +467,7 @@ def test_a_function_that_never_returns_is_stopped():
         while True:
             pass
 
+    ex = replace(ch11.EXERCISES["reciprocal_rank_fusion"], cases=lambda: [Case(([["a"]],), expected={"a": 1.0})],
+                 time_limit=0.2)
     with pytest.raises(CheckFailed, match="ran for more than 0.2 s"):
-        ch11.check_scores_function(loops, "loops", [Case(([["a"]],), {"a": 1.0})], time_limit=0.2)
-
-
-# ------------------------------------------------------------------ the references are the real thing
-CORPUS = [
-    "Attention weighs the values by how well their keys match the query.",
-    "The softmax turns scores into weights that sum to one.",
-    "A query, a key and a value: attention as a soft dictionary lookup.",
-    "Multi-head attention runs several heads side by side, each with its own projections.",
-    "BM25 ranks documents by the rare words they share with the query, saturating repeated words.",
-    "Reciprocal rank fusion adds one over sixty plus the rank, over the rankings.",
-    "The the the the the.",
-    "Keys, keys and more keys: a long document about keys, values, queries, heads and weights, "
-    "written to be longer than the others so that length normalisation matters.",
-]
-
-
-@pytest.mark.parametrize("k1, b", [(1.2, 0.75), (0.5, 0.0), (2.0, 1.0)])
-@pytest.mark.parametrize("query", ["attention keys", "the query and the key", "heads heads weights", "rank fusion"])
-def test_bm25_weights_summed_over_the_query_are_bm25_scores(query, k1, b):
-    bm25 = BM25(CORPUS, k1=k1, b=b)
-    total = np.zeros(len(CORPUS))
-    for term in tokenize(query):
-        ids, counts = bm25.postings(term)
-        if ids.size:
-            total[ids] += weight_ref(counts, len(ids), bm25.doc_len[ids], bm25.avgdl, len(CORPUS), k1=k1, b=b)
-    np.testing.assert_allclose(total, bm25.scores(query), rtol=1e-12)
-
-
-@pytest.mark.parametrize("query", ["attention keys", "the query and the key", "softmax weights"])
-def test_bm25_weights_summed_over_the_query_equal_fts5(query):
-    bm25 = BM25(CORPUS)
-    total = np.zeros(len(CORPUS))
-    for term in tokenize(query):
-        ids, counts = bm25.postings(term)
-        total[ids] += weight_ref(counts, len(ids), bm25.doc_len[ids], bm25.avgdl, len(CORPUS))
-    scores, ids = fts5_search(CORPUS, query, k=len(CORPUS))
-    np.testing.assert_allclose(total[ids], scores, rtol=1e-9)
-    assert set(ids.tolist()) == set(np.flatnonzero(total > 0).tolist())
-
-
-def test_the_bm25_weight_by_hand():
-    # N = 8, n = 3, f = 1, |D| = avgdl: IDF = ln(5.5 / 3.5) and the fraction is 1
-    assert weight_ref(1, 3, 6, 6.0, 8) == pytest.approx(math.log(5.5 / 3.5))
-    assert weight_ref(1, 4, 6, 6.0, 8) == pytest.approx(1e-6)  # ln(1) = 0 is floored
-    assert weight_ref(0, 3, 6, 6.0, 8) == 0.0
-    assert weight_ref([1, 2], 3, [6, 6], 6.0, 8).shape == (2,)
-
-
-def random_judgments(rng, pool, n_queries=30):
-    qrels, run = {}, {}
-    for i in range(n_queries):
-        q = f"q{i}"
-        judged = rng.permutation(pool)[: rng.integers(1, 10)]
-        qrels[q] = {str(d): int(rng.choice([0, 1, 2, 3])) for d in judged}
-        returned = rng.permutation(pool)[: rng.integers(1, len(pool))]
-        scores = rng.choice([0.5, 1.0, 1.5, 2.0], size=len(returned))  # many ties
-        run[q] = {str(d): float(s) for d, s in zip(returned, scores)}
-    return qrels, run
-
-
-@pytest.mark.parametrize("k", [1, 5, 10, 20])
-def test_query_metrics_reference_equals_trec_eval(k):
-    pytrec_eval = pytest.importorskip("pytrec_eval")
-    rng = np.random.default_rng(k)
-    qrels, run = random_judgments(rng, [f"doc{i:02d}" for i in range(40)])
-    trec = pytrec_eval.RelevanceEvaluator(qrels, {f"recall.{k}", "recip_rank", f"ndcg_cut.{k}"}).evaluate(run)
-    ours = evaluate(qrels, run, k, per_query=True)[1]
-    for q in qrels:
-        recall, rr, ndcg = metrics_ref(trec_order(run[q]), qrels[q], k)
-        assert recall == pytest.approx(trec[q][f"recall_{k}"], abs=1e-12)
-        assert rr == pytest.approx(trec[q]["recip_rank"], abs=1e-12)
-        assert ndcg == pytest.approx(trec[q][f"ndcg_cut_{k}"], abs=1e-12)
-        assert (recall, rr, ndcg) == pytest.approx((ours[q][f"recall@{k}"], ours[q]["mrr"], ours[q][f"ndcg@{k}"]))
-
-
-def test_query_metrics_by_hand():
-    recall, rr, ndcg = metrics_ref(["a", "b", "c", "d", "e"], {"b": 2, "d": 1, "x": 1}, k=3)
-    assert recall == pytest.approx(1 / 3) and rr == 0.5
-    assert ndcg == pytest.approx((2 / math.log2(3)) / (2 + 1 / math.log2(3) + 1 / math.log2(4)))
-    assert metrics_ref(["a"], {"a": 0}) == (0.0, 0.0, 0.0)
-
-
-def test_the_fusion_references_are_the_librarys():
-    rankings = [["a", "b", "c"], ["c", "a"], []]
-    assert rrf_ref(rankings) == rrf(rankings, k=60)
-    assert rrf_ref([["a", "b", "c"], ["c", "a"]]) == pytest.approx({"a": 1 / 61 + 1 / 62, "c": 1 / 63 + 1 / 61,
-                                                                    "b": 1 / 62})
-    bm25, dense = {"a": 12.0, "b": 6.0, "c": 3.0}, {"b": 0.9, "d": 0.5, "a": -0.1}
-    assert fusion_ref(bm25, dense, 0.3) == weighted_fusion([bm25, dense], [0.7, 0.3])
-    assert fusion_ref(bm25, dense, 0.5) == pytest.approx({"a": 0.5, "b": 0.5 / 3 + 0.5, "c": 0.0, "d": 0.3})
-    assert list(fusion_ref(bm25, dense, 0.0))[0] == "a" and list(fusion_ref(bm25, dense, 1.0))[0] == "b"
-    assert fusion_ref({}, {}, 0.5) == {}
-    with pytest.raises(ValueError, match="alpha"):
-        fusion_ref(bm25, dense, 1.5)
+        run_check(ex, loops)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from functools import partial
 
 import pytest
 
@@ -15,18 +16,14 @@ from attnedu.checks import ch12_rag as ch12
 
 
 # ------------------------------------------------------------------ the references pass
-@pytest.mark.parametrize(
-    "check, fn, n",
-    [
-        (ch12.check_chunk_words, ch12.chunk_words_reference, 7),
-        (ch12.check_format_sources, ch12.format_sources_reference, 5),
-        (ch12.check_cited_sources, ch12.cited_sources_reference, 7),
-        (ch12.check_token_f1, ch12.token_f1_reference, 9),
-    ],
-)
-def test_the_reference_passes_its_own_check_and_says_so(check, fn, n, capsys):
-    check(fn)
-    assert f"passes all {n} checks" in capsys.readouterr().out
+def test_the_library_passes_every_chapter_12_check_visible_and_hidden(capsys):
+    for name, ex in ch12.EXERCISES.items():
+        ch12.check(name, ex.reference)
+        ch12.check(name, ex.reference, hidden=True)
+    out = capsys.readouterr().out
+    assert out.count("passes all") == 4
+    for name, n in [("chunk_words", 7), ("format_sources", 5), ("cited_sources", 7), ("token_f1", 9)]:
+        assert f"`{name}` passes all {n} checks" in out
 
 
 def test_the_notebooks_own_solutions_pass(capsys):
@@ -61,18 +58,27 @@ def test_the_notebooks_own_solutions_pass(capsys):
         p, r = common / len(pred), common / len(ref)
         return 2 * p * r / (p + r)
 
-    ch12.check_chunk_words(chunk_words)
-    ch12.check_format_sources(format_sources)
-    ch12.check_cited_sources(cited_sources)
-    ch12.check_token_f1(token_f1)
+    partial(ch12.check, "chunk_words")(chunk_words)
+    partial(ch12.check, "format_sources")(format_sources)
+    partial(ch12.check, "cited_sources")(cited_sources)
+    partial(ch12.check, "token_f1")(token_f1)
     assert capsys.readouterr().out.count("passes all") == 4
 
 
 def test_the_references_are_the_librarys():
-    assert ch12.chunk_words_reference is rag.chunk_words
-    assert ch12.format_sources_reference is rag.format_sources
-    assert ch12.cited_sources_reference is rag.cited_sources
-    assert ch12.token_f1_reference is rag.token_f1
+    for name in ("chunk_words", "format_sources", "cited_sources", "token_f1"):
+        assert ch12.EXERCISES[name].reference is getattr(rag, name)
+        assert ch12.EXERCISES[name].library == [f"attnedu.rag.{name}"]
+
+
+@pytest.mark.parametrize("name", ["chunk_words", "format_sources", "cited_sources", "token_f1"])
+def test_every_typical_mistake_gets_its_own_sentence(name):
+    ex = ch12.EXERCISES[name]
+    for setting, sentence in ex.mistakes:
+        fn = partial(ex.wrong, **setting) if isinstance(setting, dict) else setting
+        with pytest.raises(CheckFailed) as info:
+            ch12.check(name, fn)
+        assert str(info.value).endswith("Likely cause: " + sentence), (setting, str(info.value))
 
 
 # ------------------------------------------------------------------ chunking mistakes
@@ -122,7 +128,7 @@ def chunks_split_at_spaces(text, size, overlap=0):
 )
 def test_chunk_words_mistakes_get_their_sentence(fn, message):
     with pytest.raises(CheckFailed, match=message) as info:
-        ch12.check_chunk_words(fn)
+        partial(ch12.check, "chunk_words")(fn)
     assert "\n" not in str(info.value)
 
 
@@ -146,7 +152,7 @@ def test_chunk_words_mistakes_get_their_sentence(fn, message):
 )
 def test_format_sources_mistakes_get_their_sentence(fn, message):
     with pytest.raises(CheckFailed, match=message) as info:
-        ch12.check_format_sources(fn)
+        partial(ch12.check, "format_sources")(fn)
     assert "\n" not in str(info.value)
 
 
@@ -177,7 +183,7 @@ def _cited(pattern, unique=True, sort=False):
 )
 def test_cited_sources_mistakes_get_their_sentence(fn, message):
     with pytest.raises(CheckFailed, match=message) as info:
-        ch12.check_cited_sources(fn)
+        partial(ch12.check, "cited_sources")(fn)
     assert "\n" not in str(info.value)
 
 
@@ -224,7 +230,7 @@ def f1_divides_by_zero(prediction, gold):
 )
 def test_token_f1_mistakes_get_their_sentence(fn, message):
     with pytest.raises(CheckFailed, match=message) as info:
-        ch12.check_token_f1(fn)
+        partial(ch12.check, "token_f1")(fn)
     assert "\n" not in str(info.value)
 
 
@@ -232,10 +238,10 @@ def test_token_f1_mistakes_get_their_sentence(fn, message):
 @pytest.mark.parametrize(
     "check, text_message",
     [
-        (ch12.check_chunk_words, r"returned a str; expected a list of chunks"),
-        (ch12.check_format_sources, r"returned line 1 as '42'"),
-        (ch12.check_cited_sources, r"returned a str; expected a list of numbers"),
-        (ch12.check_token_f1, "not an array of numbers"),
+        (partial(ch12.check, "chunk_words"), r"returned a str; expected a list of chunks"),
+        (partial(ch12.check, "format_sources"), r"returned line 1 as '42'"),
+        (partial(ch12.check, "cited_sources"), r"returned a str; expected a list of numbers"),
+        (partial(ch12.check, "token_f1"), "not an array of numbers"),
     ],
 )
 @pytest.mark.parametrize("fn, message", garbage())
@@ -243,7 +249,7 @@ def test_garbage_gets_a_sentence_not_a_crash(check, text_message, fn, message):
     assert_one_sentence(check, fn, message or text_message)
 
 
-@pytest.mark.parametrize("check", [ch12.check_chunk_words, ch12.check_format_sources, ch12.check_cited_sources])
-def test_returning_a_function_is_named(check):
+@pytest.mark.parametrize("name", ["chunk_words", "format_sources", "cited_sources"])
+def test_returning_a_function_is_named(name):
     with pytest.raises(CheckFailed, match="returned a function"):
-        check(lambda *args, **kwargs: returns_none)
+        ch12.check(name, lambda *args, **kwargs: returns_none)

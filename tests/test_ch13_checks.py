@@ -1,32 +1,51 @@
-"""Chapter 13's checks: the references are right, typical mistakes get their sentence, and
+"""Chapter 13's checks: the library's versions pass them, typical mistakes get their sentence, and
 garbage gets a sentence instead of a crash."""
 
 from __future__ import annotations
 
+import ast
+import re
+import unicodedata
+from dataclasses import replace
+from functools import partial
+
 import numpy as np
 import pytest
 
+from attnedu import governance as G
 from attnedu.checks import CheckFailed
 from attnedu.checks import ch13_databases as ch13
-from attnedu.governance import normalise_text
-from conftest import assert_one_sentence, garbage, returns_text
+from attnedu.checks.engine import check as run_check
+from conftest import REPO, assert_one_sentence, garbage, load_notebook, returns_text
 
-CHECKS = [ch13.check_normalise_for_hash, ch13.check_near_duplicate_pairs, ch13.check_precision_recall,
-          ch13.check_prerequisites]
+NAMES = ["normalise_for_hash", "near_duplicate_pairs", "precision_recall", "prerequisites"]
 
 
-def test_the_references_pass_their_own_checks(capsys):
-    ch13.check_normalise_for_hash(normalise_text)
-    ch13.check_near_duplicate_pairs(ch13.near_duplicate_pairs_reference)
-    ch13.check_precision_recall(ch13.precision_recall_reference)
-    ch13.check_prerequisites(ch13.prerequisites_reference)
+def test_the_library_passes_every_chapter_13_check_visible_and_hidden(capsys):
+    for name, ex in ch13.EXERCISES.items():
+        ch13.check(name, ex.reference)
+        ch13.check(name, ex.reference, hidden=True)
     assert capsys.readouterr().out.count("passes all") == 4
 
 
-def test_solutions_as_a_learner_writes_them_pass(capsys):
-    import re
-    import unicodedata
+def test_the_references_are_the_governance_modules():
+    refs = [ex.reference for ex in ch13.EXERCISES.values()]
+    assert refs == [G.normalise_text, G.near_duplicate_index_pairs, G.span_precision_recall, G.prerequisites]
 
+
+def test_the_hidden_prerequisites_cases_walk_the_chapters_own_graph():
+    # the hidden cases once ran on the notebook's `kg`; they now rebuild its `requires` edges from COURSE_REQUIRES
+    cells = load_notebook(REPO / "notebooks" / "13-databases" / "13-databases.ipynb")["cells"]
+    (source,) = ["".join(c["source"]) for c in cells if "".join(c["source"]).startswith("REQUIRES = [")]
+    (assign,) = [n for n in ast.parse(source).body if isinstance(n, ast.Assign) and n.targets[0].id == "REQUIRES"]
+    assert ast.literal_eval(assign.value) == G.COURSE_REQUIRES
+    hidden = ch13.EXERCISES["prerequisites"].all_cases(hidden=True)
+    assert [c.args[1] for c in hidden[-3:]] == ["GPT", "KV cache", "hybrid search"]
+    assert G.prerequisites(hidden[-1].args[0], "hybrid search")[:3] == [
+        ("BM25", 1), ("reciprocal rank fusion", 1), ("vector search", 1)]
+
+
+def test_solutions_as_a_learner_writes_them_pass(capsys):
     def normalise_for_hash(text):
         text = unicodedata.normalize("NFKC", text).casefold()
         return re.sub(r"[\W_]+", " ", text).strip()
@@ -55,38 +74,129 @@ def test_solutions_as_a_learner_writes_them_pass(capsys):
             GROUP BY e.name ORDER BY hops, e.name""", [concept])
         return [(name, hops) for name, hops in rows]
 
-    ch13.check_normalise_for_hash(normalise_for_hash)
-    ch13.check_near_duplicate_pairs(near_duplicate_pairs)
-    ch13.check_precision_recall(precision_recall)
-    ch13.check_prerequisites(prerequisites)
+    for name, fn in [("normalise_for_hash", normalise_for_hash), ("near_duplicate_pairs", near_duplicate_pairs),
+                     ("precision_recall", precision_recall), ("prerequisites", prerequisites)]:
+        ch13.check(name, fn)
+        ch13.check(name, fn, hidden=True)
     assert capsys.readouterr().out.count("passes all") == 4
 
 
-@pytest.mark.parametrize("fn, explanation", ch13._NORMALISE_MISTAKES)
-def test_normalise_mistakes_are_named(fn, explanation):
-    with pytest.raises(CheckFailed, match="Likely cause: " + explanation[:30].replace("(", r"\(").replace(")", r"\)")
-                       .replace(".", r"\.").replace("[", r"\[").replace("\\W", r"\\W")):
-        ch13.check_normalise_for_hash(fn)
+# ------------------------------------------------------------------ typical mistakes, written as a learner would
+def _nfkc(t):
+    return unicodedata.normalize("NFKC", t)
 
 
-@pytest.mark.parametrize("check, mistakes", [(ch13.check_near_duplicate_pairs, ch13._PAIRS_MISTAKES),
-                                             (ch13.check_precision_recall, ch13._PR_MISTAKES),
-                                             (ch13.check_prerequisites, ch13._PREREQ_MISTAKES)])
-def test_every_typical_mistake_gets_its_sentence(check, mistakes):
-    for fn, explanation in mistakes:
+def _pairs(score, strict=False):
+    def wrong(vectors, threshold):
+        x = np.asarray(vectors, dtype=float)
+        s, n = score(x), len(x)
+        return sorted((i, j) for i in range(n) for j in range(i + 1, n)
+                      if (s[i, j] > threshold if strict else s[i, j] >= threshold - 1e-9))
+    return wrong
+
+
+def _unit(x):
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def _tp(p, g):
+    return len(set(p) & set(g))
+
+
+def _reach(graph, concept, agg="min", rel="AND r.rel = 'requires'"):
+    rows = graph.query(f"""
+        WITH RECURSIVE reach (id, hops) AS (
+            SELECT r.dst, 1 FROM relations AS r JOIN entities AS e ON e.id = r.src WHERE e.name = ? {rel}
+          UNION
+            SELECT r.dst, reach.hops + 1 FROM relations AS r JOIN reach ON r.src = reach.id
+            WHERE reach.hops < 50 {rel})
+        SELECT e.name, {agg}(hops) FROM reach JOIN entities AS e ON e.id = reach.id
+        GROUP BY e.name ORDER BY 2, 1""", [concept])
+    return [(n, int(h)) for n, h in rows]
+
+
+def _with_self(graph, concept):
+    rows = graph.reachable(concept, "requires", max_depth=50)
+    return [(concept, 0)] + rows if graph.query("SELECT 1 FROM entities WHERE name = ?", [concept]) else rows
+
+
+# the learner's version of each typical mistake, in the order of the exercise's `mistakes`
+LEARNER_MISTAKES = {
+    "normalise_for_hash": [
+        lambda t: " ".join(re.sub(r"[\W_]+", " ", _nfkc(t).lower()).split()),
+        lambda t: re.sub(r"[\W_]+", " ", t.casefold()).strip(),
+        lambda t: " ".join(_nfkc(t).casefold().split()),
+        lambda t: re.sub(r"\W+", " ", _nfkc(t).casefold()).strip(),
+        lambda t: re.sub(r"[\W_]+", " ", _nfkc(t).casefold()),
+        lambda t: re.sub(r"[\W_]", " ", _nfkc(t).casefold()).strip(),
+    ],
+    "near_duplicate_pairs": [
+        _pairs(lambda x: x @ x.T),
+        _pairs(lambda x: _unit(x) @ _unit(x).T, strict=True),
+        _pairs(lambda x: -np.linalg.norm(x[:, None] - x[None], axis=-1)),
+    ],
+    "precision_recall": [
+        lambda p, g: (_tp(p, g) / len(set(g)) if g else 1.0, _tp(p, g) / len(set(p)) if p else 1.0),
+        lambda p, g: (_tp(p, g) / len(p) if p else 1.0, _tp(p, g) / len(g) if g else 1.0),
+        lambda p, g: (_tp(p, g) / len(set(p)) if p else 0.0, _tp(p, g) / len(set(g)) if g else 0.0),
+        lambda p, g: (_tp({s[:2] for s in p}, {s[:2] for s in g}) / len(set(p)) if p else 1.0,
+                      _tp({s[:2] for s in p}, {s[:2] for s in g}) / len(set(g)) if g else 1.0),
+    ],
+    "prerequisites": [
+        lambda graph, concept: graph.reachable(concept, "requires", max_depth=1),
+        _with_self,
+        partial(_reach, agg="max"),
+        partial(_reach, rel=""),
+    ],
+}
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_every_typical_mistake_gets_its_sentence(name):
+    ex = ch13.EXERCISES[name]
+    assert len(LEARNER_MISTAKES[name]) == len(ex.mistakes)
+    for fn, (_, sentence) in zip(LEARNER_MISTAKES[name], ex.mistakes):
         with pytest.raises(CheckFailed) as info:
-            check(fn)
-        assert str(info.value).endswith("Likely cause: " + explanation), fn
+            ch13.check(name, fn)
+        assert str(info.value).endswith("Likely cause: " + sentence), str(info.value)
         assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_each_setting_of_the_wrong_variant_gets_its_own_sentence(name):
+    ex = ch13.EXERCISES[name]
+    for setting, sentence in ex.mistakes:
+        with pytest.raises(CheckFailed) as info:
+            ch13.check(name, partial(ex.wrong, **setting))
+        assert str(info.value).endswith("Likely cause: " + sentence), (setting, str(info.value))
 
 
 def test_pairs_listed_both_ways_or_with_themselves_are_named():
     def both_ways(vectors, threshold):
-        pairs = ch13.near_duplicate_pairs_reference(vectors, threshold)
+        pairs = G.near_duplicate_index_pairs(vectors, threshold)
         return pairs + [(j, i) for i, j in pairs]
 
     with pytest.raises(CheckFailed, match=r"list each pair once, as \(i, j\) with i < j"):
-        ch13.check_near_duplicate_pairs(both_ways)
+        ch13.check("near_duplicate_pairs", both_ways)
+
+
+@pytest.mark.parametrize("fn, message", [
+    (lambda v, t: G.near_duplicate_index_pairs(v, t)[::-1], r"right pairs in the wrong order: return sorted\(pairs\)"),
+    (lambda v, t: G.near_duplicate_index_pairs(v, t)[:-1], r"misses the pair \(0, 1\)"),
+    (lambda v, t: [(0, 1), (0, 1)], r"lists a pair twice"),
+    (lambda v, t: [(0, 1), (2, 3)], r"returns the pair \(2, 3\), whose cosine is below the threshold"),
+    (lambda v, t: [[0, "1"]], r"returned \[0, '1'\] as a pair; each pair must be two integers \(i, j\)"),
+    (lambda v, t: [(True, 1)], r"as a pair; each pair must be two integers"),
+    (lambda v, t: [(np.int64(0), np.int64(1))], None),
+])
+def test_the_pairs_comparison_names_each_problem(fn, message, capsys):
+    if message is None:
+        ch13.EXERCISES.check("near_duplicate_pairs", lambda v, t: [(np.int64(i), np.int64(j))
+                                                                  for i, j in G.near_duplicate_index_pairs(v, t)])
+        assert "passes all" in capsys.readouterr().out
+        return
+    with pytest.raises(CheckFailed, match=message):
+        ch13.check("near_duplicate_pairs", fn)
 
 
 def test_a_prerequisite_listed_twice_is_named():
@@ -102,7 +212,20 @@ def test_a_prerequisite_listed_twice_is_named():
             ORDER BY needs.hops, e.name""", [concept])]
 
     with pytest.raises(CheckFailed, match=r"lists 'exponential' 2 times: keep each concept once.*min\(hops\)"):
-        ch13.check_prerequisites(union_all)
+        ch13.check("prerequisites", union_all)
+
+
+@pytest.mark.parametrize("fn, message", [
+    (lambda g, c: G.prerequisites(g, c)[::-1], r"right rows in the wrong order: sort by hops, then by name"),
+    (lambda g, c: G.prerequisites(g, c)[:-1], r"misses 'exponential'"),
+    (lambda g, c: G.prerequisites(g, c) + [("chapter 1", 3)], r"returns 'chapter 1', which the concept does not"),
+    (lambda g, c: [(n, h + 1) for n, h in G.prerequisites(g, c)],
+     r"gives 'dot product' 2 hop\(s\); the fewest `requires` edges that lead to it are 1"),
+    (lambda g, c: [("softmax", "1")], r"returned \('softmax', '1'\) as a row; each row must be \(name, hops\)"),
+])
+def test_the_rows_comparison_names_each_problem(fn, message):
+    with pytest.raises(CheckFailed, match=message):
+        ch13.check("prerequisites", fn)
 
 
 def test_broken_sql_gets_the_database_error_and_the_hint():
@@ -110,25 +233,29 @@ def test_broken_sql_gets_the_database_error_and_the_hint():
         return graph.query("WITH RECURSIVE oops SELECT", [concept])
 
     with pytest.raises(CheckFailed, match=r"raised OperationalError.*Hint: by hand"):
-        ch13.check_prerequisites(broken)
+        ch13.check("prerequisites", broken)
 
 
-@pytest.mark.parametrize("check", CHECKS)
+@pytest.mark.parametrize("name", NAMES)
 @pytest.mark.parametrize("fn, message", garbage(r"returned .*(expected|a str)"))
-def test_garbage_gets_a_sentence_not_a_crash(check, fn, message):
-    if check is ch13.check_normalise_for_hash and fn is returns_text:
+def test_garbage_gets_a_sentence_not_a_crash(name, fn, message):
+    if name == "normalise_for_hash" and fn is returns_text:
         message = r"returned '42'; expected 'what is attention'"
-    assert_one_sentence(check, fn, message)
+    assert_one_sentence(partial(ch13.check, name), fn, message)
 
 
 def test_a_query_that_never_ends_is_stopped():
-    from attnedu.checks import Case
-
     def loops(graph, concept):
         while True:
             pass
 
-    graph = ch13.example_graph()
-    with pytest.raises(CheckFailed, match="ran for more than 0.2 s"):
-        ch13.check_value_function(loops, "loops", [Case((graph, "softmax"), [])], compare=ch13._compare_reached,
-                                  time_limit=0.2)
+    ex = replace(ch13.EXERCISES["prerequisites"], time_limit=0.2)
+    with pytest.raises(CheckFailed, match=r"ran for more than 0.2 s.*never ends \(or a recursive query without a "
+                                          r"limit\)"):
+        run_check(ex, loops)
+
+
+def test_the_graph_is_passed_as_it_is_not_copied():
+    seen = []
+    ch13.EXERCISES.check("prerequisites", lambda graph, concept: seen.append(graph) or G.prerequisites(graph, concept))
+    assert all(isinstance(g, G.KnowledgeGraph) for g in seen) and len({id(g) for g in seen}) == 1

@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 
 from attnedu.governance import (FieldCipher, KnowledgeGraph, Span, VersionRegistry, content_key, ddl, deduplicate,
-                                duplicate_groups, dvc_pointer, find_pii, generate_key, hash_bytes, hash_file,
-                                hash_rows, key_from_env, near_duplicate_pairs, normalise_text, pseudonym, redact,
-                                span_scores)
+                                duplicate_groups, dvc_pointer, example_graph, find_pii, generate_key, hash_bytes,
+                                hash_file, hash_rows, key_from_env, near_duplicate_index_pairs, near_duplicate_pairs,
+                                normalise_text, prerequisites, pseudonym, redact, span_precision_recall, span_scores)
 from attnedu.store import open_store
 from conftest import REPO
 
@@ -89,6 +89,18 @@ def test_near_duplicate_pairs_are_cosine_above_the_threshold():
         near_duplicate_pairs(x, 1.5)
 
 
+def test_near_duplicate_index_pairs_are_the_pairs_in_index_order():
+    x = np.array([[1.0, 0.0], [2.0, 0.1], [0.0, 1.0], [0.6, 0.8]])
+    assert near_duplicate_index_pairs(x, 0.5) == [(0, 1), (0, 3), (1, 3), (2, 3)]
+    assert near_duplicate_index_pairs(x, 0.5) == sorted((i, j) for i, j, _ in near_duplicate_pairs(x, 0.5))
+    assert near_duplicate_index_pairs(np.ones((3, 4)), 1.0) == [(0, 1), (0, 2), (1, 2)]  # cos = 1 up to rounding
+    assert near_duplicate_index_pairs(x[:1], 0.5) == []
+    with pytest.raises(ValueError, match="threshold"):
+        near_duplicate_index_pairs(x, 2.0)
+    with pytest.raises(ValueError, match="vectors"):
+        near_duplicate_index_pairs(np.ones(3), 0.5)
+
+
 def test_deduplicate_keeps_the_first_of_every_group():
     texts = ["A cat.", "a  CAT", "a dog", "a kitten", "a puppy"]
     vectors = np.array([[1, 0, 0], [1, 0, 0], [0, 1, 0], [0.99, 0.1, 0], [0.1, 0.99, 0]])
@@ -140,6 +152,22 @@ def test_span_scores_count_exact_matches_per_kind():
     assert s["phone"]["precision"] == 0.0 and s["phone"]["recall"] == 0.0  # one character off: wrong
     assert s["all"]["tp"] == 2 and s["all"]["precision"] == 0.5 and s["all"]["recall"] == pytest.approx(2 / 3)
     assert span_scores([], [])["all"]["precision"] == 1.0
+
+
+def test_span_precision_recall_is_the_all_line_with_each_span_counted_once():
+    gold = [(0, 5, "name"), (10, 27, "email"), (30, 42, "phone")]
+    pred = [(0, 5, "name"), (10, 27, "email"), (44, 48, "name")]
+    assert span_precision_recall(pred, gold) == (2 / 3, 2 / 3)
+    assert span_precision_recall(pred + pred[:1], gold) == (2 / 3, 2 / 3)  # a span twice counts once
+    assert span_precision_recall([(0, 5, "phone")], [(0, 5, "name")]) == (0.0, 0.0)  # the kind counts
+    assert span_precision_recall([], gold) == (1.0, 0.0) and span_precision_recall([(3, 9, "email")], []) == (0.0, 1.0)
+    assert span_precision_recall([], []) == (1.0, 1.0)
+    s = span_scores(pred, gold)["all"]
+    assert span_precision_recall(pred, gold) == (s["precision"], s["recall"])
+    with pytest.raises(ValueError, match="predicted"):
+        span_precision_recall("0 5 name", gold)
+    with pytest.raises(ValueError, match="gold"):
+        span_precision_recall(pred, None)
 
 
 def test_the_labelled_pii_set_is_valid_and_large_enough():
@@ -270,3 +298,31 @@ def test_recursive_sql_walks_the_graph_on_both_backends(store):
     assert kg.path("chapter 1", "softmax") is None
     with pytest.raises(ValueError, match="max_depth"):
         kg.reachable("softmax", "requires", max_depth=0)
+
+
+def test_prerequisites_are_the_requires_edges_walked_with_the_fewest_hops():
+    graph = example_graph()
+    try:
+        assert prerequisites(graph, "transformer") == [
+            ("layer normalisation", 1), ("multi-head attention", 1), ("softmax", 1), ("exponential", 2),
+            ("mean and variance", 2), ("scaled dot-product attention", 2), ("dot product", 3)]  # not 'chapter 4'
+        assert prerequisites(graph, "scaled dot-product attention") == graph.reachable(
+            "scaled dot-product attention", "requires", max_depth=50)
+        assert prerequisites(graph, "exponential") == [] and prerequisites(graph, "no such concept") == []
+        with pytest.raises(ValueError, match="graph"):
+            prerequisites(graph.store, "softmax")
+        with pytest.raises(ValueError, match="concept"):
+            prerequisites(graph, "")
+    finally:
+        graph.store.close()
+
+
+def test_the_example_graph_holds_the_edges_it_is_given():
+    graph = example_graph([("a", "requires", "b"), ("b", "related_to", "c")])
+    try:
+        assert graph.stats() == {"entities": 3, "relations": 2}
+        assert prerequisites(graph, "a") == [("b", 1)]
+    finally:
+        graph.store.close()
+    with pytest.raises(ValueError, match="edges"):
+        example_graph([("a", "b")])

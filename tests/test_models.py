@@ -1,26 +1,29 @@
 """attnedu.models: a GPT built from attnedu.nn's decoder blocks, with tied input/output
 embeddings, a parameter count that a formula predicts, and generation whose KV cache changes
-the speed, never the tokens. Sampling filters (top-k, top-p, temperature) do what they say."""
+the speed, never the tokens, and which returns only the new tokens, in the type of the prompt.
+Sampling filters (top-k, top-p, temperature) do what they say."""
 
 from __future__ import annotations
 
 import inspect
+import math
 
 import pytest
 import torch
 
 import attnedu.models as models
-from attnedu.models import (SHIPPED_CHECKPOINT, GPT, GPTConfig, parameter_count, sample_next, top_k_filter,
-                             top_p_filter)
+from attnedu.models import (SHIPPED_CHECKPOINT, GPT, GPTConfig, gpt_parameter_count, next_token_loss, parameter_count,
+                             sample_next, top_k_filter, top_p_filter)
 from attnedu.nn import DecoderBlock, KVCache
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: one thread is fastest
 
 
-def tiny(block_size=16, vocab_size=11, n_layer=2, n_head=2, n_embd=16, dropout=0.0, bias=True, seed=0) -> GPT:
+def tiny(context=16, vocab_size=11, n_layer=2, n_head=2, d_model=16, dropout=0.0, bias=True, seed=0) -> GPT:
     torch.manual_seed(seed)
-    return GPT(GPTConfig(block_size, vocab_size, n_layer, n_head, n_embd, dropout, bias)).eval()
+    return GPT(GPTConfig(vocab_size=vocab_size, context=context, n_layer=n_layer, n_head=n_head, d_model=d_model,
+                         dropout=dropout, bias=bias)).eval()
 
 
 def prompt(B=2, T=3, vocab_size=11, seed=1) -> torch.Tensor:
@@ -29,6 +32,9 @@ def prompt(B=2, T=3, vocab_size=11, seed=1) -> torch.Tensor:
 
 def gen(seed=0) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
+
+
+SAMPLED = dict(temperature=1.0)  # generate is greedy by default
 
 
 # ----------------------------------------------------------------------------- architecture
@@ -51,18 +57,36 @@ def test_output_layer_and_token_embedding_are_one_tensor():
 
 
 @pytest.mark.parametrize("bias", [True, False])
-@pytest.mark.parametrize("dims", [(16, 11, 2, 2, 16), (64, 96, 4, 4, 128), (8, 5, 1, 1, 4)])
+@pytest.mark.parametrize("dims", [(11, 16, 2, 2, 16), (96, 64, 4, 4, 128), (5, 8, 1, 1, 4), (7, 8, 2, 2, 8, 20)])
 def test_num_parameters_equals_the_formula(dims, bias):
-    config = GPTConfig(*dims, bias=bias)
+    config = GPTConfig(*dims, bias=bias)  # vocab_size, context, n_layer, n_head, d_model[, d_ff]
     model = GPT(config)
     assert model.num_parameters() == parameter_count(config) == sum(p.numel() for p in model.parameters())
     assert model.num_parameters(non_embedding=True) == parameter_count(config, non_embedding=True) \
-        == parameter_count(config) - config.block_size * config.n_embd
+        == parameter_count(config) - config.context * config.d_model
+
+
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("dims", [(10, 8, 1, 4), (96, 64, 4, 128), (65, 256, 6, 384), (7, 3, 2, 12)])
+def test_gpt_parameter_count_counts_the_parameters_of_a_real_gpt(dims, bias):
+    V, T, L, C = dims
+    model = GPT(GPTConfig(vocab_size=V, context=T, n_layer=L, n_head=2 if C % 2 == 0 else 1, d_model=C, bias=bias))
+    assert gpt_parameter_count(V, T, L, C, bias) == sum(p.numel() for p in model.parameters())
+
+
+def test_gpt2_small_has_its_124_million_parameters():
+    assert gpt_parameter_count(50257, 1024, 12, 768, True) == 124_439_808
+
+
+def test_the_feed_forward_width_defaults_to_four_times_d_model_and_can_be_set():
+    assert GPTConfig(vocab_size=5, context=8, n_layer=1, n_head=2, d_model=8).d_ff == 32
+    model = GPT(GPTConfig(vocab_size=5, context=8, n_layer=1, n_head=2, d_model=8, d_ff=20))
+    assert model.blocks[0].ff.fc1.out_features == 20 and model.blocks[0].ff.fc2.in_features == 20
 
 
 def test_nanogpt_cpu_configuration_has_the_expected_parameter_count():
     # 12 C^2 per block dominates (4 * 12 * 128^2 = 786,432); nanoGPT prints "0.80M" (non-embedding)
-    config = GPTConfig(block_size=64, vocab_size=65, n_layer=4, n_head=4, n_embd=128, bias=False)
+    config = GPTConfig(vocab_size=65, context=64, n_layer=4, n_head=4, d_model=128, bias=False)
     assert parameter_count(config) == 65 * 128 + 64 * 128 + 4 * (12 * 128 ** 2 + 2 * 128) + 128 == 804_096
 
 
@@ -75,6 +99,18 @@ def test_forward_gives_logits_for_every_position_and_the_mean_cross_entropy():
     torch.testing.assert_close(loss, expected)
     assert abs(loss.item() - torch.log(torch.tensor(11.0)).item()) < 0.2  # small init: near uniform
     assert model(idx)[1] is None
+
+
+def test_next_token_loss_is_the_loss_the_gpt_returns_minus_the_mean_log_probability_of_the_targets():
+    logits, loss = tiny()(prompt(B=3, T=8), targets := prompt(B=3, T=8, seed=4))
+    torch.testing.assert_close(next_token_loss(logits, targets), loss)
+    probs = torch.tensor([[[0.2, 0.3, 0.5], [0.6, 0.3, 0.1]]], dtype=torch.float64)
+    by_hand = -(math.log(0.5) + math.log(0.3)) / 2
+    assert math.isclose(next_token_loss(probs.log(), torch.tensor([[2, 1]])).item(), by_hand)
+    uniform = next_token_loss(torch.zeros(2, 4, 96), torch.zeros(2, 4, dtype=torch.long))
+    assert math.isclose(uniform.item(), math.log(96), rel_tol=1e-6)  # an untrained model's loss
+    ignored = torch.cat([targets[:, :5], torch.full((3, 3), -1)], dim=1)  # -1: the position does not count
+    torch.testing.assert_close(next_token_loss(logits, ignored), next_token_loss(logits[:, :5], targets[:, :5]))
 
 
 def test_forward_is_causal_a_future_token_never_changes_earlier_logits():
@@ -101,27 +137,26 @@ def test_cached_and_uncached_greedy_generation_give_identical_tokens(T0, new):
 @pytest.mark.parametrize("options", [{}, {"top_k": 3}, {"top_p": 0.9}, {"temperature": 0.7, "top_k": 5, "top_p": 0.8}])
 def test_cached_and_uncached_sampling_give_identical_tokens_from_the_same_seed(options):
     model = tiny()
-    a = model.generate(prompt(), 13, use_cache=True, generator=gen(7), **options)
-    b = model.generate(prompt(), 13, use_cache=False, generator=gen(7), **options)
+    options = {**SAMPLED, **options}
+    a = model.generate(prompt(), 13, use_cache=True, seed=7, **options)
+    b = model.generate(prompt(), 13, use_cache=False, seed=7, **options)
     assert torch.equal(a, b)
-    c = model.generate(prompt(), 13, use_cache=True, generator=gen(8), **options)
+    c = model.generate(prompt(), 13, use_cache=True, seed=8, **options)
     assert not torch.equal(a, c)  # the seed matters: the samples are not all the argmax
 
 
 def test_generation_past_the_context_window_gives_the_same_tokens_with_or_without_cache():
-    model = tiny(block_size=8)
+    model = tiny(context=8)
     for temperature in (0.0, 1.0):
-        a = model.generate(prompt(T=3), 20, temperature=temperature, use_cache=True, generator=gen(1))
-        b = model.generate(prompt(T=3), 20, temperature=temperature, use_cache=False, generator=gen(1))
-        assert a.shape == (2, 23) and torch.equal(a, b)
+        a = model.generate(prompt(T=3), 20, temperature=temperature, use_cache=True, seed=1)
+        b = model.generate(prompt(T=3), 20, temperature=temperature, use_cache=False, seed=1)
+        assert a.shape == (2, 20) and torch.equal(a, b)
 
 
-def test_a_prompt_longer_than_the_context_is_cropped_to_its_last_block_size_tokens():
-    model = tiny(block_size=8)
+def test_a_prompt_longer_than_the_context_is_cropped_to_its_last_context_tokens():
+    model = tiny(context=8)
     long = prompt(T=12)
-    a = model.generate(long, 4, temperature=0.0)
-    b = model.generate(long[:, -8:], 4, temperature=0.0)
-    assert torch.equal(a[:, :12], long) and torch.equal(a[:, 12:], b[:, 8:])
+    assert torch.equal(model.generate(long, 4), model.generate(long[:, -8:], 4))
 
 
 def test_the_cache_prefills_the_prompt_then_reads_one_token_per_step():
@@ -135,20 +170,42 @@ def test_the_cache_prefills_the_prompt_then_reads_one_token_per_step():
     assert seen == [4, 5, 6, 7, 8]
 
 
-def test_generate_returns_the_prompt_then_the_new_tokens_and_restores_training_mode():
+def test_generate_returns_only_the_new_tokens_and_restores_training_mode():
     model = tiny(dropout=0.1).train()
     idx = prompt(T=3)
-    out = model.generate(idx, 6, generator=gen())
-    assert out.shape == (2, 9) and out.dtype == torch.long and torch.equal(out[:, :3], idx)
+    out = model.generate(idx, 6, seed=0, **SAMPLED)
+    assert out.shape == (2, 6) and out.dtype == torch.long
     assert ((0 <= out) & (out < 11)).all()
     assert model.training
-    assert torch.equal(model.generate(idx, 0), idx)
+    assert model.generate(idx, 0).shape == (2, 0)
+
+
+def test_generate_takes_a_list_a_1d_or_a_2d_prompt_and_answers_in_kind():
+    model = tiny()
+    batch = prompt(B=2, T=3)
+    both = model.generate(batch, 5)  # (B, T) -> (B, n)
+    assert both.shape == (2, 5)
+    for row in range(2):
+        one = model.generate(batch[row], 5)  # (T,) -> (n,)
+        assert one.shape == (5,) and one.dtype == torch.long and torch.equal(one, both[row])
+        assert torch.equal(model.generate(batch[row].tolist(), 5), one)  # a list -> (n,)
+
+
+def test_greedy_decoding_is_the_default_and_appends_the_argmax_each_step():
+    model = tiny()
+    ids = prompt(B=1, T=4)
+    new = model.generate(ids, 3)
+    seq = ids
+    for token in new[0]:
+        with torch.no_grad():
+            assert int(model(seq)[0][0, -1].argmax()) == int(token)
+        seq = torch.cat([seq, token.view(1, 1)], dim=1)
 
 
 def test_generated_tokens_are_an_ordinary_tensor_that_training_can_use():
     # generation runs under torch.inference_mode, whose tensors autograd refuses: the result is not one
     model = tiny()
-    out = model.generate(prompt(T=2), 6, generator=gen())
+    out = torch.cat([prompt(T=2), model.generate(prompt(T=2), 6, seed=0, **SAMPLED)], dim=1)
     assert not out.is_inference() and not torch.is_inference_mode_enabled()
     model.train()
     _, loss = model(out[:, :-1], out[:, 1:])
@@ -174,7 +231,7 @@ def test_generation_evaluation_and_training_mix_freely_and_a_weight_update_is_se
     for use_cache in (True, False):  # nothing stale is reused: the same tokens as a fresh copy gives
         assert torch.equal(model.generate(prompt(), 8, temperature=0.0, use_cache=use_cache),
                            fresh.generate(prompt(), 8, temperature=0.0, use_cache=use_cache))
-    assert before.shape == (2, 11)
+    assert before.shape == (2, 8)
 
 
 def test_the_cache_keeps_the_fused_projection_for_its_lifetime_and_only_without_autograd():
@@ -203,9 +260,9 @@ def test_the_cache_returns_every_key_and_value_appended_in_order():
         assert torch.equal(cache.k, want) and len(cache) == want.shape[2]
 
 
-def test_generate_is_reproducible_with_a_seeded_generator():
+def test_generate_is_reproducible_with_a_seed():
     model = tiny()
-    assert torch.equal(model.generate(prompt(), 10, generator=gen(3)), model.generate(prompt(), 10, generator=gen(3)))
+    assert torch.equal(model.generate(prompt(), 10, seed=3, **SAMPLED), model.generate(prompt(), 10, seed=3, **SAMPLED))
 
 
 # ----------------------------------------------------------------------------- sampling
@@ -250,6 +307,7 @@ def test_top_p_agrees_with_a_brute_force_nucleus():
                 break
         got = set(top_p_filter(logits, p).isfinite()[0].nonzero().flatten().tolist())
         assert got == nucleus
+        assert torch.equal(top_p_filter(logits, p)[0, list(got)], logits[0, list(got)])  # the kept logits unchanged
 
 
 def test_sampling_only_ever_draws_tokens_that_survive_the_filters():
@@ -276,7 +334,7 @@ def test_temperature_towards_zero_approaches_greedy_decoding():
                  for t in (2.0, 1.0, 0.3, 0.01)]
     assert agreement == sorted(agreement) and agreement[-1] == 1.0
     model = tiny()
-    assert torch.equal(model.generate(prompt(), 10, temperature=1e-4, generator=gen()),
+    assert torch.equal(model.generate(prompt(), 10, temperature=1e-4, seed=0),
                        model.generate(prompt(), 10, temperature=0.0))
 
 
@@ -298,17 +356,17 @@ def test_the_shipped_checkpoint_is_small_loads_and_says_how_to_reproduce_it():
     assert SHIPPED_CHECKPOINT.is_file(), f"{SHIPPED_CHECKPOINT} is missing: see benchmarks/gpt_train.py"
     assert SHIPPED_CHECKPOINT.stat().st_size <= 5 * 1024 * 1024
     model, notes = GPT.load(SHIPPED_CHECKPOINT)
-    assert model.config == GPTConfig(block_size=64, vocab_size=96, n_layer=4, n_head=4, n_embd=128,
+    assert model.config == GPTConfig(vocab_size=96, context=64, n_layer=4, n_head=4, d_model=128, d_ff=512,
                                      dropout=0.0, bias=False)  # the model of chapter 6
     assert len(notes["vocab"]) == 96 and notes["iters"] == 2000 and notes["val_loss"] < 1.7
     assert notes["command"].endswith("benchmarks/gpt_train.py --threads 1 --save attnedu/data/gpt-python-2000.pt")
     idx = torch.tensor([[notes["vocab"].index(c) for c in "def "]])
     out = model.generate(idx, 20, temperature=0.0)
-    assert out.shape == (1, 24)
+    assert out.shape == (1, 20)
 
 
 def test_float16_checkpoints_are_half_the_size(tmp_path):
-    model = tiny(n_embd=64)
+    model = tiny(d_model=64)
     model.save(tmp_path / "a.pt")
     model.save(tmp_path / "b.pt", dtype=torch.float16)
     a, b = (tmp_path / "a.pt").stat().st_size, (tmp_path / "b.pt").stat().st_size
@@ -318,20 +376,21 @@ def test_float16_checkpoints_are_half_the_size(tmp_path):
 
 # ----------------------------------------------------------------------------- bad inputs
 @pytest.mark.parametrize("kwargs, words", [
-    (dict(n_embd=30, n_head=4), "not divisible by n_head"),
-    (dict(block_size=0), "block_size must be a positive integer"),
+    (dict(d_model=30, n_head=4), "not divisible by n_head"),
+    (dict(context=0), "context must be a positive integer"),
     (dict(vocab_size=2.5), "vocab_size"),
+    (dict(d_ff=0), "d_ff must be a positive integer"),
     (dict(dropout=1.0), "dropout"),
 ])
 def test_a_bad_config_raises_a_value_error_naming_the_field(kwargs, words):
-    base = dict(block_size=8, vocab_size=5, n_layer=1, n_head=2, n_embd=8)
+    base = dict(vocab_size=5, context=8, n_layer=1, n_head=2, d_model=8)
     with pytest.raises(ValueError, match=words):
         GPTConfig(**{**base, **kwargs})
 
 
 @pytest.mark.parametrize("idx, words", [
-    (torch.zeros(1, 17, dtype=torch.long), r"\(1, 17\).*block_size=16"),
-    (torch.zeros(5, dtype=torch.long), r"idx\[None\]"),
+    (torch.zeros(1, 17, dtype=torch.long), r"\(1, 17\).*context=16"),
+    (torch.zeros(5, dtype=torch.long), r"ids\[None\]"),
     (torch.zeros(1, 3), "torch.long"),
     (torch.full((1, 3), 11), r"outside \[0, vocab_size=11\)"),
     (torch.zeros(1, 0, dtype=torch.long), "at least one token"),
@@ -342,7 +401,7 @@ def test_bad_token_ids_raise_a_value_error_naming_the_shape_or_values(idx, words
 
 
 def test_targets_of_the_wrong_shape_raise_a_value_error():
-    with pytest.raises(ValueError, match=r"targets must have the shape of idx \(2, 3\), got \(2, 4\)"):
+    with pytest.raises(ValueError, match=r"targets must have the shape of ids \(2, 3\), got \(2, 4\)"):
         tiny()(prompt(), prompt(T=4))
 
 
@@ -353,10 +412,14 @@ def test_targets_of_the_wrong_shape_raise_a_value_error():
     (dict(top_k=0), "top_k"),
     (dict(top_p=0.0), "top_p"),
     (dict(top_p=1.5), "top_p"),
+    (dict(seed=-1), "seed"),
+    (dict(ids=[]), "non-empty"),
+    (dict(ids=[[0.5, 1.0]]), "integer token ids"),
+    (dict(ids=[0, 11]), r"outside \[0, 11\)"),
 ])
 def test_bad_generation_options_raise_a_value_error_before_generating(kwargs, words):
     with pytest.raises(ValueError, match=words):
-        tiny().generate(prompt(), **{"max_new_tokens": 3, **kwargs})
+        tiny().generate(**{"ids": prompt(), "max_new_tokens": 3, **kwargs})
 
 
 def test_sampling_helpers_check_their_inputs():
@@ -365,7 +428,21 @@ def test_sampling_helpers_check_their_inputs():
     with pytest.raises(ValueError, match="floating-point"):
         top_k_filter(torch.zeros(2, 3, dtype=torch.long), 1)
     with pytest.raises(ValueError, match="GPTConfig"):
-        parameter_count({"n_embd": 8})
+        parameter_count({"d_model": 8})
+
+
+@pytest.mark.parametrize("call, words", [
+    (lambda: next_token_loss(torch.zeros(2, 3), torch.zeros(2, dtype=torch.long)), r"logits must be \(B, T, V\)"),
+    (lambda: next_token_loss(torch.zeros(2, 3, 4), torch.zeros(2, 4, dtype=torch.long)), r"targets \(B, T\)"),
+    (lambda: next_token_loss(torch.zeros(1, 2, 4), torch.tensor([[0, 4]])), r"targets must be in \[0, V=4\)"),
+    (lambda: next_token_loss(torch.zeros(1, 2, 4), torch.zeros(1, 2)), "targets must be integer token ids"),
+    (lambda: gpt_parameter_count(0, 8, 1, 4), "vocab_size must be a positive integer"),
+    (lambda: gpt_parameter_count(10, 8, 1, 4.0), "d_model must be a positive integer"),
+    (lambda: top_p_filter(torch.zeros(4), 0.0), r"top_p must be in \(0, 1\]"),
+])
+def test_the_loss_the_count_and_top_p_name_a_bad_argument(call, words):
+    with pytest.raises(ValueError, match=words):
+        call()
 
 
 def test_greedy_generation_leaves_the_global_random_state_alone():
@@ -373,3 +450,14 @@ def test_greedy_generation_leaves_the_global_random_state_alone():
     state = torch.get_rng_state()
     model.generate(prompt(), 5, temperature=0.0)
     assert torch.equal(torch.get_rng_state(), state)
+
+
+def test_a_checkpoint_whose_config_has_unknown_fields_is_refused_with_their_names(tmp_path):
+    model = tiny()
+    path = tmp_path / "old.pt"
+    model.save(path)
+    checkpoint = torch.load(path, weights_only=True)
+    checkpoint["config"]["n_embd"] = checkpoint["config"].pop("d_model")  # another library's name
+    torch.save(checkpoint, path)
+    with pytest.raises(ValueError, match=r"\['n_embd'\]"):
+        GPT.load(path)

@@ -9,7 +9,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from attnedu.nn import MultiHeadAttention
+from attnedu.nn import MultiHeadAttention, SelfAttention, mha_flops, mha_parameter_count
 
 TOL = dict(atol=1e-5, rtol=1e-5)
 
@@ -200,3 +200,76 @@ def test_bad_input_names_the_shapes(call, message):
     m = MultiHeadAttention(8, 2)
     with pytest.raises(ValueError, match=message):
         call(m, torch.randn(2, 5, 8))
+
+
+# ------------------------------------------------------------------ chapter 3: SelfAttention
+def test_self_attention_module_equals_the_numpy_function_and_lets_gradients_reach_its_weights():
+    import numpy as np
+
+    from attnedu.functional import self_attention
+
+    torch.manual_seed(0)
+    module = SelfAttention(6, 4, 3).double()
+    x = torch.randn(2, 5, 6, dtype=torch.float64)
+    out, weights = module(x)
+    assert out.shape == (2, 5, 3) and weights.shape == (2, 5, 5)
+    W_q, W_k, W_v = (layer.weight.detach().numpy().T for layer in (module.W_q, module.W_k, module.W_v))
+    ref_out, ref_weights = self_attention(x.numpy(), W_q, W_k, W_v)
+    torch.testing.assert_close(out, torch.from_numpy(ref_out), rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(weights, torch.from_numpy(ref_weights), rtol=1e-10, atol=1e-12)
+    out.sum().backward()
+    assert all(layer.weight.grad is not None for layer in (module.W_q, module.W_k, module.W_v))
+    assert SelfAttention(8, 2).W_v.out_features == 2  # d_v defaults to d_k
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda: SelfAttention(0, 4), "d_model must be a positive integer"),
+        (lambda: SelfAttention(8, 4, d_v=2.5), "d_v must be a positive integer"),
+        (lambda: SelfAttention(8, 4)(torch.randn(3, 5)), r"x must be a \(\.\.\., T, 8\) tensor, got \(3, 5\)"),
+    ],
+)
+def test_self_attention_module_names_a_bad_size(make, message):
+    with pytest.raises(ValueError, match=message):
+        make()
+
+
+# ------------------------------------------------------------------ chapter 4: counting parameters and FLOPs
+@pytest.mark.parametrize("E, H, kdim, vdim, bias", [(64, 8, None, None, True), (12, 3, 5, 7, True),
+                                                    (16, 1, None, 3, False), (768, 12, None, None, True)])
+def test_mha_parameter_count_equals_numel_of_both_modules(E, H, kdim, vdim, bias):
+    theirs = torch.nn.MultiheadAttention(E, H, kdim=kdim, vdim=vdim, bias=bias)
+    ours = MultiHeadAttention.from_torch(theirs)
+    expected = mha_parameter_count(E, kdim, vdim, bias)
+    assert sum(p.numel() for p in theirs.parameters()) == expected
+    assert sum(p.numel() for p in ours.parameters()) == expected
+    assert mha_parameter_count(4) == 4 * 4 * 4 + 4 * 4  # by hand: four 4 x 4 matrices, four biases of 4
+
+
+@pytest.mark.parametrize("B, T, E, H", [(2, 5, 16, 4), (1, 33, 32, 1), (1, 33, 32, 8)])
+def test_mha_flops_equals_torchs_flop_counter_on_the_explicit_path(B, T, E, H):
+    from torch.utils.flop_counter import FlopCounterMode
+
+    module = MultiHeadAttention(E, H)
+    x = torch.randn(B, T, E)
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        module(x, x, x, need_weights=True)
+    assert counter.get_total_flops() == mha_flops(B, T, E, H)
+    assert mha_flops(1, 3, 2, 1) == 168  # by hand: 4 * 24 for the projections, 2 * 36 for the attention
+
+
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda: mha_flops(1, 2, 10, 3), "embed_dim=10 is not divisible by num_heads=3"),
+        (lambda: mha_flops(0, 2, 8, 2), "batch must be a positive integer"),
+        (lambda: mha_flops(1, 2, 8, 2.0), "num_heads must be a positive integer"),
+        (lambda: mha_parameter_count(8, kdim=0), "kdim must be a positive integer"),
+        (lambda: mha_parameter_count(-1), "embed_dim must be a positive integer"),
+        (lambda: mha_parameter_count(8, bias=1), "bias must be True or False"),
+    ],
+)
+def test_the_counts_reject_bad_sizes_with_value_error(call, message):
+    with pytest.raises(ValueError, match=message):
+        call()

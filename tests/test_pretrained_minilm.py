@@ -16,7 +16,7 @@ import torch
 
 from attnedu.pretrained import MINILM, ModelNotFoundError, locate
 from attnedu.pretrained.heads import BEHAVIOURS, best_heads, find_heads, head_scores, score_heads
-from attnedu.pretrained.minilm import UNUSED_WEIGHTS, BertEncoder, MiniLM, minilm_weight_map
+from attnedu.pretrained.minilm import UNUSED_WEIGHTS, BertConfig, BertEncoder, MiniLM, minilm_weight_map, our_name
 from attnedu.pretrained.pooling import l2_normalize, mean_pool
 
 # One torch thread: these inputs are small, and on a busy machine a second thread mostly waits.
@@ -203,12 +203,50 @@ def test_weight_map_covers_every_parameter_and_checkpoint_tensor_once(folder, mo
     with safe_open(str(folder / "model.safetensors"), "pt") as f:
         names = set(f.keys())
     assert set(table) | set(UNUSED_WEIGHTS) == names
-    ours = dict(BertEncoder(model.model.cfg).named_parameters())
+    ours = dict(BertEncoder(model.model.config).named_parameters())
     assert sorted(table.values()) == sorted(ours)  # each parameter exactly once
     assert table["encoder.layer.3.attention.self.query.weight"] == "layers.3.self_attn.q_proj.weight"
 
 
+@pytest.mark.parametrize("n_layer", [6, 12])
+def test_our_name_is_the_table_that_loads_minilm(n_layer):
+    for theirs, ours in minilm_weight_map(n_layer).items():
+        assert our_name(theirs) == ours
+    for unused in UNUSED_WEIGHTS:
+        assert our_name(unused) is None
+
+
+def test_our_name_covers_every_tensor_of_the_real_checkpoint(folder):
+    from safetensors import safe_open
+
+    with safe_open(str(folder / "model.safetensors"), framework="pt") as f:
+        names = list(f.keys())
+    ours = {name for name, _ in BertEncoder(BertConfig.from_json(folder / "config.json")).named_parameters()}
+    assert sorted(m for m in map(our_name, names) if m is not None) == sorted(ours)  # every parameter exactly once
+
+
+@pytest.mark.parametrize("bad, message", [(3, "must be a string"), ("decoder.layer.0.weight", "not a tensor of a BERT"),
+                                          ("encoder.layer.0.attention.self.banana.weight", "not a tensor of a BERT")])
+def test_our_name_rejects_what_is_not_a_bert_tensor(bad, message):
+    with pytest.raises(ValueError, match=f"checkpoint_name.*{message}"):
+        our_name(bad)
+
+
 # --------------------------------------------------------------------------- pooling
+def test_mean_pool_is_sentence_transformers_pooling():
+    pytest.importorskip("sentence_transformers")
+    try:
+        from sentence_transformers.sentence_transformer.modules import Pooling  # sentence-transformers >= 6
+    except ImportError:
+        from sentence_transformers.models import Pooling
+    g = torch.Generator().manual_seed(0)
+    hidden = torch.randn(3, 6, 8, generator=g)
+    mask = torch.tensor([[1, 1, 1, 1, 1, 1], [1, 1, 1, 0, 0, 0], [1, 0, 0, 0, 0, 0]])
+    out = Pooling(8, pooling_mode="mean")({"token_embeddings": hidden, "attention_mask": mask})["sentence_embedding"]
+    torch.testing.assert_close(mean_pool(hidden, mask), out)
+    torch.testing.assert_close(mean_pool(hidden, mask.bool()), out)
+
+
 def test_mean_pool_ignores_padding():
     hidden = torch.tensor([[[1.0, 2.0], [3.0, 4.0], [100.0, 100.0]]])  # (1, 3, 2), the last is padding
     assert torch.equal(mean_pool(hidden, torch.tensor([[1, 1, 0]])), torch.tensor([[2.0, 3.0]]))

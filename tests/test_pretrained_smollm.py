@@ -7,8 +7,11 @@ The reference is ``transformers`` loading the same GGUF file (float32). What mus
 * the logits agree within ``LOGIT_ATOL`` (see below for why that number);
 * the tokenizer and the chat template give the same ids and text;
 * grouped-query attention is the explicit "repeat the key/value heads" computation, and is
-  ordinary multi-head attention when every query head has its own key/value head;
-* generating with the KV cache gives the same tokens as recomputing everything.
+  ordinary multi-head attention when every query head has its own key/value head; the functional
+  ``grouped_query_attention`` (chapter 7's exercise) is one step of it, and torch's ``enable_gqa``;
+* generating with the KV cache gives the same tokens as recomputing everything;
+* ``generate`` has chapter 6's API: the prompt as a list or a tensor, only the new ids back,
+  as a tensor shaped like the prompt.
 
 The two models are loaded once for the whole file (module-scoped fixtures).
 """
@@ -23,7 +26,9 @@ import torch
 import torch.nn.functional as F
 
 from attnedu import functional as AF
-from attnedu.nn import GroupedQueryAttention, KVCache, MultiHeadAttention, RMSNorm, SwiGLU
+from attnedu.llama import GroupedQueryAttention, Llama, LlamaConfig, RMSNorm, SwiGLU, grouped_query_attention
+from attnedu.models import GPT, GPTConfig
+from attnedu.nn import KVCache, MultiHeadAttention
 from attnedu.pretrained import ModelNotFoundError, _locate
 from attnedu.pretrained.gguf import LLAMA_TENSOR_NAMES, attnedu_name, permute_qk, unpermute_qk
 from attnedu.rope import RotaryEmbedding, apply_rope, rotate
@@ -90,7 +95,7 @@ def generations(ours, ref_model, ref_tokenizer, prompts):
         with torch.inference_mode():
             ref = ref_model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=N_NEW,
                                      do_sample=False, pad_token_id=ref_tokenizer.pad_token_id)
-        out.append((ids[0].tolist(), ours.generate_ids(ids[0].tolist(), N_NEW), ref[0, ids.shape[1]:].tolist()))
+        out.append((ids[0].tolist(), ours.generate(ids[0].tolist(), N_NEW).tolist(), ref[0, ids.shape[1]:].tolist()))
     return out
 
 
@@ -122,9 +127,44 @@ def test_logits_of_a_batch_equal_those_of_each_sequence(ours):
 
 def test_generation_with_the_kv_cache_equals_generation_without(ours):
     ids = ours.encode("The cat sat on")
-    assert ours.generate_ids(ids, 8) == ours.generate_ids(ids, 8, use_cache=False)
+    assert torch.equal(ours.generate(ids, 8), ours.generate(ids, 8, use_cache=False))
     sampled = dict(temperature=0.8, top_k=50, top_p=0.95, seed=3)
-    assert ours.generate_ids(ids, 8, **sampled) == ours.generate_ids(ids, 8, use_cache=False, **sampled)
+    assert torch.equal(ours.generate(ids, 8, **sampled), ours.generate(ids, 8, use_cache=False, **sampled))
+
+
+def test_generate_returns_only_the_new_ids_in_the_type_of_the_prompt(ours):
+    ids = ours.encode("The cat sat on")
+    new = ours.generate(ids, 5)  # a list -> (n,)
+    assert isinstance(new, torch.Tensor) and new.dtype == torch.long and new.shape == (5,)
+    assert torch.equal(ours.generate(torch.tensor(ids), 5), new)  # (T,) -> (n,)
+    both = ours.generate(torch.tensor([ids, ids]), 5)  # (B, T) -> (B, n)
+    assert both.shape == (2, 5) and torch.equal(both[0], new) and torch.equal(both[1], new)
+    assert ours.complete("The cat sat on", max_new_tokens=5) == ours.decode(new)  # text in, text out
+
+
+def test_in_a_batch_a_row_that_has_stopped_repeats_its_stop_token(ours):
+    chat = ours.encode(ours.apply_chat_template("Say hello."))
+    alone = ours.generate(chat, 64)
+    assert int(alone[-1]) in ours.stop_ids and len(alone) < 64
+    padded = ours.generate(torch.tensor([chat, chat]), len(alone) + 3)  # both stop at the same step
+    assert padded.shape == (2, len(alone)) and torch.equal(padded[0], alone)
+
+
+def test_gpt_and_llama_generate_with_the_same_signature_and_types():
+    import inspect
+
+    gpt = GPT(GPTConfig(vocab_size=11, context=16, n_layer=1, n_head=2, d_model=8)).eval()
+    llama = Llama(LlamaConfig(vocab_size=11, d_model=8, n_layer=1, n_head=2, n_kv_head=1, head_dim=4, d_ff=16,
+                              context=16)).eval()
+    common = ["ids", "max_new_tokens", "temperature", "top_k", "top_p", "seed", "use_cache"]
+    for model in (gpt, llama):
+        assert list(inspect.signature(model.generate).parameters)[:len(common)] == common
+        assert inspect.signature(model.generate).parameters["temperature"].default == 0.0
+        for prompt, shape in (([1, 2, 3], (4,)), (torch.tensor([1, 2, 3]), (4,)), (torch.tensor([[1, 2, 3]] * 2), (2, 4))):
+            new = model.generate(prompt, 4)
+            assert new.shape == shape and new.dtype == torch.long
+            sampled = model.generate(prompt, 4, temperature=1.0, top_k=5, top_p=0.9, seed=0)
+            assert torch.equal(sampled, model.generate(prompt, 4, temperature=1.0, top_k=5, top_p=0.9, seed=0))
 
 
 # --------------------------------------------------------------- tokenizer, chat template
@@ -170,28 +210,28 @@ def test_chat_accepts_a_user_string_and_answers_sensibly(ours):
 
 
 def test_generation_stops_at_the_end_of_turn_token(ours):
-    new = ours.generate_ids(ours.encode(ours.apply_chat_template("Say hello.")), 64)
+    new = ours.generate(ours.encode(ours.apply_chat_template("Say hello.")), 64).tolist()
     assert new[-1] in ours.stop_ids and len(new) < 64
 
 
 # -------------------------------------------------------------------------- sampling, errors
 def test_sampling_is_reproducible_with_a_seed_and_top_k_1_is_greedy(ours):
     ids = ours.encode(PROMPTS[2])
-    a = ours.generate_ids(ids, 6, temperature=1.0, top_p=0.9, seed=0)
-    assert a == ours.generate_ids(ids, 6, temperature=1.0, top_p=0.9, seed=0)
-    assert ours.generate_ids(ids, 6, temperature=0.7, top_k=1, seed=5) == ours.generate_ids(ids, 6)
+    a = ours.generate(ids, 6, temperature=1.0, top_p=0.9, seed=0)
+    assert torch.equal(a, ours.generate(ids, 6, temperature=1.0, top_p=0.9, seed=0))
+    assert torch.equal(ours.generate(ids, 6, temperature=0.7, top_k=1, seed=5), ours.generate(ids, 6))
 
 
 @pytest.mark.parametrize("call, match", [
-    (lambda lm: lm.generate(""), "non-empty"),
-    (lambda lm: lm.generate(None), "non-empty"),
-    (lambda lm: lm.generate("Hi", max_new_tokens=-1), "max_new_tokens"),
-    (lambda lm: lm.generate("Hi", temperature=-0.5), "temperature"),
-    (lambda lm: lm.generate("Hi", top_p=0.0), "top_p"),
-    (lambda lm: lm.generate_ids([1] * 8193), "context"),
-    (lambda lm: lm.generate_ids([1] * 8192, 1), "context"),
-    (lambda lm: lm.generate_ids([], 1), "non-empty"),
-    (lambda lm: lm.generate_ids([49152]), r"\[0, 49152\)"),
+    (lambda lm: lm.complete(""), "non-empty"),
+    (lambda lm: lm.complete(None), "non-empty"),
+    (lambda lm: lm.complete("Hi", max_new_tokens=-1), "max_new_tokens"),
+    (lambda lm: lm.complete("Hi", temperature=-0.5), "temperature"),
+    (lambda lm: lm.complete("Hi", top_p=0.0), "top_p"),
+    (lambda lm: lm.generate([1] * 8193, 1), "context"),
+    (lambda lm: lm.generate([1] * 8192, 1), "context"),
+    (lambda lm: lm.generate([], 1), "non-empty"),
+    (lambda lm: lm.generate([49152], 1), r"\[0, 49152\)"),
     (lambda lm: lm.chat([]), "messages"),
     (lambda lm: lm.chat([{"role": "user"}]), "messages"),
 ], ids=["empty", "not-a-string", "negative-max-new", "temperature", "top-p", "too-long", "full-context",
@@ -202,7 +242,8 @@ def test_bad_input_raises_a_value_error_that_says_what_is_wrong(ours, call, matc
 
 
 def test_zero_new_tokens_gives_an_empty_answer(ours):
-    assert ours.generate("Hello", max_new_tokens=0) == ""
+    assert ours.complete("Hello", max_new_tokens=0) == ""
+    assert ours.generate(ours.encode("Hello"), 0).shape == (0,)
 
 
 def test_locator_error_names_the_pip_command_when_the_model_is_nowhere(monkeypatch, tmp_path):
@@ -230,6 +271,7 @@ def test_tensor_name_table_examples():
     assert attnedu_name("blk.12.attn_q.weight") == "blocks.12.attn.q_proj.weight"
     assert attnedu_name("blk.0.ffn_down.weight") == "blocks.0.mlp.down_proj.weight"
     assert attnedu_name("output_norm.weight") == "norm.weight"
+    assert attnedu_name("blk.7.attn_output.weight") == "blocks.7.attn.out_proj.weight"  # W_o: out_proj, as in chapter 4
     assert "blk.{i}.attn_output.weight" in LLAMA_TENSOR_NAMES
     with pytest.raises(KeyError, match="blk.0.attn_qkv.weight"):
         attnedu_name("blk.0.attn_qkv.weight")
@@ -253,7 +295,7 @@ def test_gqa_equals_the_explicit_repeat_kv_computation():
         scores = q[:, h] @ k[:, h // 3].transpose(-2, -1) / math.sqrt(dh)  # (B, T, T)
         scores = scores.masked_fill(torch.ones(T, T, dtype=torch.bool).triu(1), float("-inf"))
         heads.append(torch.softmax(scores, -1) @ v[:, h // 3])  # (B, T, dh)
-    expected = gqa.o_proj(torch.cat(heads, dim=-1))  # (B, T, E)
+    expected = gqa.out_proj(torch.cat(heads, dim=-1))  # (B, T, E)
     with torch.no_grad():
         for fast in (True, False):
             gqa.fast = fast
@@ -269,7 +311,7 @@ def test_gqa_with_as_many_kv_heads_as_query_heads_is_multi_head_attention():
     mha = MultiHeadAttention(32, 4, bias=False)
     with torch.no_grad():
         for a, b in ((gqa.q_proj, mha.q_proj), (gqa.k_proj, mha.k_proj), (gqa.v_proj, mha.v_proj),
-                     (gqa.o_proj, mha.out_proj)):
+                     (gqa.out_proj, mha.out_proj)):
             b.weight.copy_(a.weight)
         x = torch.randn(3, 9, 32)
         causal = torch.ones(9, 9, dtype=torch.bool).triu(1)
@@ -288,6 +330,40 @@ def test_gqa_with_a_cache_one_token_at_a_time_equals_the_whole_sequence(fast):
         steps = [first, gqa(x[:, 4:7], cache)[0]] + [gqa(x[:, t : t + 1], cache)[0] for t in range(7, 10)]
     torch.testing.assert_close(torch.cat(steps, dim=1), whole, atol=1e-5, rtol=1e-5)
     assert cache.k.shape == (1, 2, 10, 8)  # the cache holds the 2 key/value heads, not the 6 query heads
+
+
+@pytest.mark.parametrize("H, H_kv", [(9, 3), (4, 4), (6, 1)])
+def test_grouped_query_attention_is_one_step_of_the_module(H, H_kv):
+    d, E, T = 8, 24, 7
+    gqa = _gqa(n_head=H, n_kv_head=H_kv, d_model=E, head_dim=d, fast=False, seed=H * 10 + H_kv).double()
+    x = torch.randn(1, T, E, dtype=torch.float64)
+    with torch.no_grad():
+        expected, expected_w = gqa(x, need_weights=True)
+        q = gqa.q_proj(x).view(T, H, d).transpose(0, 1)  # (H, T, d)
+        k = gqa.k_proj(x).view(T, H_kv, d).transpose(0, 1)  # (H_kv, T, d)
+        v = gqa.v_proj(x).view(T, H_kv, d).transpose(0, 1)
+        out, w = grouped_query_attention(q, k, v)
+        got = gqa.out_proj(out.transpose(0, 1).reshape(1, T, H * d))
+    torch.testing.assert_close(w, expected_w[0])
+    torch.testing.assert_close(got, expected)
+
+
+@pytest.mark.parametrize("H, H_kv", [(9, 3), (2, 1), (3, 3)])
+def test_grouped_query_attention_equals_torch_sdpa_with_enable_gqa(H, H_kv):
+    if "enable_gqa" not in F.scaled_dot_product_attention.__doc__:
+        pytest.skip("this torch has no enable_gqa")
+    g = torch.Generator().manual_seed(H)
+    q, k, v = (torch.randn(n, 5, 4, generator=g, dtype=torch.float64) for n in (H, H_kv, H_kv))
+    expected = F.scaled_dot_product_attention(q[None], k[None], v[None], is_causal=True, enable_gqa=True)[0]
+    torch.testing.assert_close(grouped_query_attention(q, k, v)[0], expected)
+
+
+@pytest.mark.parametrize("shapes, message", [
+    ([(4, 3), (2, 3, 2), (2, 3, 2)], r"q must be \(heads, T, d\)"), ([(4, 3, 2), (2, 3, 2), (2, 4, 2)], "must both be"),
+    ([(4, 3, 2), (3, 3, 2), (3, 3, 2)], "k: 4 query heads cannot be shared evenly")])
+def test_grouped_query_attention_rejects_shapes_that_do_not_fit(shapes, message):
+    with pytest.raises(ValueError, match=message):
+        grouped_query_attention(*(torch.zeros(s) for s in shapes))
 
 
 def test_gqa_rejects_heads_that_do_not_divide():
@@ -324,7 +400,7 @@ def test_adjacent_rope_on_gguf_weights_equals_halves_rope_on_transformers_weight
     with torch.no_grad():
         halves.q_proj.weight.copy_(torch.from_numpy(unpermute_qk(adjacent.q_proj.weight.numpy(), 6)))
         halves.k_proj.weight.copy_(torch.from_numpy(unpermute_qk(adjacent.k_proj.weight.numpy(), 2)))
-        for name in ("v_proj", "o_proj"):
+        for name in ("v_proj", "out_proj"):
             getattr(halves, name).weight.copy_(getattr(adjacent, name).weight)
         x = torch.randn(2, 11, 48)
         torch.testing.assert_close(adjacent(x)[0], halves(x)[0], atol=1e-5, rtol=1e-5)

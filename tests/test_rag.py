@@ -38,6 +38,7 @@ from attnedu.rag import (
     strip_citations,
     substring_match,
     supports,
+    reader_loss,
     token_f1,
     train_reader,
     truncate_words,
@@ -258,8 +259,8 @@ def test_the_reader_ignores_the_order_of_facts_and_the_padding():
     assert logits.shape == (8, len(world.values))
     torch.testing.assert_close(reader(f.flip(1), q), logits, atol=1e-5, rtol=1e-5)
     padded = torch.cat([f, torch.zeros(8, 2, 3, dtype=torch.long)], dim=1)
-    mask = torch.zeros(8, 7, dtype=torch.bool)
-    mask[:, 5:] = True
+    mask = torch.ones(8, 7, dtype=torch.bool)  # True for the real facts, the course's convention
+    mask[:, 5:] = False
     torch.testing.assert_close(reader(padded, q, mask), logits, atol=1e-5, rtol=1e-5)
     assert reader.attention(f, q).shape == (8, 2, 6)
     assert reader(f[:, :0], q).shape == (8, len(world.values))  # no context at all
@@ -267,9 +268,9 @@ def test_the_reader_ignores_the_order_of_facts_and_the_padding():
         reader(f.float(), q)
 
 
-def test_pad_facts_marks_the_padding():
+def test_pad_facts_marks_the_real_facts_true_and_the_padding_false():
     facts, mask = pad_facts([[(1, 2, 3)], [], [(0, 0, 0), (4, 1, 2)]])
-    assert facts.shape == (3, 2, 3) and mask.tolist() == [[False, True], [True, True], [False, False]]
+    assert facts.shape == (3, 2, 3) and mask.tolist() == [[True, False], [False, False], [True, True]]
     assert facts[0, 0].tolist() == [1, 2, 3]
     with pytest.raises(ValueError, match="n_facts"):
         pad_facts([[(1, 2, 3)] * 3], n_facts=2)
@@ -280,15 +281,27 @@ def test_the_reader_learns_to_copy_far_beyond_chance_and_is_at_chance_without_co
     torch.manual_seed(0)
     reader = FactReader.for_world(world)
     history = train_reader(reader, world, iters=200, seed=0, progress=False)
-    assert history.eval_accuracy[-1] > 0.9 and history.eval_accuracy[0] < 0.1
+    assert history.accuracy[-1] > 0.9 and history.accuracy[0] < 0.1
+    assert history.eval_iters == [0, 50, 100, 150, 200]
     f, q, a = world.batch(512, 6, torch.Generator().manual_seed(99))
     assert reader_accuracy(reader, f, q, a) > 0.9
     assert reader_accuracy(reader, f[:, :0], q, a) < 0.1  # nothing to copy: chance is 1/40
     assert history.loss[-1] < history.loss[0] / 5
 
 
-def test_training_is_seeded_and_honours_the_time_cap(monkeypatch):
+def test_training_is_chapter_6s_loop_seeded_and_honours_the_time_cap(monkeypatch):
+    from attnedu.train import History, train
+
     world = FactWorld.invent(seed=0)
+    torch.manual_seed(0)
+    wrapped = train_reader(FactReader.for_world(world), world, iters=5, seed=3, progress=False)
+    torch.manual_seed(0)
+    model = FactReader.for_world(world)
+    held_out = world.batch(512, 6, torch.Generator().manual_seed(4))
+    direct = train(model, lambda g: world.batch(64, 6, g), loss_fn=reader_loss, iters=5, lr=3e-3, warmup=5,
+                   eval_fn=lambda: {"accuracy": reader_accuracy(model, *held_out)}, eval_every=50, seed=3,
+                   progress=False)
+    assert isinstance(wrapped, History) and wrapped.loss == direct.loss and wrapped.accuracy == direct.accuracy
     runs = []
     for _ in range(2):
         torch.manual_seed(0)

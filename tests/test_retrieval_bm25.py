@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from attnedu.retrieval import BM25, fts5_index, fts5_match_query, fts5_search, tokenize
+from attnedu.retrieval import BM25, bm25_weight, fts5_index, fts5_match_query, fts5_search, tokenize
 
 CORPUS = [
     "Attention is a weighted average: each query scores every key, and a softmax turns the scores into weights.",
@@ -205,6 +205,29 @@ def test_other_parameters_follow_the_formula(k1, b):
     assert bm25.scores("a")[0] == pytest.approx(expected)
 
 
+# ------------------------------------------------------- the weight of one term (chapter 11's exercise 1)
+def test_bm25_weight_by_hand():
+    # N = 8, n = 3, f = 1, |D| = avgdl: the IDF is ln(5.5 / 3.5) and the fraction is 1
+    assert bm25_weight(1, 3, 6, 6.0, 8) == pytest.approx(math.log(5.5 / 3.5))
+    assert bm25_weight(1, 4, 6, 6.0, 8) == pytest.approx(1e-6)  # ln(1) = 0 is floored
+    assert bm25_weight(0, 3, 6, 6.0, 8) == 0.0
+    assert bm25_weight([1, 2], 3, [6, 6], 6.0, 8).shape == (2,)
+    f, dl = 3.0, 9.0  # k1 = 2, b = 0.5, avgdl = 6: the length factor is 1 - 0.5 + 0.5 * 1.5 = 1.25
+    assert bm25_weight(f, 1, dl, 6.0, 10, k1=2.0, b=0.5) == pytest.approx(math.log(9.5 / 1.5) * 9 / (3 + 2 * 1.25))
+
+
+@pytest.mark.parametrize("k1, b", [(1.2, 0.75), (0.5, 0.0), (2.0, 1.0)])
+def test_bm25_scores_are_the_bm25_weights_summed_over_the_query(k1, b):
+    bm25 = BM25(CORPUS, k1=k1, b=b)
+    for query in QUERIES:
+        total = np.zeros(len(CORPUS))
+        for term in tokenize(query):
+            ids, counts = bm25.postings(term)
+            if ids.size:
+                total[ids] += bm25_weight(counts, len(ids), bm25.doc_len[ids], bm25.avgdl, len(CORPUS), k1=k1, b=b)
+        np.testing.assert_allclose(total, bm25.scores(query), rtol=1e-12)
+
+
 # --------------------------------------------------------------------- bad input
 @pytest.mark.parametrize(
     "call, message",
@@ -225,6 +248,13 @@ def test_other_parameters_follow_the_formula(k1, b):
         (lambda: fts5_search(["a"], None, 1), "query must be a string"),
         (lambda: fts5_search(["a"], "a", -1), "k must be a positive integer"),
         (lambda: fts5_index([]), "documents is empty"),
+        (lambda: bm25_weight(1, 9, 6, 6.0, 8), r"n must be an integer in \[0, n_docs = 8\]"),
+        (lambda: bm25_weight(1, 2.5, 6, 6.0, 8), "n must be an integer"),
+        (lambda: bm25_weight(1, 0, 6, 6.0, 0), "n_docs must be a positive integer"),
+        (lambda: bm25_weight(1, 3, 6, 0.0, 8), "avgdl must be > 0"),
+        (lambda: bm25_weight(1, 3, 6, 6.0, 8, b=1.5), r"b in \[0, 1\]"),
+        (lambda: bm25_weight(1, 3, 6, 6.0, 8, k1=-1), "k1 must be a finite number >= 0"),
+        (lambda: bm25_weight("1", 3, 6, 6.0, 8), "f must be an array of numbers"),
     ],
 )
 def test_bad_input_is_named(call, message):

@@ -1,5 +1,6 @@
 """attnedu.retrieval.fusion and .evaluate: fusion on examples checkable by hand;
-recall@k, MRR and nDCG@k equal to trec_eval (pytrec_eval), ties and all."""
+recall@k, MRR and nDCG@k equal to trec_eval (pytrec_eval), ties and all, for a run and
+for one query (query_metrics); recall@k of an approximate search (recall_at_k)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from attnedu.retrieval import as_run, evaluate, min_max_normalize, rrf, trec_order, weighted_fusion
+from attnedu.retrieval import (as_run, evaluate, min_max_fusion, min_max_normalize, query_metrics, recall_at_k, rrf,
+                               trec_order, weighted_fusion)
 
 pytrec_eval = pytest.importorskip("pytrec_eval")
 
@@ -52,9 +54,19 @@ def test_weighted_fusion_by_hand():
     assert weighted_fusion([bm25, dense]) == fused  # default: equal weights
 
 
+def test_min_max_fusion_is_weighted_fusion_of_two_systems():
+    bm25, dense = {"a": 12.0, "b": 6.0, "c": 3.0}, {"b": 0.9, "d": 0.5, "a": -0.1}
+    assert min_max_fusion(bm25, dense, 0.3) == weighted_fusion([bm25, dense], [0.7, 0.3])
+    assert min_max_fusion(bm25, dense, 0.5) == pytest.approx({"a": 0.5, "b": 0.5 / 3 + 0.5, "c": 0.0, "d": 0.3})
+    assert list(min_max_fusion(bm25, dense, 0.0))[0] == "a" and list(min_max_fusion(bm25, dense, 1.0))[0] == "b"
+    assert min_max_fusion({}, {}, 0.5) == {}
+
+
 @pytest.mark.parametrize(
     "call, message",
     [
+        (lambda: min_max_fusion({"a": 1.0}, {}, 1.5), r"alpha must be a number in \[0, 1\]"),
+        (lambda: min_max_fusion({"a": 1.0}, {}, True), "alpha"),
         (lambda: rrf([]), "rankings is empty"),
         (lambda: rrf(["abc"]), r"rankings\[0\] is a string"),
         (lambda: rrf(["a", "b"]), r"rankings\[0\] is a string"),
@@ -85,6 +97,47 @@ def test_trec_order_compares_scores_as_float32():
     # 0.1 + 0.2 > 0.3 in float64 but not in float32: a tie, so "b" (the larger id) comes first
     assert trec_order({"a": 0.1 + 0.2, "b": 0.3}) == ["b", "a"]
     assert trec_order({"a": 1.0 + 1e-6, "b": 1.0}) == ["a", "b"]
+
+
+def test_query_metrics_by_hand():
+    recall, rr, ndcg = query_metrics(["a", "b", "c", "d", "e"], {"b": 2, "d": 1, "x": 1}, k=3)
+    assert recall == pytest.approx(1 / 3) and rr == 0.5
+    assert ndcg == pytest.approx((2 / math.log2(3)) / (2 + 1 / math.log2(3) + 1 / math.log2(4)))
+    assert query_metrics(["a"], {"a": 0}) == (0.0, 0.0, 0.0)
+    assert query_metrics([f"n{i}" for i in range(11)] + ["hit"], {"hit": 1}, k=5) == (0.0, 1 / 12, 0.0)
+
+
+def random_judgments(rng, pool, n_queries=30):
+    qrels, run = {}, {}
+    for i in range(n_queries):
+        q = f"q{i}"
+        judged = rng.permutation(pool)[: rng.integers(1, 10)]
+        qrels[q] = {str(d): int(rng.choice([0, 1, 2, 3])) for d in judged}
+        returned = rng.permutation(pool)[: rng.integers(1, len(pool))]
+        scores = rng.choice([0.5, 1.0, 1.5, 2.0], size=len(returned))  # many ties
+        run[q] = {str(d): float(s) for d, s in zip(returned, scores)}
+    return qrels, run
+
+
+@pytest.mark.parametrize("k", [1, 5, 10, 20])
+def test_query_metrics_equal_trec_eval_and_evaluate_query_by_query(k):
+    rng = np.random.default_rng(k)
+    qrels, run = random_judgments(rng, [f"doc{i:02d}" for i in range(40)])
+    trec = pytrec_eval.RelevanceEvaluator(qrels, {f"recall.{k}", "recip_rank", f"ndcg_cut.{k}"}).evaluate(run)
+    ours = evaluate(qrels, run, k, per_query=True)[1]
+    for q in qrels:
+        recall, rr, ndcg = query_metrics(trec_order(run[q]), qrels[q], k)
+        assert recall == pytest.approx(trec[q][f"recall_{k}"], abs=1e-12)
+        assert rr == pytest.approx(trec[q]["recip_rank"], abs=1e-12)
+        assert ndcg == pytest.approx(trec[q][f"ndcg_cut_{k}"], abs=1e-12)
+        assert (recall, rr, ndcg) == (ours[q][f"recall@{k}"], ours[q]["mrr"], ours[q][f"ndcg@{k}"])
+
+
+def test_recall_at_k_counts_missing_results_as_misses_and_ignores_the_order():
+    assert recall_at_k([[1, 2, 3]], [[3, 1, 7]]) == pytest.approx(2 / 3)
+    assert recall_at_k([[-1, -1]], [[0, 1]]) == 0.0
+    assert recall_at_k([[1, 0], [2, 3]], [[0, 1], [3, 2]]) == 1.0
+    assert recall_at_k(np.array([[1, 2], [3, 4]]), np.array([[3, 4], [1, 2]])) == 0.0  # each query its own
 
 
 def test_evaluate_by_hand():
@@ -160,6 +213,12 @@ def test_as_run_turns_search_results_into_a_run_and_skips_missing_results():
         (lambda: evaluate({"q": {"a": 1}}, {"q": {"a": 1.0}}, k=0), "k must be a positive integer"),
         (lambda: as_run([[1, 2]], [[0.5]]), "same shape"),
         (lambda: as_run([[1]], [[0.5]], ["a", "b"]), "2 query_ids for 1 rows"),
+        (lambda: query_metrics(["a", "a"], {"a": 1}), "lists a doc id twice"),
+        (lambda: query_metrics(["a"], [("a", 1)]), "judged must be a dict"),
+        (lambda: query_metrics(["a"], {"a": 1}, k=0), "k must be a positive integer"),
+        (lambda: recall_at_k([1, 2], [1, 2]), r"\(nq, k\) arrays of integer ids"),
+        (lambda: recall_at_k([[1, 2]], [[1, 2, 3]]), r"\(nq, k\) arrays of integer ids"),
+        (lambda: recall_at_k([[1.0, 2.0]], [[1, 2]]), "integer ids"),
     ],
 )
 def test_bad_evaluation_input_is_named(call, message):

@@ -1,12 +1,13 @@
 """attnedu.retrieval.vector: exact search equals brute force, FAISS equals NumPy,
-approximate indexes reach their recall, filters keep only allowed ids, bad input is named."""
+approximate indexes reach their recall, filters keep only allowed ids, bad input is named;
+chapter 10's exercises (cosine_similarity, top_k, filter_after) are what the indexes do."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from attnedu.retrieval import FaissIndex, VectorIndex, exact_search
+from attnedu.retrieval import FaissIndex, VectorIndex, cosine_similarity, exact_search, filter_after, recall_at_k, top_k
 
 faiss = pytest.importorskip("faiss")
 
@@ -41,10 +42,6 @@ def clustered(n, d, n_clusters, noise, seed):
 def data():
     rng = np.random.default_rng(0)
     return rng.normal(size=(500, 16)).astype(np.float32), rng.normal(size=(40, 16)).astype(np.float32)
-
-
-def recall_at_k(found, truth):
-    return np.mean([len(set(f) & set(t)) / len(t) for f, t in zip(found, truth)])
 
 
 # ------------------------------------------------------------------ exact search
@@ -160,6 +157,66 @@ def test_ivf_chooses_nlist_from_the_first_add():
     assert index.params["nlist"] == 80  # round(4 * sqrt(400))
 
 
+# --------------------------------------------------------- chapter 10's exercises, as the library does them
+def test_cosine_similarity_equals_what_a_cosine_vector_index_scores():
+    rng = np.random.default_rng(1)
+    docs, queries = rng.normal(size=(50, 16)) * 3, rng.normal(size=(4, 16))
+    scores, ids = VectorIndex(metric="cosine").add(docs).search(queries, k=50)
+    expected = cosine_similarity(queries, docs)  # (4, 50)
+    np.testing.assert_allclose(scores, np.take_along_axis(expected, ids, axis=1), rtol=1e-5, atol=1e-6)
+    assert np.allclose(np.diag(cosine_similarity(docs, docs)), 1) and np.abs(expected).max() <= 1 + 1e-12
+    np.testing.assert_allclose(cosine_similarity([[3.0, 4.0]], [[4.0, 3.0], [0.0, 2.0], [-3.0, -4.0]]),
+                               [[0.96, 0.8, -1.0]])
+
+
+@pytest.mark.parametrize("n, k", [(1, 1), (10, 3), (1000, 10), (257, 257)])
+@pytest.mark.parametrize("fast", [False, True])
+def test_top_k_is_the_ranking_of_exact_search(n, k, fast):
+    rng = np.random.default_rng(n)
+    q, x = rng.normal(size=(6, 8)).astype(np.float32), rng.normal(size=(n, 8)).astype(np.float32)
+    _, positions = exact_search(q, x, k, fast=fast)
+    np.testing.assert_array_equal(top_k(q @ x.T, k), positions)
+
+
+def test_top_k_breaks_ties_by_column_and_names_a_bad_k():
+    s = np.array([[1.0, 3.0, 3.0, 1.0, 2.0]])
+    np.testing.assert_array_equal(top_k(s, 3), [[1, 2, 4]])
+    np.testing.assert_array_equal(top_k(s, 5), [[1, 2, 4, 0, 3]])
+    assert top_k(s, 2).dtype == np.int64
+    for bad in (6, 0, -1, 2.5, True):
+        with pytest.raises(ValueError, match="k"):
+            top_k(s, bad)
+    with pytest.raises(ValueError, match="scores"):
+        top_k(np.ones(3), 1)
+
+
+@pytest.mark.parametrize("selectivity", [0.5, 0.05, 0.005])
+def test_filter_after_is_what_vector_index_filtering_after_keeps(selectivity):
+    rng = np.random.default_rng(2)
+    x, q = rng.normal(size=(2000, 16)), rng.normal(size=(5, 16))
+    allowed = rng.uniform(size=2000) < selectivity
+    index = VectorIndex().add(x)
+    k, fetch_k = 10, 100
+    fetched_scores, fetched_ids = index.search(q, fetch_k)
+    ours = filter_after(fetched_scores, fetched_ids, allowed, k)
+    theirs = index.search(q, k, allowed_ids=np.flatnonzero(allowed), filtering="after", fetch_k=fetch_k)
+    np.testing.assert_array_equal(ours[1], theirs[1])
+    np.testing.assert_allclose(ours[0], theirs[0], rtol=1e-6)
+
+
+def test_filter_after_by_hand_pads_and_never_keeps_a_missing_result():
+    s, i = np.array([[0.9, 0.8, 0.7, -np.inf]]), np.array([[4, 1, 2, -1]])
+    allowed = np.array([False, True, False, False, False])
+    allowed[-1] = True  # allowed[-1] is the last document, not the missing result -1
+    scores, ids = filter_after(s, i, allowed, 3)
+    assert ids.tolist() == [[4, 1, -1]] and scores[0, :2].tolist() == [0.9, 0.8] and np.isneginf(scores[0, 2])
+    assert filter_after(s, i, allowed, 6)[1].tolist() == [[4, 1, -1, -1, -1, -1]]  # k > m: padded
+    for bad, message in [((s, i.astype(float), allowed, 2), "ids"), ((s, i, allowed.astype(int), 2), "allowed"),
+                         ((s, i, allowed[:3], 2), "allowed"), ((s, i, allowed, 0), "k")]:
+        with pytest.raises(ValueError, match=message):
+            filter_after(*bad)
+
+
 # ----------------------------------------------------------------------- filters
 @pytest.mark.parametrize("make", [lambda: VectorIndex(), lambda: FaissIndex("flat")], ids=["numpy", "faiss-flat"])
 def test_filtering_before_equals_brute_force_over_the_allowed_vectors(data, make):
@@ -224,6 +281,9 @@ def test_hnsw_and_ivf_filters_return_only_allowed_ids(clusters):
         (lambda: VectorIndex().add(np.array([[1.0, np.nan], [1, 2]])), r"NaN or inf in row\(s\) \[0\]"),
         (lambda: VectorIndex().add(np.ones((3, 2))).search([[np.inf, 1]], 1), "queries has NaN or inf"),
         (lambda: VectorIndex().add(np.zeros((2, 3))), "zero vectors"),
+        (lambda: cosine_similarity(np.ones((2, 3)), np.zeros((1, 3))), r"b row\(s\) \[0\] are zero vectors"),
+        (lambda: cosine_similarity(np.ones((2, 3)), np.ones((1, 4))), "the same d"),
+        (lambda: cosine_similarity(np.ones(3), np.ones((1, 3))), "a must have at least 2"),
         (lambda: VectorIndex().add(np.ones((0, 3))), "vectors is empty"),
         (lambda: VectorIndex().add(np.ones((2, 3, 4))), "at most 2 dimension"),
         (lambda: VectorIndex().add([["a", "b"]]), "array of numbers"),

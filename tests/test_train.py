@@ -1,6 +1,8 @@
 """attnedu.train: batches are windows of the text and their shift by one; the learning rate
 warms up linearly, decays along a cosine and stays at its floor; training is reproducible from
-a seed, lowers the loss, and reports what it measured."""
+a seed, lowers the loss, and reports what it measured. The loop is the one every chapter uses:
+a model that computes its own loss (chapter 6), a loss function (chapters 5 and 12), any
+evaluation function, and the time cap of the environment for all of them."""
 
 from __future__ import annotations
 
@@ -11,7 +13,8 @@ import pytest
 import torch
 
 from attnedu.models import GPT, GPTConfig
-from attnedu.train import MAX_SECONDS_ENV, ProgressBar, estimate_loss, get_batch, get_lr, train
+from attnedu.train import (MAX_SECONDS_ENV, History, ProgressBar, estimate_loss, get_batch, get_lr, lm_batches,
+                           lm_losses, make_batch, sequence_accuracy, train)
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: one thread is fastest
@@ -28,19 +31,23 @@ TEXT_IDS = torch.tensor([ord(c) - 97 for c in "abcdefgh" * 40])  # a repeating p
 
 def tiny(dropout=0.0, seed=0) -> GPT:
     torch.manual_seed(seed)
-    return GPT(GPTConfig(block_size=8, vocab_size=8, n_layer=1, n_head=2, n_embd=16, dropout=dropout))
+    return GPT(GPTConfig(vocab_size=8, context=8, n_layer=1, n_head=2, d_model=16, dropout=dropout))
 
 
 def quick(model, **kwargs):
-    options = dict(iters=30, batch_size=4, lr=1e-2, warmup=3, min_lr=1e-3, eval_interval=10, eval_iters=2,
-                   seed=0, progress=False)
-    return train(model, TEXT_IDS[:280], TEXT_IDS[280:], **{**options, **kwargs})
+    """Chapter 6's call: nanoGPT's optimiser settings, losses on the training and held-out text."""
+    train_ids, val_ids = TEXT_IDS[:280], TEXT_IDS[280:]
+    options = dict(iters=30, lr=1e-2, warmup=3, min_lr=1e-3, weight_decay=0.1, betas=(0.9, 0.99), grad_clip=1.0,
+                   eval_fn=lm_losses(model, {"train": train_ids, "val": val_ids}, batch_size=4, context=8,
+                                     eval_iters=2),
+                   eval_every=10, seed=0, progress=False, batch_fn=lm_batches(train_ids, 4, 8))
+    return train(model, **{**options, **kwargs})
 
 
 # ----------------------------------------------------------------------------- batches
 def test_get_batch_gives_windows_of_the_text_and_the_same_windows_shifted_by_one():
     ids = torch.arange(100)
-    x, y = get_batch(ids, batch_size=5, block_size=7, generator=torch.Generator().manual_seed(0))
+    x, y = get_batch(ids, batch_size=5, context=7, generator=torch.Generator().manual_seed(0))
     assert x.shape == y.shape == (5, 7) and x.dtype == y.dtype == torch.long
     start = x[:, :1]
     assert torch.equal(x, start + torch.arange(7))  # contiguous windows
@@ -50,7 +57,7 @@ def test_get_batch_gives_windows_of_the_text_and_the_same_windows_shifted_by_one
 
 def test_get_batch_reaches_every_offset_and_only_valid_ones():
     ids = torch.arange(12)
-    x, _ = get_batch(ids, batch_size=2000, block_size=4, generator=torch.Generator().manual_seed(0))
+    x, _ = get_batch(ids, batch_size=2000, context=4, generator=torch.Generator().manual_seed(0))
     assert set(x[:, 0].tolist()) == set(range(8))  # offsets 0 .. N - T - 1
 
 
@@ -66,15 +73,38 @@ def test_get_batch_works_on_the_shortest_possible_text():
 
 
 @pytest.mark.parametrize("ids, B, T, words", [
-    (torch.arange(5), 2, 5, "5 tokens.*block_size=5"),
+    (torch.arange(5), 2, 5, "5 tokens.*context=5"),
     (torch.zeros(3, 4, dtype=torch.long), 1, 2, r"1-D.*\(3, 4\)"),
     (torch.zeros(10), 1, 2, "integer token ids"),
     (torch.arange(10), 0, 2, "batch_size"),
-    (torch.arange(10), 2, -1, "block_size"),
+    (torch.arange(10), 2, -1, "context"),
 ])
 def test_get_batch_rejects_bad_inputs_with_a_value_error(ids, B, T, words):
     with pytest.raises(ValueError, match=words):
         get_batch(ids, B, T)
+
+
+def test_make_batch_cuts_the_windows_at_the_offsets_and_get_batch_is_it_at_random_offsets():
+    x, y = make_batch(torch.arange(100, 112), torch.tensor([5, 0, 8]), 3)
+    assert x.tolist() == [[105, 106, 107], [100, 101, 102], [108, 109, 110]] and torch.equal(y, x + 1)
+    ids = torch.randint(0, 30, (200,), generator=torch.Generator().manual_seed(0))
+    x, y = get_batch(ids, 6, 16, torch.Generator().manual_seed(1))
+    offsets = torch.randint(200 - 16, (6,), generator=torch.Generator().manual_seed(1))  # the same draw
+    mx, my = make_batch(ids, offsets, 16)
+    assert torch.equal(mx, x) and torch.equal(my, y)
+    assert torch.equal(mx[:, 1:], my[:, :-1])  # y is x moved one token on
+
+
+@pytest.mark.parametrize("ids, offsets, T, words", [
+    (torch.arange(10), [7], 3, r"offsets must be in \[0, len\(ids\) - context - 1\] = \[0, 6\]"),
+    (torch.arange(10), [-1], 3, "offsets must be in"),
+    (torch.arange(10).view(2, 5), [0], 3, "ids must be a 1-D sequence"),
+    (torch.arange(10), [0.5], 3, "offsets must be a 1-D sequence of integer positions"),
+    (torch.arange(10), [0], 0, "context must be a positive integer"),
+])
+def test_make_batch_rejects_bad_inputs_with_a_value_error(ids, offsets, T, words):
+    with pytest.raises(ValueError, match=words):
+        make_batch(ids, torch.tensor(offsets), T)
 
 
 # ----------------------------------------------------------------------------- the schedule
@@ -147,7 +177,7 @@ def test_the_history_holds_every_iteration_and_every_evaluation():
 
 def test_evaluation_is_on_fixed_batches_and_in_eval_mode():
     model = tiny(dropout=0.5).train()
-    kw = dict(batch_size=4, block_size=8, eval_iters=3, seed=5)
+    kw = dict(batch_size=4, context=8, eval_iters=3, seed=5)
     assert estimate_loss(model, TEXT_IDS, **kw) == estimate_loss(model, TEXT_IDS, **kw)
     assert model.training  # restored
 
@@ -210,13 +240,109 @@ def test_the_progress_bar_draws_in_place_on_a_terminal():
     (dict(grad_clip=0.0), "grad_clip"),
     (dict(betas=(0.9, 1.0)), "betas"),
     (dict(max_seconds=-1.0), "max_seconds must be a number >= 0"),
-    (dict(block_size=500), "too few for block_size=500"),
+    (dict(eval_every=0), "eval_every must be a positive integer"),
+    (dict(weight_decay=-0.1), "weight_decay"),
+    (dict(batch_fn="batches"), "batch_fn must be a function"),
+    (dict(eval_fn=lambda: 1.0), "eval_fn must return a dict"),
+    (dict(loss_fn=lambda model, batch: model(*batch)[0]), "the loss must be a tensor holding one number"),
 ])
 def test_bad_training_options_raise_a_value_error(kwargs, words):
     with pytest.raises(ValueError, match=words):
         quick(tiny(), **kwargs)
 
 
-def test_the_window_defaults_to_the_model_context_and_must_be_given_otherwise():
-    with pytest.raises(ValueError, match="block_size is not given"):
-        train(torch.nn.Linear(2, 2), TEXT_IDS, TEXT_IDS, iters=1, progress=False)
+def test_the_language_model_helpers_check_their_text_now():
+    with pytest.raises(ValueError, match="too few for context=500"):
+        lm_losses(tiny(), {"val": TEXT_IDS}, batch_size=4, context=500, eval_iters=1)
+    with pytest.raises(ValueError, match="context=500"):
+        lm_batches(TEXT_IDS, 4, 500)
+
+
+# ----------------------------------------------------------------------------- one loop, three callers
+class Doubler(torch.nn.Module):
+    """A model that does not compute its loss: y = w x, fitted to y = 2 x."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.zeros(1))
+
+    def forward(self, x):
+        return self.w * x
+
+
+def doubling_batch(generator):
+    x = torch.randn(16, generator=generator)
+    return x, 2 * x  # (inputs, targets)
+
+
+def squared_error(model, batch):
+    x, y = batch
+    return ((model(x) - y) ** 2).mean()
+
+
+def test_a_loss_function_and_an_evaluation_function_train_any_model():
+    model = Doubler()
+    history = train(model, doubling_batch, loss_fn=squared_error, iters=200, lr=0.1, warmup=0, min_lr=0.01,
+                    eval_fn=lambda: {"w": model.w.item()}, eval_every=50, progress=False)
+    assert history.eval_iters == [0, 50, 100, 150, 200] and history.w[0] == 0.0
+    assert abs(history.w[-1] - 2.0) < 0.05 and history.metrics["w"] is history.w
+    assert history.tokens == 200 * 16 and not model.training  # left in eval mode, ready to use
+    with pytest.raises(AttributeError, match="no attribute or metric 'accuracy'"):
+        history.accuracy
+
+
+def test_the_evaluation_runs_in_eval_mode_without_gradients():
+    model = tiny(dropout=0.5)
+    seen = []
+    quick(model, iters=5, eval_fn=lambda: seen.append((model.training, torch.is_grad_enabled())) or {"x": 0.0})
+    assert seen == [(False, False)] * 2  # before the first step and after the last
+
+
+def test_without_an_evaluation_function_only_the_training_loss_is_kept():
+    history = train(Doubler(), doubling_batch, loss_fn=squared_error, iters=5, progress=False)
+    assert len(history.loss) == 5 and history.eval_iters == [] and history.metrics == {}
+    assert isinstance(history, History) and not history.stopped_early
+
+
+@pytest.mark.parametrize("caller", ["chapter 5", "chapter 6", "chapter 12"])
+def test_every_caller_of_the_one_loop_honours_the_time_cap(monkeypatch, caller):
+    monkeypatch.setenv(MAX_SECONDS_ENV, "0")
+    if caller == "chapter 6":  # a GPT that computes its own loss
+        history = quick(tiny(), iters=50)
+    elif caller == "chapter 12":  # the tiny reader, through train_reader
+        from attnedu.rag import FactReader, FactWorld, train_reader
+
+        world = FactWorld.invent(seed=0)
+        history = train_reader(FactReader.for_world(world), world, iters=50, progress=False)
+    else:  # chapter 5's way: rows of a data set and a loss function
+        data = torch.randint(0, 10, (100, 8))
+
+        class Copier(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.emb = torch.nn.Embedding(10, 10)
+
+            def forward(self, x):
+                return self.emb(x)
+
+        def copy_loss(model, x):
+            return torch.nn.functional.cross_entropy(model(x).flatten(0, 1), x.flatten())
+
+        history = train(Copier(), lambda g: data[torch.randint(len(data), (16,), generator=g)], loss_fn=copy_loss,
+                        iters=50, progress=False)
+    assert len(history.loss) == 1 and history.stopped_early
+
+
+# ------------------------------------------------------------------ chapter 5's measure
+def test_sequence_accuracy_counts_whole_rows():
+    target = torch.arange(12).reshape(4, 3)
+    pred = target.clone()
+    pred[0, 0] = 99
+    pred[2, 1] = 99
+    assert sequence_accuracy(pred, target) == 0.5
+    assert sequence_accuracy(target.numpy(), target.numpy()) == 1.0
+    assert isinstance(sequence_accuracy(pred, target), float)
+    with pytest.raises(ValueError, match=r"must both be \(B, T\)"):
+        sequence_accuracy(torch.zeros(2, 3), torch.zeros(2, 4))
+    with pytest.raises(ValueError, match="empty batch"):
+        sequence_accuracy(torch.zeros(0, 3), torch.zeros(0, 3))

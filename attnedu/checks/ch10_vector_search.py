@@ -1,489 +1,204 @@
-"""Visible checks for chapter 10, *Embeddings and vector search*.
-
-How a check works (one sentence per problem, typical mistakes named): see
-:mod:`attnedu.checks`.
-
-The ``*_reference`` functions are the tested versions the chapter switches to
-after each exercise, and the source of every expected value:
-
-* :func:`cosine_similarity_reference`: the matrix of cosines between two sets of vectors;
-* :func:`top_k_reference`: the columns of the ``k`` largest scores of each row, best
-  first, with ``np.argpartition`` (what :func:`attnedu.retrieval.exact_search` does);
-* :func:`recall_at_k_reference`: the fraction of the exact top ``k`` that an
-  approximate search found, averaged over the queries;
-* :func:`filter_after_reference`: metadata filtering *after* the vector search: the
-  first ``k`` allowed results of an over-fetched result list, padded with ``-1`` /
-  ``-inf`` (what ``VectorIndex.search(..., filtering="after")`` does).
-
-``top_k`` may order equal scores either way, so :func:`check_top_k` does not compare
-indices: it looks up the scores at the returned columns and compares those.
-"""
-
-from __future__ import annotations
+"""Chapter 10's exercises, *Embeddings and vector search*, as records (see :mod:`attnedu.checks`)."""
 
 import numpy as np
 
-from .core import (
-    DEFAULT_TIME_LIMIT,
-    _a,
-    Case,
-    CheckFailed,
-    _learner_traceback,
-    _time_limit,
-    _TimeLimit,
-    call_learner,
-    check_function,
-    describe,
-)
+from .. import retrieval as R
+from . import Case, CheckFailed, Exercise, ExerciseSet, register
+from .compare import as_numbers
 
-__all__ = [
-    "cosine_similarity_reference",
-    "top_k_reference",
-    "recall_at_k_reference",
-    "filter_after_reference",
-    "check_cosine_similarity",
-    "check_top_k",
-    "check_recall_at_k",
-    "check_filter_after",
-]
-
-
-# ------------------------------------------------------------------- references
-def _matrix(x, name: str) -> np.ndarray:
-    a = np.asarray(x, dtype=np.float64)
-    if a.ndim != 2 or 0 in a.shape:
-        raise ValueError(f"{name} must be a non-empty (n, d) array, got shape {a.shape}")
-    return a
-
-
-def cosine_similarity_reference(a, b) -> np.ndarray:
-    r"""The cosine of every row of ``a`` with every row of ``b``.
-
-    .. math:: S_{ij} = \frac{a_i \cdot b_j}{\lVert a_i \rVert\, \lVert b_j \rVert}
-
-    Args:
-        a: ``(m, d)``, b: ``(n, d)``, no zero rows.
-
-    Returns:
-        ``(m, n)`` float64, every entry in ``[-1, 1]``.
-    """
-    a, b = _matrix(a, "a"), _matrix(b, "b")
-    if a.shape[1] != b.shape[1]:
-        raise ValueError(f"a {a.shape} and b {b.shape} must have the same number of columns d")
-    na = np.linalg.norm(a, axis=1, keepdims=True)  # (m, 1)
-    nb = np.linalg.norm(b, axis=1, keepdims=True)  # (n, 1)
-    if (na == 0).any() or (nb == 0).any():
-        raise ValueError("the cosine of a zero vector is undefined: drop the zero rows")
-    return (a / na) @ (b / nb).T  # (m, n)
-
-
-def _k(k, n: int) -> int:
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-        raise ValueError(f"k must be a positive integer, got {k!r}")
-    if k > n:
-        raise ValueError(f"k={k} but each row has only {n} scores; ask for k <= {n}")
-    return int(k)
-
-
-def top_k_reference(scores, k: int) -> np.ndarray:
-    """The columns of the ``k`` largest scores of each row, largest first.
-
-    ``np.argpartition`` moves the ``k`` largest of each row to its end in ``O(n)``;
-    only those ``k`` are then sorted. Equal scores come in order of column.
-
-    Args:
-        scores: ``(nq, n)``, one row of scores per query.
-        k: ``1 <= k <= n``; ``k > n`` raises ``ValueError``.
-
-    Returns:
-        ``(nq, k)`` int64 column indices.
-    """
-    s = _matrix(scores, "scores")
-    n = s.shape[1]
-    k = _k(k, n)
-    part = np.argpartition(-s, k - 1, axis=1)[:, :k]  # the k largest, unordered
-    part.sort(axis=1)  # by column, so that ties come in order of column after the stable sort
-    order = np.argsort(-np.take_along_axis(s, part, axis=1), axis=1, kind="stable")
-    return np.take_along_axis(part, order, axis=1).astype(np.int64)
-
-
-def recall_at_k_reference(found, truth) -> float:
-    """Recall@k of an approximate search: for each query, the fraction of its exact
-    top ``k`` (a row of ``truth``) that appears anywhere in its row of ``found``;
-    then the mean over the queries.
-
-    Args:
-        found: ``(nq, k)`` ids from the approximate search (``-1`` = no result).
-        truth: ``(nq, k)`` ids from the exact search.
-    """
-    f, t = np.asarray(found), np.asarray(truth)
-    if f.ndim != 2 or f.shape != t.shape:
-        raise ValueError(f"found {f.shape} and truth {t.shape} must both be (nq, k)")
-    hits = [len(set(a) & set(b)) / len(b) for a, b in zip(f.tolist(), t.tolist())]
-    return float(np.mean(hits))
-
-
-def filter_after_reference(scores, ids, allowed, k: int):
-    """Metadata filtering after the search: the first ``k`` allowed results of each row.
-
-    Args:
-        scores: ``(nq, m)`` scores of an over-fetched search (``m >= k``), best first.
-        ids: ``(nq, m)`` the ids of those results; ``-1`` marks a missing result.
-        allowed: ``(n,)`` booleans, ``allowed[i]`` True when document ``i`` passes the filter.
-        k: how many results to keep per row.
-
-    Returns:
-        ``(scores, ids)``, ``(nq, k)`` each, in the order of the search. Where fewer than
-        ``k`` allowed results exist, the rest of the row holds score ``-inf`` and id ``-1``.
-    """
-    s = np.asarray(scores, dtype=np.float64)
-    i = np.asarray(ids).astype(np.int64)
-    ok = np.asarray(allowed, dtype=bool)
-    if s.ndim != 2 or s.shape != i.shape:
-        raise ValueError(f"scores {s.shape} and ids {i.shape} must both be (nq, m)")
-    keep = (i >= 0) & ok[np.maximum(i, 0)]  # (nq, m); never look up allowed[-1]
-    out_s = np.full((s.shape[0], k), -np.inf)
-    out_i = np.full((s.shape[0], k), -1, dtype=np.int64)
-    for r in range(s.shape[0]):
-        cols = np.flatnonzero(keep[r])[:k]  # the first k allowed, in rank order
-        out_s[r, :len(cols)] = s[r, cols]
-        out_i[r, :len(cols)] = i[r, cols]
-    return out_s, out_i
-
-
-# ------------------------------------------------------------ typical mistakes
-def _unit(x, axis=1, order=2):
-    x = np.asarray(x, dtype=float)
-    return x / np.linalg.norm(x, ord=order, axis=axis, keepdims=True)
-
-
-_COSINE_MISTAKES = [
-    (lambda a, b: np.asarray(a, float) @ np.asarray(b, float).T,
-     "it returns the plain dot products a @ b.T: divide each row by its length first, "
-     "a / np.linalg.norm(a, axis=1, keepdims=True), and the same for b."),
-    (lambda a, b: _unit(a) @ np.asarray(b, float).T,
-     "only a is normalised: divide the rows of b by their lengths too."),
-    (lambda a, b: np.asarray(a, float) @ _unit(b).T,
-     "only b is normalised: divide the rows of a by their lengths too."),
-    (lambda a, b: _unit(a, axis=0) @ _unit(b, axis=0).T,
-     "it normalises the columns (axis=0): each vector is a row, so take the norm along axis=1."),
-    (lambda a, b: 1 - cosine_similarity_reference(a, b),
-     "it returns the cosine distance 1 - cos: return the similarity itself (1 for the same direction)."),
-    (lambda a, b: _unit(a, order=1) @ _unit(b, order=1).T,
-     "it divides by the sum of the absolute values (the L1 norm): use the Euclidean length, np.linalg.norm."),
-    (lambda a, b: np.asarray(a, float) @ np.asarray(b, float).T
-     / (np.linalg.norm(a) * np.linalg.norm(b)),
-     "it divides by the norms of the whole matrices: each pair needs the lengths of its own two rows."),
-    (lambda a, b: cosine_similarity_reference(b, a),
-     "the result is transposed: row i belongs to a[i] and column j to b[j], so compute a_unit @ b_unit.T."),
-]
-
-_RECALL_MISTAKES = [
-    (lambda f, t: float((np.asarray(f) == np.asarray(t)).mean()),
-     "it compares position by position: a true neighbour counts wherever it appears in the row, "
-     "so count the ids the two rows have in common (set(found_row) & set(truth_row))."),
-    (lambda f, t: float(np.mean([len(set(a) & set(b)) / max(sum(x >= 0 for x in a), 1)
-                                 for a, b in zip(np.asarray(f).tolist(), np.asarray(t).tolist())])),
-     "it divides by the number of results returned: a missing result (-1) is a miss, so divide by k, "
-     "the number of true neighbours."),
-    (lambda f, t: len(set(np.ravel(f).tolist()) & set(np.ravel(t).tolist())) / np.size(t),
-     "it pools the ids of all queries in one set: compare each query's row with the same row of truth."),
-    (lambda f, t: np.array([len(set(a) & set(b)) / len(b) for a, b in zip(np.asarray(f).tolist(),
-                                                                        np.asarray(t).tolist())]),
-     "it returns one recall per query: return their mean, one number."),
-    (lambda f, t: float(sum(len(set(a) & set(b)) / len(b) for a, b in zip(np.asarray(f).tolist(),
-                                                                         np.asarray(t).tolist()))),
-     "it adds the queries' recalls up: divide by the number of queries (take the mean)."),
-    (lambda f, t: float(sum(len(set(a) & set(b)) for a, b in zip(np.asarray(f).tolist(),
-                                                                 np.asarray(t).tolist()))),
-     "it returns the number of true neighbours found: divide by k, then average over the queries."),
-    (lambda f, t: 100 * recall_at_k_reference(f, t),
-     "it returns a percentage: return a fraction between 0 and 1."),
-]
-
-
-def _filter_pad(score_pad, id_pad):
-    def wrong(scores, ids, allowed, k):
-        s, i = filter_after_reference(scores, ids, allowed, k)
-        return np.where(i < 0, score_pad, s), np.where(i < 0, id_pad, i)
-    return wrong
-
-
-def _filter_cut_first(scores, ids, allowed, k):
-    s, i = np.asarray(scores, float)[:, :k], np.asarray(ids)[:, :k]
-    keep = (i >= 0) & np.asarray(allowed, bool)[np.maximum(i, 0)]
-    return np.where(keep, s, -np.inf), np.where(keep, i, -1)
-
-
-def _filter_inverted(scores, ids, allowed, k):
-    return filter_after_reference(scores, ids, ~np.asarray(allowed, bool), k)
-
-
-def _filter_no_filter(scores, ids, allowed, k):
-    return np.asarray(scores, float)[:, :k], np.asarray(ids)[:, :k]
-
-
-_FILTER_MISTAKES = [
-    (_filter_pad(-np.inf, 0), "it pads with id 0, which is a real document: pad the ids with -1."),
-    (_filter_pad(0.0, -1), "it pads the scores with 0, which looks like a real score: pad them with -np.inf."),
-    (_filter_pad(-1.0, -1), "it pads the scores with -1, which looks like a real score: pad them with -np.inf."),
-    (_filter_pad(np.nan, -1), "it pads the scores with NaN: pad them with -np.inf, which sorts below every score."),
-    (_filter_cut_first, "it keeps the allowed results among the first k only, so those further down are lost "
-                        "and dropped results leave gaps: filter all m results first, then move the first k that "
-                        "pass to the front."),
-    (_filter_inverted, "it keeps the results that are not allowed: keep those whose allowed[id] is True."),
-    (_filter_no_filter, "it ignores the filter: drop the results whose allowed[id] is False."),
-]
-
-
-# ------------------------------------------------------------------- the checks
-def check_cosine_similarity(cosine_similarity) -> None:
-    """Check ``cosine_similarity(a, b) -> (m, n)`` cosines between the rows of ``a`` and ``b``."""
-    ref = cosine_similarity_reference
-    a1 = np.array([[3.0, 4.0]])
-    b1 = np.array([[4.0, 3.0], [0.0, 2.0], [-3.0, -4.0]])
-    rng = np.random.default_rng(10)
+def _table(rows):  # visible cases from rows (args, about, hint), the hint optional
+    return [Case(row[0], about=row[1], hint=row[2] if len(row) > 2 else None) for row in rows]
+def _cosine_with(a, b, *, unit_a=True, unit_b=True, axis=1, order=2, whole=False, distance=False, swap=False):
+    a, b = (np.asarray(x, dtype=float) for x in ((b, a) if swap else (a, b)))
+    unit = lambda x, on: x / np.linalg.norm(x, ord=order, axis=axis, keepdims=True) if on else x  # noqa: E731
+    s = a @ b.T / (np.linalg.norm(a) * np.linalg.norm(b)) if whole else unit(a, unit_a) @ unit(b, unit_b).T
+    return 1 - s if distance else s
+def _cosine_cases(hidden=False):
+    rng = np.random.default_rng(1001 if hidden else 10)
+    if hidden:  # rows of lengths 0.01 to 100, opposite directions (-1), float32
+        rows = lambda m, d: rng.normal(size=(m, d)) * rng.uniform(0.01, 100, size=(m, 1))  # noqa: E731
+        shapes = [(1, 1, 1), (1, 1, 2), (3, 2, 5), (7, 11, 16), (4, 50, 384)]
+        cases, x = [Case((rows(m, d), rows(n, d))) for m, n, d in shapes], rng.normal(size=(6, 8))
+        x32 = x.astype(np.float32)
+        return cases + [Case((x, -3 * x)), Case((x32, x32[:2]), expected=R.cosine_similarity(x, x[:2]), atol=1e-6)]
     a2 = rng.normal(size=(2, 3)) * np.array([[0.1], [10.0]])  # rows of very different lengths
-    b2 = rng.normal(size=(4, 3)) * np.array([[1.0], [5.0], [0.2], [3.0]])
-    x3 = rng.normal(size=(5, 8))
-    a4, b4 = rng.normal(size=(6, 384)), rng.normal(size=(10, 384)) + 0.3
-    cases = [
-        Case((a1, b1), ref(a1, b1), about="a = [[3, 4]], b = [[4, 3], [0, 2], [-3, -4]]",
-             hint="by hand: [3, 4] has length 5; cos with [4, 3] is 24 / 25 = 0.96, with [0, 2] it is 8 / 10 = 0.8, "
-                  "with [-3, -4] it is -1."),
-        Case((a2, b2), ref(a2, b2), about="a (2, 3) and b (4, 3) whose rows have lengths from 0.1 to 10",
-             hint="the cosine does not depend on the lengths: divide every row of a and of b by its own norm."),
-        Case((x3, x3), ref(x3, x3), about="a = b, shape (5, 8)",
-             hint="every vector has cosine 1 with itself: the diagonal must be 1."),
-        Case((a4, b4), ref(a4, b4), about="a (6, 384) and b (10, 384), like sentence embeddings"),
-    ]
-    check_function(cosine_similarity, "cosine_similarity", cases, params=["a", "b"], mistakes=_COSINE_MISTAKES)
-
-
-def _top_k_cases():
-    """The visible cases of :func:`check_top_k`: ``(scores, k, about, hint)``."""
-    rng = np.random.default_rng(11)
-    tie = np.array([[0.5, 0.9, 0.5, 0.9, 0.1, 0.5]])
-    return [
-        (np.array([[0.1, 0.9, 0.4, 0.7], [0.8, 0.2, 0.6, 0.3], [0.5, 0.4, 0.9, 0.1]]), 2,
-         "scores = [[0.1, 0.9, 0.4, 0.7], [0.8, 0.2, 0.6, 0.3], [0.5, 0.4, 0.9, 0.1]], k = 2",
-         "by hand: in row 0 the two largest are 0.9 (column 1) and 0.7 (column 3); the answer is "
-         "[[1, 3], [0, 2], [2, 0]]."),
-        (rng.normal(size=(3, 8)), 3, "scores of shape (3, 8), k = 3",
+    b2, x3 = rng.normal(size=(4, 3)) * np.array([[1.0], [5.0], [0.2], [3.0]]), rng.normal(size=(5, 8))
+    return _table([
+        ((np.array([[3.0, 4.0]]), np.array([[4.0, 3.0], [0.0, 2.0], [-3.0, -4.0]])), "a = [[3, 4]], b = [[4, 3], [0, "
+         "2], [-3, -4]]", "by hand: [3, 4] has length 5; cos with [4, 3] is 24 / 25 = 0.96, with [0, 2] it is 8 / 10 "
+         "= 0.8, with [-3, -4] it is -1."), ((a2, b2), "a (2, 3) and b (4, 3) whose rows have lengths from 0.1 to 10",
+                                             "the cosine does not depend on the lengths: divide every row of a and of "
+                                             "b by its own norm."),
+        ((x3, x3), "a = b, shape (5, 8)", "every vector has cosine 1 with itself: the diagonal must be 1."),
+        ((rng.normal(size=(6, 384)), rng.normal(size=(10, 384)) + 0.3), "a (6, 384) and b (10, 384), like sentence "
+         "embeddings")])
+def _top_k_case(scores, k, about, hint=None):  # k > n must raise ValueError
+    more = k > scores.shape[1]
+    return Case((scores, k), about=about, raises=ValueError if more else None, hint="there are fewer than k scores to "
+                "choose from, so say so (raise ValueError(...) saying that k is larger than the number of scores) "
+                "rather than return fewer." if more else hint)
+def _top_k_cases(hidden=False):
+    rng = np.random.default_rng(1002 if hidden else 11)
+    n, tie = rng.normal, [[0.5, 0.9, 0.5, 0.9, 0.1, 0.5]]
+    s0 = [[0.1, 0.9, 0.4, 0.7], [0.8, 0.2, 0.6, 0.3], [0.5, 0.4, 0.9, 0.1]]
+    return [_top_k_case(*c) for c in ([
+        (np.array([[5.0]]), 1, "a single score"), (n(size=(1, 7)), 7, "one query, k = n = 7"),
+        (n(size=(9, 40)), 1, "9 queries, k = 1"), (n(size=(9, 40)), 39, "9 queries, k = n - 1"),
+        (rng.integers(0, 3, size=(6, 25)).astype(float), 8, "many ties"), (-np.abs(n(size=(4, 30))), 5, "all scores "
+         "negative"), (n(size=(30, 5000)).astype(np.float32), 10, "30 x 5000, k = 10"), (n(size=(3, 5)), 6, "k = n + "
+         "1"), (n(size=(2, 1)), 10, "k much larger than n")] if hidden else [
+        (np.array(s0), 2, f"scores = {s0}, k = 2", "by hand: in row 0 the two largest are 0.9 (column 1) and 0.7 "
+         "(column 3); the answer is [[1, 3], [0, 2], [2, 0]]."), (n(size=(3, 8)), 3, "scores of shape (3, 8), k = 3",
          "one row per query: find the top k along axis=1, each row on its own."),
-        (rng.normal(size=(4, 6)), 1, "scores of shape (4, 6), k = 1", "with k = 1 each row holds its argmax."),
-        (rng.normal(size=(2, 5)), 5, "scores of shape (2, 5), k = 5 (= n)",
-         "with k = n every column is a result, sorted; np.argpartition(-scores, k - 1) works for k = n, while "
-         "kth = k is out of range."),
-        (tie, 3, "scores = [[0.5, 0.9, 0.5, 0.9, 0.1, 0.5]] (ties), k = 3",
-         "equal scores may come in either order, but each column only once."),
-        (rng.normal(size=(20, 1000)).astype(np.float32), 10, "scores of shape (20, 1000), float32, k = 10", None),
-        (rng.normal(size=(2, 4)), 5, "scores of shape (2, 4), k = 5 (> n)", None),
-    ]
-
-
-def _describe_row(values) -> str:
-    return "[" + ", ".join(f"{v:.3g}" for v in values) + "]"
-
-
-def _top_k_problem(ids: np.ndarray, scores: np.ndarray, k: int) -> str | None:
-    """What is wrong with ``ids`` as the top ``k`` of ``scores``, or None. ``ids`` has the right shape."""
-    n = scores.shape[1]
-    if ((ids < 0) | (ids >= n)).any():
-        bad = ids[(ids < 0) | (ids >= n)][0]
-        return (f"holds the column {bad}, which is not a column of scores (0 to {n - 1})"
-                + ("; did you return the scores instead of their positions?" if ids.dtype.kind == "f" else "."))
-    for r, row in enumerate(ids):
-        if len(set(row.tolist())) != len(row):
-            return (f"lists the same column twice in row {r} ({row.tolist()}): each column is a result only once; "
-                    "np.argpartition returns distinct positions.")
-    got = np.take_along_axis(scores, ids, axis=1)  # (nq, k): the scores at the learner's columns
-    best = -np.sort(-scores, axis=1)[:, :k]  # (nq, k): the k largest, largest first
-    if np.array_equal(got, best):
-        return None
-    worst = np.sort(scores, axis=1)[:, :k]
-    same_set = np.array_equal(np.sort(got, axis=1), np.sort(best, axis=1))
-    if np.array_equal(got, worst) or np.array_equal(np.sort(got, axis=1), worst):
-        cause = ("it returns the k smallest scores: np.argsort and np.argpartition sort from smallest to largest, "
-                 "so work on -scores (or take the last k and reverse them).")
-    elif np.array_equal(got, best[:, ::-1]):
-        cause = "the right columns, but smallest first: reverse them, the best result comes first."
-    elif same_set:
-        cause = ("the right columns, but not in order of score: np.argpartition only splits the k largest from the "
-                 "rest, in no promised order; sort those k by their scores (not by column), largest first.")
-    else:
-        cause = None
-    r = int(np.flatnonzero((got != best).any(axis=1))[0])
-    message = (f"picks columns whose scores in row {r} are {_describe_row(got[r])}; the {k} largest, largest "
-               f"first, are {_describe_row(best[r])}.")
-    return message + (f" Likely cause: {cause}" if cause else "")
-
-
-def _call_expecting_value_error(fn, name: str, args: tuple, about: str, time_limit) -> None:
-    """Call ``fn(*args)``, which should raise ``ValueError``; anything else is a CheckFailed."""
-    import copy
-
-    try:
-        with _time_limit(time_limit):
-            got = fn(*copy.deepcopy(args))
-    except _TimeLimit:
-        raise CheckFailed(f"`{name}` ran for more than {time_limit:g} s on {about}: "
-                          "look for a loop that never ends.") from None
-    except NotImplementedError:
-        raise CheckFailed(f"`{name}` is not written yet: replace `raise NotImplementedError()` with your code, "
-                          "then run that cell again.") from None
-    except ValueError:
-        return
-    except Exception as exc:
-        raise CheckFailed(f"`{name}` raised {type(exc).__name__} on {about}; raise a ValueError that says k is "
-                          "larger than the number of scores.", learner_traceback=_learner_traceback(exc)) from None
-    raise CheckFailed(f"`{name}` on {about} returned {describe(got)} instead of raising ValueError: there are fewer than k scores to choose from, so say so "
-                      "(raise ValueError(...)) rather than return fewer.")
-
-
-def check_top_k(top_k, cases=None, *, time_limit: float | None = DEFAULT_TIME_LIMIT, quiet: bool = False) -> None:
-    """Check ``top_k(scores, k) -> (nq, k)`` column indices, largest score first.
-
-    Equal scores may come in any order: the check compares the scores at the returned
-    columns with the ``k`` largest. ``k > n`` must raise ``ValueError``.
-
-    Args:
-        top_k: the learner's function.
-        cases: ``(scores, k, about, hint)`` tuples (default: the visible cases).
-        time_limit: seconds allowed per call.
-        quiet: do not print the success line.
-    """
-    name = "top_k"
-    if not callable(top_k):
-        kind = "None" if top_k is None else _a(type(top_k).__name__)
-        raise CheckFailed(f"`{name}` should be a function, but it is {kind}: run the cell that defines "
-                          f"`def {name}(...)` first.")
-    cases = _top_k_cases() if cases is None else list(cases)
-    for scores, k, about, hint in cases:
-        scores = np.asarray(scores)
-        n = scores.shape[1]
-        if k > n:
-            _call_expecting_value_error(top_k, name, (scores, k), about, time_limit)
-            continue
-        try:
-            got = call_learner(top_k, name, Case((scores, k), None, about=about), time_limit)
-        except CheckFailed as failure:
-            if hint and failure.learner_traceback is not None:
-                raise CheckFailed(f"{failure} Hint: {hint}", failure.learner_traceback) from None
-            raise
-        lead = f"`{name}` on {about}"
-        ids = _as_indices(got, lead)
-        expected_shape = (scores.shape[0], k)
-        if ids.shape != expected_shape:
-            raise CheckFailed(f"{lead} returned an array of shape {ids.shape}; expected {expected_shape}, "
-                              f"one row of k column indices per query.{_shape_hint(ids.shape, scores.shape, k)}")
-        problem = _top_k_problem(ids, scores.astype(np.float64), k)
-        if problem:
-            if hint and "Likely cause" not in problem:
-                problem += f" Hint: {hint}"
-            raise CheckFailed(f"{lead} returned an array that {problem}")
-    if not quiet:
-        print(f"\u2713 `{name}` passes all {len(cases)} checks.")
-
-
-def _as_indices(got, lead: str) -> np.ndarray:
-    if got is None:
-        raise CheckFailed(f"{lead} returned None: did you forget to `return` the indices?")
+        (n(size=(4, 6)), 1, "scores of shape (4, 6), k = 1", "with k = 1 each row holds its argmax."),
+        (n(size=(2, 5)), 5, "scores of shape (2, 5), k = 5 (= n)", "with k = n every column is a result, sorted; "
+         "np.argpartition(-scores, k - 1) works for k = n, while kth = k is out of range."),
+        (np.array(tie), 3, f"scores = {tie} (ties), k = 3", "equal scores may come in either order, but each column "
+         "only once."), (n(size=(20, 1000)).astype(np.float32), 10, "scores of shape (20, 1000), float32, k = 10"),
+        (n(size=(2, 4)), 5, "scores of shape (2, 4), k = 5 (> n)")])]
+def _compare_top_k(got, case: Case, lead: str, ex) -> None:
+    """The ``"top-k"`` comparison: equal scores may come in any order, so the scores at the returned columns must be
+    the ``k`` largest of each row, largest first; else one sentence says what differs."""
+    (scores, k), srt = case.args, lambda v: np.sort(v, axis=1)
+    (nq, n), scores = scores.shape, np.asarray(scores, dtype=np.float64)
+    first = lambda pairs: next((text for found, text in pairs if found), "")  # the text of the first true condition
     if isinstance(got, tuple):
-        raise CheckFailed(f"{lead} returned a tuple of {len(got)}; return only the (nq, k) array of column indices.")
-    if hasattr(got, "detach") and hasattr(got, "numpy"):
-        got = got.detach().cpu().numpy()
-    try:
-        arr = np.asarray(got)
-    except Exception:
-        raise CheckFailed(f"{lead} returned a {type(got).__name__}, which NumPy cannot turn into an array of "
-                          "indices (are the rows of different lengths?).") from None
-    if arr.dtype.kind not in "iuf":
-        raise CheckFailed(f"{lead} returned {type(got).__name__} of dtype {arr.dtype}, not an array of integer "
-                          "column indices.")
-    if arr.dtype.kind == "f":
-        whole = np.isfinite(arr).all() and np.array_equal(arr, np.round(arr))
-        if not whole:
-            raise CheckFailed(f"{lead} returned numbers of dtype {arr.dtype} that are not whole: return the "
-                              "positions of the scores (np.argpartition, np.argsort), not the scores themselves.")
-        arr = arr.astype(np.int64)
-    return arr
-
-
-def _shape_hint(got: tuple, scores: tuple, k: int) -> str:
-    nq, n = scores
-    if got == (k, nq) and nq != k:
-        return " (transposed?)"
-    if got == (k, n):
-        return " It looks like the top k of each column (axis 0): rank along axis=1, each query's row."
-    if got == (nq, n):
-        return " It returns every column: keep only the first k."
-    if len(got) == 2 and got[0] == nq and abs(got[1] - k) == 1:
-        return (" Off by one: np.argpartition(-scores, k - 1) puts the k largest in the first k places "
-                "(kth = k - 1 is an index), then keep [:, :k].")
-    if got == (k,) or got == (nq * k,):
-        return " Keep the query axis: work along axis=1 and slice [:, :k]."
-    return ""
-
-
-def check_recall_at_k(recall_at_k) -> None:
-    """Check ``recall_at_k(found, truth) -> float`` (ids ``(nq, k)``, ``-1`` = no result)."""
-    ref = recall_at_k_reference
-    f1, t1 = np.array([[1, 2, 3]]), np.array([[3, 1, 7]])
-    f2, t2 = np.array([[3, 2, 1], [4, 5, 6]]), np.array([[1, 2, 3], [6, 5, 4]])
-    f3, t3 = np.array([[0, 5, -1, -1]]), np.array([[5, 0, 2, 9]])
-    f4, t4 = np.array([[1, 2], [3, 4]]), np.array([[3, 4], [1, 2]])
-    rng = np.random.default_rng(12)
-    t5 = np.array([rng.choice(1000, 10, replace=False) for _ in range(50)])
-    f5 = t5.copy()
-    for row in f5:  # replace a random number of the true neighbours, then shuffle the row
-        m = rng.integers(0, 6)
-        row[rng.choice(10, m, replace=False)] = rng.integers(1000, 2000, m)
-        rng.shuffle(row)
-    cases = [
-        Case((f1, t1), ref(f1, t1), about="found = [[1, 2, 3]], truth = [[3, 1, 7]]",
-             hint="by hand: 2 of the 3 true neighbours (3 and 1) were found, so the recall is 2/3."),
-        Case((f2, t2), ref(f2, t2), about="the same ids in a different order, 2 queries",
-             hint="the order does not matter: every true neighbour was found, so the recall is 1."),
-        Case((f3, t3), ref(f3, t3), about="found = [[0, 5, -1, -1]] (two missing results), truth = [[5, 0, 2, 9]]",
-             hint="-1 is a missing result, never a true neighbour: 2 of 4 found, recall 0.5."),
-        Case((f4, t4), ref(f4, t4), about="found = [[1, 2], [3, 4]], truth = [[3, 4], [1, 2]]",
-             hint="each query has its own neighbours: here no query found any of its own, so the recall is 0."),
-        Case((f5, t5), ref(f5, t5), about="50 queries, k = 10, ids up to 2000",
-             hint="average the recalls of the queries, each between 0 and 1."),
-    ]
-    check_function(recall_at_k, "recall_at_k", cases, params=["found", "truth"], mistakes=_RECALL_MISTAKES)
-
-
-def check_filter_after(filter_after) -> None:
-    """Check ``filter_after(scores, ids, allowed, k) -> (scores, ids)``, ``(nq, k)`` each."""
-    ref = filter_after_reference
-    s1 = np.array([[0.9, 0.8, 0.7, 0.6, 0.5]])
-    i1 = np.array([[4, 1, 0, 3, 2]])
-    a1 = np.array([False, True, True, False, False])  # documents 1 and 2 allowed
-    s2 = np.array([[0.9, 0.8, 0.7, -np.inf], [0.6, 0.5, -np.inf, -np.inf]])
-    i2 = np.array([[5, 1, 2, -1], [3, 4, -1, -1]])
-    a2 = np.array([False, True, True, True, False, False])  # the last document is not allowed...
-    a2b = a2.copy()
-    a2b[-1] = True  # ...and here it is: allowed[-1] is True
-    rng = np.random.default_rng(13)
-    n, nq, m = 200, 6, 40
-    s3 = -np.sort(-rng.uniform(size=(nq, m)), axis=1)
-    i3 = np.array([rng.choice(n, m, replace=False) for _ in range(nq)])
-    a3 = rng.uniform(size=n) < 0.3
-    cases = [
-        Case((s1, i1, a1, 2), ref(s1, i1, a1, 2),
-             about="scores [[0.9, 0.8, 0.7, 0.6, 0.5]], ids [[4, 1, 0, 3, 2]], documents 1 and 2 allowed, k = 2",
-             hint="by hand: going down the list, 4 is not allowed, 1 is, 0 and 3 are not, 2 is: keep ids [[1, 2]] "
-                  "with scores [[0.8, 0.5]]."),
-        Case((s1, i1, a1, 4), ref(s1, i1, a1, 4), about="the same with k = 4: only 2 results pass",
-             hint="a row with fewer than k allowed results is padded: scores -inf, ids -1, at the end."),
-        Case((s2, i2, a2, 2), ref(s2, i2, a2, 2), about="2 queries whose result lists end in missing results (-1)",
-             hint="missing results (id -1) are never kept."),
-        Case((s2, i2, a2b, 3), ref(s2, i2, a2b, 3),
-             about="missing results (-1) while the last document is allowed (allowed[-1] is True), k = 3",
-             hint="a missing result is not a document (allowed[-1] belongs to the last document): never keep id -1."),
-        Case((s3, i3, a3, 10), ref(s3, i3, a3, 10), about="6 queries, 40 results fetched, 30% allowed, k = 10"),
-    ]
-    check_function(filter_after, "filter_after", cases, params=["scores", "ids", "allowed", "k"],
-                   outputs=("scores", "ids"), mistakes=_FILTER_MISTAKES)
+        raise CheckFailed(f"{lead} returned a tuple of {len(got)}; return only the (nq, k) array of column indices.",
+                          about_values=False)
+    if not (np.isfinite(ids := as_numbers(got, lead, "a result")).all() and np.array_equal(ids, np.round(ids))):
+        raise CheckFailed(f"{lead} returned numbers that are not whole: return the positions of the scores "
+                          "(np.argpartition, np.argsort), not the scores themselves.", about_values=False)
+    if (s := ids.shape) != (nq, k):
+        raise CheckFailed(f"{lead} returned an array of shape {s}; expected {(nq, k)}, one row of k column indices per "
+                          "query." + first([(s == (k, nq) and nq != k, " (transposed?)"), (s == (k, n), " It looks "
+                          "like the top k of each column (axis 0): rank along axis=1, each query's row."),
+                          (s == (nq, n), " It returns every column: keep only the first k."),
+                          (s in ((nq, k - 1), (nq, k + 1)), " Off by one: np.argpartition(-scores, k - 1) puts the k "
+                          "largest in the first k places (kth = k - 1 is an index), then keep [:, :k]."),
+                          (s in ((k,), (nq * k,)), " Keep the query axis: work along axis=1 and slice [:, :k].")]),
+                          about_values=False)
+    ids, lead = ids.astype(np.int64), f"{lead} returned an array that"
+    if ((ids < 0) | (ids >= n)).any():
+        raise CheckFailed(f"{lead} holds the column {ids[(ids < 0) | (ids >= n)][0]}, which is not a column of scores "
+                          f"(0 to {n - 1}).")
+    if (r := next((r for r, row in enumerate(ids.tolist()) if len(set(row)) < k), None)) is not None:
+        raise CheckFailed(f"{lead} lists the same column twice in row {r} ({ids[r].tolist()}): each column is a result "
+                          "only once; np.argpartition returns distinct positions.")
+    got, best = np.take_along_axis(scores, ids, axis=1), -srt(-scores)[:, :k]  # (nq, k) each; the k best, best first
+    if np.array_equal(got, best):
+        return
+    cause = first([(np.array_equal(srt(got), srt(scores)[:, :k]), "it returns the k smallest scores: np.argsort and "
+                    "np.argpartition sort from smallest to largest, so work on -scores (or take the last k and reverse "
+                    "them)."), (np.array_equal(got, best[:, ::-1]), "the right columns, but smallest first: reverse "
+                    "them, the best result comes first."), (np.array_equal(srt(got), srt(best)), "the right columns, "
+                    "but not in order of score: np.argpartition only splits the k largest from the rest, in no "
+                    "promised order; sort those k by their scores (not by column), largest first.")])
+    r, row = int(np.flatnonzero((got != best).any(axis=1))[0]), lambda v: "[" + ", ".join(f"{x:.3g}" for x in v) + "]"
+    raise CheckFailed(f"{lead} picks columns whose scores in row {r} are {row(got[r])}; the {k} largest, largest "
+                      f"first, are {row(best[r])}." + (f" Likely cause: {cause}" if cause else ""),
+                      about_values=not cause)
+register("top-k", _compare_top_k, lambda a, b, ex=None: np.array_equal(np.asarray(a), np.asarray(b)))
+def _recall_with(found, truth, *, positional=False, pooled=False, returned=False, per_k=True, reduce=np.mean, scale=1):
+    f, t = np.asarray(found).tolist(), np.asarray(truth).tolist()
+    f, t = ([sum(f, [])], [sum(t, [])]) if pooled else (f, t)
+    hits = [sum(map(int.__eq__, a, b)) if positional else len(set(a) & set(b)) for a, b in zip(f, t)]
+    each = [h / (max(sum(x >= 0 for x in a), 1) if returned else len(b) if per_k else 1) for h, a, b in zip(hits, f, t)]
+    return scale * (np.array(each) if reduce is np.array else float(reduce(each)))
+def _recall_cases(hidden=False):
+    rng, a, ids, cases = np.random.default_rng(1003 if hidden else 12), np.array, 10_000 if hidden else 1000, []
+    for nq, k in [(1, 10), (5, 3), (100, 10), (20, 100)] if hidden else [(50, 10)]:
+        t = np.array([rng.choice(ids, k, replace=False) for _ in range(nq)])
+        for row in (f := t.copy()):  # replace some true neighbours (hidden: some missing, -1, at the end), shuffle
+            m = rng.integers(0, k + 1 if hidden else 6)
+            row[rng.choice(k, m, replace=False)] = rng.integers(ids, 2 * ids, m)
+            if hidden and rng.uniform() < 0.3:
+                row[-rng.integers(1, k + 1):] = -1
+            rng.shuffle(row)
+        cases.append(Case((f, t)))
+    if hidden:
+        return [Case((a([[7]]), a([[7]])), expected=1.0), Case((a([[-1]]), a([[7]])), expected=0.0),
+                Case((np.full((3, 4), -1), np.arange(12).reshape(3, 4)), expected=0.0)] + cases
+    return _table([
+        ((a([[1, 2, 3]]), a([[3, 1, 7]])), "found = [[1, 2, 3]], truth = [[3, 1, 7]]", "by hand: 2 of the 3 true "
+         "neighbours (3 and 1) were found, so the recall is 2/3."), ((a([[3, 2, 1], [4, 5, 6]]), a([[1, 2, 3], [6, 5,
+         4]])), "the same ids in a different order, 2 queries", "the order does not matter: every true neighbour was "
+         "found, so the recall is 1."), ((a([[0, 5, -1, -1]]), a([[5, 0, 2, 9]])), "found = [[0, 5, -1, -1]] (two "
+         "missing results), truth = [[5, 0, 2, 9]]", "-1 is a missing result, never a true neighbour: 2 of 4 found, "
+         "recall 0.5."), ((a([[1, 2], [3, 4]]), a([[3, 4], [1, 2]])), "found = [[1, 2], [3, 4]], truth = [[3, 4], [1, "
+         "2]]", "each query has its own neighbours: here no query found any of its own, so the recall is 0."),
+        (cases[0].args, "50 queries, k = 10, ids up to 2000", "average the recalls of the queries, each between 0 and "
+         "1.")])
+def _filter_with(scores, ids, allowed, k, *, score_pad=-np.inf, id_pad=-1, first_k=False, invert=False, use=True):
+    s, i, ok = np.asarray(scores, dtype=float), np.asarray(ids), np.asarray(allowed, dtype=bool)
+    if first_k or not use:
+        keep = (i[:, :k] >= 0) & ok[np.maximum(i[:, :k], 0)] if use else True
+        return np.where(keep, s[:, :k], -np.inf), np.where(keep, i[:, :k], -1)
+    s, i = R.filter_after(s, i, ~ok if invert else ok, k)
+    return np.where(i < 0, score_pad, s), np.where(i < 0, id_pad, i)
+def _filter_cases(hidden=False):
+    rng, a, cases = np.random.default_rng(1004 if hidden else 13), np.array, []
+    for n, nq, m, k, p in ([(10, 1, 5, 5, 1.0), (10, 2, 5, 1, 0.5), (50, 3, 20, 5, 0.0), (500, 8, 100, 10, 0.05),
+                            (1000, 20, 50, 10, 0.5)] if hidden else [(200, 6, 40, 10, 0.3)]):
+        s = -np.sort(-(rng.normal if hidden else rng.uniform)(size=(nq, m)), axis=1)
+        i = a([rng.choice(n, m, replace=False) for _ in range(nq)])
+        if hidden:  # some rows end in missing results
+            short = rng.uniform(size=nq) < 0.4
+            s[short, m // 2:], i[short, m // 2:] = -np.inf, -1
+        ok = rng.uniform(size=n) < p
+        ok[-1] |= hidden  # hidden: the last document passes, allowed[-1] is True
+        cases.append(Case((s, i, ok, k), about=None if hidden else "6 queries, 40 results fetched, 30% allowed, k = "
+                                                                   "10"))
+    if hidden:
+        return cases
+    s1, i1, a1 = a([[0.9, 0.8, 0.7, 0.6, 0.5]]), a([[4, 1, 0, 3, 2]]), np.isin(np.arange(5), [1, 2])
+    s2, i2 = a([[0.9, 0.8, 0.7, -np.inf], [0.6, 0.5, -np.inf, -np.inf]]), a([[5, 1, 2, -1], [3, 4, -1, -1]])
+    a2 = np.isin(np.arange(6), [1, 2, 3])  # the last document is not allowed (and in the last case it is)
+    return _table([
+        ((s1, i1, a1, 2), "scores [[0.9, 0.8, 0.7, 0.6, 0.5]], ids [[4, 1, 0, 3, 2]], documents 1 and 2 allowed, k = 2",
+         "by hand: going down the list, 4 is not allowed, 1 is, 0 and 3 are not, 2 is: keep ids [[1, 2]] with scores "
+         "[[0.8, 0.5]]."), ((s1, i1, a1, 4), "the same with k = 4: only 2 results pass", "a row with fewer than k "
+         "allowed results is padded: scores -inf, ids -1, at the end."), ((s2, i2, a2, 2), "2 queries whose result "
+         "lists end in missing results (-1)", "missing results (id -1) are never kept."),
+        ((s2, i2, np.append(a2[:-1], True), 3), "missing results (-1) while the last document is allowed (allowed[-1] "
+         "is True), k = 3", "a missing result is not a document (allowed[-1] belongs to the last document): never keep "
+         "id -1.")]) + cases
+_PAD = "which looks like a real score: pad them with -np.inf."
+EXERCISES = ExerciseSet(
+    Exercise("cosine_similarity", ["a", "b"], R.cosine_similarity, _cosine_cases, lambda: _cosine_cases(True),
+             wrong=_cosine_with, library=["attnedu.retrieval.cosine_similarity"], mistakes=[
+        ({"unit_a": False, "unit_b": False}, "it returns the plain dot products a @ b.T: divide each row by its length "
+         "first, a / np.linalg.norm(a, axis=1, keepdims=True), and the same for b."),
+        ({"unit_b": False}, "only a is normalised: divide the rows of b by their lengths too."),
+        ({"unit_a": False}, "only b is normalised: divide the rows of a by their lengths too."),
+        ({"axis": 0}, "it normalises the columns (axis=0): each vector is a row, so take the norm along axis=1."),
+        ({"distance": True}, "it returns the cosine distance 1 - cos: return the similarity itself (1 for the same "
+         "direction)."), ({"order": 1}, "it divides by the sum of the absolute values (the L1 norm): use the Euclidean "
+         "length, np.linalg.norm."), ({"whole": True}, "it divides by the norms of the whole matrices: each pair needs "
+         "the lengths of its own two rows."), ({"swap": True}, "the result is transposed: row i belongs to a[i] and "
+         "column j to b[j], so compute a_unit @ b_unit.T.")]),
+    Exercise("top_k", ["scores", "k"], R.top_k, _top_k_cases, lambda: _top_k_cases(True), compare="top-k",
+             library=["attnedu.retrieval.top_k"]),
+    Exercise("recall_at_k", ["found", "truth"], R.recall_at_k, _recall_cases, lambda: _recall_cases(True),
+             wrong=_recall_with, library=["attnedu.retrieval.recall_at_k"], mistakes=[
+        ({"positional": True}, "it compares position by position: a true neighbour counts wherever it appears in the "
+         "row, so count the ids the two rows have in common (set(found_row) & set(truth_row))."),
+        ({"returned": True}, "it divides by the number of results returned: a missing result (-1) is a miss, so divide "
+         "by k, the number of true neighbours."), ({"pooled": True}, "it pools the ids of all queries in one set: "
+         "compare each query's row with the same row of truth."),
+        ({"reduce": np.array}, "it returns one recall per query: return their mean, one number."),
+        ({"reduce": sum}, "it adds the queries' recalls up: divide by the number of queries (take the mean)."),
+        ({"per_k": False, "reduce": sum}, "it returns the number of true neighbours found: divide by k, then average "
+         "over the queries."), ({"scale": 100}, "it returns a percentage: return a fraction between 0 and 1.")]),
+    Exercise("filter_after", ["scores", "ids", "allowed", "k"], R.filter_after, _filter_cases,
+             lambda: _filter_cases(True), outputs=("scores", "ids"), wrong=_filter_with,
+             library=["attnedu.retrieval.filter_after"], mistakes=[
+        ({"id_pad": 0}, "it pads with id 0, which is a real document: pad the ids with -1."),
+        ({"score_pad": 0.0}, f"it pads the scores with 0, {_PAD}"), ({"score_pad": -1.0}, f"it pads the scores with "
+         f"-1, {_PAD}"), ({"score_pad": np.nan}, "it pads the scores with NaN: pad them with -np.inf, which sorts "
+         "below every score."), ({"first_k": True}, "it keeps the allowed results among the first k only, so those "
+         "further down are lost and dropped results leave gaps: filter all m results first, then move the first k that "
+         "pass to the front."), ({"invert": True}, "it keeps the results that are not allowed: keep those whose "
+         "allowed[id] is True."), ({"use": False}, "it ignores the filter: drop the results whose allowed[id] is "
+         "False.")]),
+)
+check = EXERCISES.check

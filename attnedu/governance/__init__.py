@@ -8,35 +8,41 @@ module          what is in it
                 ``{blob}``, ``{json}``, ``{time}``, ``{now}`` become each backend's
                 types); :func:`json_field`, :func:`day_of`: two expressions that differ
 ``dedup``       :func:`normalise_text`, :func:`content_key` (exact duplicates by a hash of
-                the normalised text), :func:`near_duplicate_pairs` (cosine of embeddings),
-                :func:`deduplicate`, :func:`duplicate_groups` (in SQL, on a store)
+                the normalised text), :func:`near_duplicate_pairs` (cosine of embeddings;
+                :func:`near_duplicate_index_pairs`: the pairs alone), :func:`deduplicate`,
+                :func:`duplicate_groups` (in SQL, on a store)
 ``redact``      :func:`pseudonym` (keyed HMAC of a user id), :func:`find_pii` (emails,
                 phone numbers, names as :class:`Span` s), :func:`redact`,
-                :func:`span_scores` (precision and recall against labelled spans)
+                :func:`span_scores` (precision and recall against labelled spans, per
+                kind; :func:`span_precision_recall`: over all kinds)
 ``crypto``      :class:`FieldCipher`: AES-256-GCM for one field at a time, the key kept
                 away from the data (:func:`key_from_env`)
 ``versions``    :func:`hash_bytes`, :func:`hash_file`, :func:`hash_rows` (content hashes),
                 :class:`VersionRegistry` (a table of data and model versions),
                 :func:`dvc_pointer` (what ``dvc add`` would write)
 ``graph``       :class:`KnowledgeGraph`: entities and relations in two tables, queried
-                with recursive SQL (:data:`REACHABLE_SQL`, :data:`PATH_SQL`)
+                with recursive SQL (:data:`REACHABLE_SQL`, :data:`PATH_SQL`);
+                :func:`prerequisites`, :func:`example_graph` (a small course's graph),
+                :data:`COURSE_REQUIRES` (this course's, chapter 13's)
 ==============  =========================================================================
 
 Everything that touches a database works on both backends of :mod:`attnedu.store`.
 """
 
 from .crypto import FieldCipher, generate_key, key_from_env
-from .dedup import content_key, deduplicate, duplicate_groups, near_duplicate_pairs, normalise_text
-from .graph import KnowledgeGraph
+from .dedup import (content_key, deduplicate, duplicate_groups, near_duplicate_index_pairs, near_duplicate_pairs,
+                    normalise_text)
+from .graph import COURSE_REQUIRES, EXAMPLE_EDGES, KnowledgeGraph, example_graph, prerequisites
 from .portable import day_of, ddl, json_field
-from .redact import PII_KINDS, Span, find_pii, pseudonym, redact, span_scores
+from .redact import PII_KINDS, Span, find_pii, pseudonym, redact, span_precision_recall, span_scores
 from .versions import VersionRegistry, dvc_pointer, hash_bytes, hash_file, hash_rows
 
 __all__ = [
     "ddl", "json_field", "day_of",
-    "normalise_text", "content_key", "near_duplicate_pairs", "deduplicate", "duplicate_groups",
-    "PII_KINDS", "Span", "pseudonym", "find_pii", "redact", "span_scores",
+    "normalise_text", "content_key", "near_duplicate_pairs", "near_duplicate_index_pairs", "deduplicate",
+    "duplicate_groups",
+    "PII_KINDS", "Span", "pseudonym", "find_pii", "redact", "span_scores", "span_precision_recall",
     "FieldCipher", "generate_key", "key_from_env",
     "hash_bytes", "hash_file", "hash_rows", "VersionRegistry", "dvc_pointer",
-    "KnowledgeGraph",
+    "KnowledgeGraph", "prerequisites", "example_graph", "EXAMPLE_EDGES", "COURSE_REQUIRES",
 ]

@@ -23,7 +23,8 @@ import numpy as np
 
 from .._validate import as_float_array
 
-__all__ = ["normalise_text", "content_key", "near_duplicate_pairs", "deduplicate", "duplicate_groups"]
+__all__ = ["normalise_text", "content_key", "near_duplicate_pairs", "near_duplicate_index_pairs", "deduplicate",
+           "duplicate_groups"]
 
 _NOT_WORD = re.compile(r"[\W_]+")  # runs of characters that are not letters or digits
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -76,6 +77,18 @@ def near_duplicate_pairs(vectors, threshold: float = 0.9) -> list[tuple[int, int
     keep = sim[i, j] >= threshold - 1e-9  # a tolerance for rounding: cos(a, a) may be 0.9999999
     pairs = [(int(a), int(b), float(s)) for a, b, s in zip(i[keep], j[keep], sim[i, j][keep])]
     return sorted(pairs, key=lambda p: (-round(p[2], 9), p[0], p[1]))
+
+
+def near_duplicate_index_pairs(vectors, threshold: float) -> list[tuple[int, int]]:
+    r"""The pairs of :func:`near_duplicate_pairs` without their similarity, in index order:
+    ``[(i, j), ...]``, sorted, with ``i < j`` and
+    :math:`\cos(v_i, v_j) = v_i \cdot v_j / (\lVert v_i \rVert \lVert v_j \rVert) \ge` ``threshold``
+    (within 1e-9 for rounding).
+
+    Args:
+        vectors: ``(n, d)`` embeddings, none zero; threshold: in ``[-1, 1]``.
+    """
+    return sorted((i, j) for i, j, _ in near_duplicate_pairs(vectors, threshold))
 
 
 def deduplicate(texts, vectors=None, threshold: float = 0.9) -> list[int]:

@@ -21,9 +21,11 @@ queries more briefly; the tables and the walk are the same.
 
 from __future__ import annotations
 
+from .._validate import positive_int
 from .portable import ddl
 
-__all__ = ["KnowledgeGraph", "GRAPH_TABLES", "REACHABLE_SQL", "PATH_SQL"]
+__all__ = ["KnowledgeGraph", "GRAPH_TABLES", "REACHABLE_SQL", "PATH_SQL", "prerequisites", "example_graph",
+           "EXAMPLE_EDGES", "COURSE_REQUIRES"]
 
 GRAPH_TABLES = [
     """CREATE TABLE IF NOT EXISTS entities (
@@ -84,9 +86,7 @@ def _name(value, what: str) -> str:
 
 
 def _depth(value) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"max_depth must be a positive integer, got {value!r}")
-    return value
+    return positive_int(value, "max_depth")
 
 
 class KnowledgeGraph:
@@ -144,3 +144,58 @@ class KnowledgeGraph:
     def stats(self) -> dict:
         return {"entities": self.query("SELECT count(*) FROM entities")[0][0],
                 "relations": self.query("SELECT count(*) FROM relations")[0][0]}
+
+
+def prerequisites(graph: KnowledgeGraph, concept: str, *, max_depth: int = 50) -> list[tuple[str, int]]:
+    r"""``[(name, hops), ...]``: everything ``concept`` requires, directly or through others, each
+    with :math:`\text{hops}(c) = \min` over chains ``concept -[requires]-> ... -[requires]-> c``
+    of the chain's number of edges; sorted by hops, then name. One recursive query
+    (:meth:`KnowledgeGraph.reachable` along ``requires``); a concept that requires nothing,
+    or is not in the graph, gives ``[]``."""
+    if not isinstance(graph, KnowledgeGraph):
+        raise ValueError(f"graph must be a KnowledgeGraph, got {type(graph).__name__}")
+    return graph.reachable(_name(concept, "concept"), "requires", max_depth=max_depth)
+
+
+EXAMPLE_EDGES = [  # (src, rel, dst): a small course, checkable by hand
+    ("multi-head attention", "requires", "scaled dot-product attention"),
+    ("scaled dot-product attention", "requires", "softmax"),
+    ("scaled dot-product attention", "requires", "dot product"),
+    ("softmax", "requires", "exponential"),
+    ("transformer", "requires", "multi-head attention"),
+    ("transformer", "requires", "layer normalisation"),
+    ("transformer", "requires", "softmax"),  # a second, shorter route to softmax
+    ("layer normalisation", "requires", "mean and variance"),
+    ("softmax", "introduced_in", "chapter 1"),
+    ("transformer", "introduced_in", "chapter 5"),
+    ("chapter 5", "requires", "chapter 4"),  # not a concept's prerequisite: another relation's edge
+]
+
+COURSE_REQUIRES = [  # (src, dst): src requires dst, between this course's concepts; chapter 13's graph
+    ("weighted average", "average"), ("softmax", "exponential"), ("softmax", "weighted average"),
+    ("attention", "softmax"), ("attention", "weighted average"), ("attention", "dot product"),
+    ("scaled dot-product attention", "attention"), ("scaled dot-product attention", "dot product"),
+    ("self-attention", "scaled dot-product attention"), ("multi-head attention", "self-attention"),
+    ("Transformer", "multi-head attention"), ("Transformer", "layer normalisation"),
+    ("Transformer", "residual connection"), ("Transformer", "feed-forward network"),
+    ("Transformer", "position embeddings"), ("KV cache", "Transformer"), ("GPT", "Transformer"),
+    ("GPT", "causal mask"), ("causal mask", "scaled dot-product attention"), ("embedding", "Transformer"),
+    ("vector search", "embedding"), ("vector search", "cosine similarity"), ("cosine similarity", "dot product"),
+    ("BM25", "inverted index"), ("hybrid search", "BM25"), ("hybrid search", "vector search"),
+    ("hybrid search", "reciprocal rank fusion"), ("retrieval-augmented generation", "hybrid search"),
+    ("retrieval-augmented generation", "GPT"),
+]
+
+
+def example_graph(edges=EXAMPLE_EDGES) -> KnowledgeGraph:
+    """A :class:`KnowledgeGraph` in a new in-memory SQLite store holding ``edges``, a list of
+    ``(src, rel, dst)`` (default: :data:`EXAMPLE_EDGES`); close it with ``graph.store.close()``."""
+    edges = list(edges)
+    if not all(isinstance(e, (tuple, list)) and len(e) == 3 for e in edges):
+        raise ValueError("edges must be a list of (src, rel, dst) triples")
+    from ..store import open_store
+
+    graph = KnowledgeGraph(open_store("sqlite://", dim=1))
+    for src, rel, dst in edges:
+        graph.relate(src, rel, dst)
+    return graph

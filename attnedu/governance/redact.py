@@ -26,7 +26,8 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-__all__ = ["PII_KINDS", "Span", "GIVEN_NAMES", "pseudonym", "find_pii", "redact", "span_scores"]
+__all__ = ["PII_KINDS", "Span", "GIVEN_NAMES", "pseudonym", "find_pii", "redact", "span_scores",
+           "span_precision_recall"]
 
 PII_KINDS = ("email", "phone", "name")
 _PLACEHOLDER = {"email": "[EMAIL]", "phone": "[PHONE]", "name": "[NAME]"}
@@ -163,3 +164,21 @@ def span_scores(predicted, gold, kinds: Iterable[str] = PII_KINDS) -> dict[str, 
         result[kind] = {"tp": tp, "fp": len(p - g), "fn": len(g - p),
                         "precision": tp / len(p) if p else 1.0, "recall": tp / len(g) if g else 1.0}
     return result
+
+
+def span_precision_recall(predicted, gold) -> tuple[float, float]:
+    r"""``(precision, recall)`` of ``predicted`` spans against ``gold`` spans over all kinds: the
+    ``"all"`` line of :func:`span_scores`. With :math:`P` and :math:`G` the sets of spans (a
+    span listed twice counts once), :math:`\text{precision} = |P \cap G| / |P|` (1.0 when
+    :math:`P` is empty: nothing wrong was claimed) and :math:`\text{recall} = |P \cap G| / |G|`
+    (1.0 when :math:`G` is empty: nothing was missed).
+
+    Args:
+        predicted, gold: lists of :class:`Span` or tuples ending with the kind, such as
+            ``(start, end, "email")`` or ``(text_index, start, end, "email")``.
+    """
+    for name, spans in (("predicted", predicted), ("gold", gold)):
+        if isinstance(spans, (str, bytes, Span)) or not isinstance(spans, Iterable):
+            raise ValueError(f"{name} must be a list of spans, got {type(spans).__name__}")
+    scores = span_scores(predicted, gold, kinds=())["all"]
+    return scores["precision"], scores["recall"]

@@ -45,7 +45,7 @@ LLAMA_TENSOR_NAMES: dict[str, str] = {
     "blk.{i}.attn_q.weight": "blocks.{i}.attn.q_proj.weight",  # (H*dh, E)
     "blk.{i}.attn_k.weight": "blocks.{i}.attn.k_proj.weight",  # (H_kv*dh, E)
     "blk.{i}.attn_v.weight": "blocks.{i}.attn.v_proj.weight",  # (H_kv*dh, E)
-    "blk.{i}.attn_output.weight": "blocks.{i}.attn.o_proj.weight",  # (E, H*dh)
+    "blk.{i}.attn_output.weight": "blocks.{i}.attn.out_proj.weight",  # (E, H*dh), W_o
     "blk.{i}.ffn_norm.weight": "blocks.{i}.mlp_norm.weight",  # (E,) RMSNorm before the MLP
     "blk.{i}.ffn_gate.weight": "blocks.{i}.mlp.gate_proj.weight",  # (d_ff, E)
     "blk.{i}.ffn_up.weight": "blocks.{i}.mlp.up_proj.weight",  # (d_ff, E)
@@ -121,7 +121,10 @@ def read_tensors(path_or_reader, names=None) -> dict[str, np.ndarray]:
 
 
 def llama_hparams(metadata: dict) -> dict:
-    """The hyper-parameters of a Llama-style model from its GGUF metadata, under our names."""
+    """The hyper-parameters of a Llama-style model from its GGUF metadata, under our names
+    (:class:`attnedu.llama.LlamaConfig`'s): GGUF's ``embedding_length`` is ``d_model``,
+    ``attention.head_count`` ``n_head``, ``feed_forward_length`` ``d_ff``, ``context_length``
+    ``context``, and so on."""
     arch = metadata.get("general.architecture")
     if arch != "llama":
         raise ValueError(f"expected a Llama-style GGUF (general.architecture = 'llama'), got {arch!r}")

@@ -28,6 +28,8 @@ from typing import Iterable
 
 import numpy as np
 
+from .._validate import positive_int
+
 __all__ = ["BEHAVIOURS", "head_scores", "score_heads", "best_heads", "find_heads"]
 
 BEHAVIOURS = ("previous", "next", "self", "cls", "sep")
@@ -67,8 +69,7 @@ def score_heads(maps: Iterable) -> dict[str, np.ndarray]:
 
 def best_heads(scores: dict[str, np.ndarray], k: int = 3) -> dict[str, list[tuple[int, int, float]]]:
     """The ``k`` highest-scoring heads of each behaviour, as ``(layer, head, score)``, best first."""
-    if not isinstance(k, int) or k < 1:
-        raise ValueError(f"k must be a positive integer, got {k!r}")
+    k = positive_int(k, "k")
     best = {}
     for behaviour, s in scores.items():
         s = np.asarray(s)

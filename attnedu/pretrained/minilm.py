@@ -13,7 +13,8 @@ is new to this course:
   (:mod:`attnedu.pretrained.pooling`).
 
 What is new is only bookkeeping: reading the checkpoint's weights into our modules (the table
-in :func:`minilm_weight_map`) and turning text into token ids with the model's own tokenizer.
+in :func:`minilm_weight_map`, one name at a time :func:`our_name`) and turning text into token
+ids with the model's own tokenizer.
 
     >>> model = MiniLM.load()                      # finds the weights (see _locate.py)
     >>> model.encode(["a cat", "a kitten"]).shape  # (2, 384), unit rows: dot = cosine
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -32,28 +34,40 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from .._validate import positive_int
 from ..nn import EncoderBlock
 from ._locate import MINILM, locate
 from .pooling import l2_normalize, mean_pool
 
-__all__ = ["BertConfig", "BertEmbeddings", "BertEncoder", "MiniLM", "minilm_weight_map", "UNUSED_WEIGHTS",
+__all__ = ["BertConfig", "BertEmbeddings", "BertEncoder", "MiniLM", "minilm_weight_map", "our_name", "UNUSED_WEIGHTS",
            "load_weights"]
 
 
 # --------------------------------------------------------------------------- configuration
 @dataclass(frozen=True)
 class BertConfig:
-    """The sizes of a BERT encoder, as in the checkpoint's ``config.json`` (defaults: MiniLM-L6)."""
+    """The sizes of a BERT encoder, in the course's names (defaults: MiniLM-L6).
+
+    Hugging Face's ``config.json`` calls them otherwise; :meth:`from_json` translates:
+    ``hidden_size`` is ``d_model``, ``num_hidden_layers`` ``n_layer``, ``num_attention_heads``
+    ``n_head``, ``intermediate_size`` ``d_ff`` and ``max_position_embeddings`` ``context``.
+    """
 
     vocab_size: int = 30522
-    hidden_size: int = 384  # E
-    num_layers: int = 6  # L
-    num_heads: int = 12  # H, each of E / H = 32 dimensions
-    intermediate_size: int = 1536  # the feed-forward's inner width, 4 E
-    max_position: int = 512  # learned position vectors exist for this many positions
+    d_model: int = 384  # E
+    n_layer: int = 6  # L
+    n_head: int = 12  # H, each of E / H = 32 dimensions
+    d_ff: int = 1536  # the feed-forward's inner width, 4 E
+    context: int = 512  # learned position vectors exist for this many positions
     type_vocab_size: int = 2  # segments A and B (sentence pairs); single sentences use A = 0
     layer_norm_eps: float = 1e-12
     pad_token_id: int = 0
+
+    def __post_init__(self):
+        for name in ("vocab_size", "d_model", "n_layer", "n_head", "d_ff", "context", "type_vocab_size"):
+            positive_int(getattr(self, name), f"BertConfig.{name}")
+        if self.d_model % self.n_head:
+            raise ValueError(f"d_model={self.d_model} is not divisible by n_head={self.n_head}")
 
     @classmethod
     def from_json(cls, path: str | os.PathLike) -> "BertConfig":
@@ -65,10 +79,10 @@ class BertConfig:
             raise ValueError(f"{path}: hidden_act {c['hidden_act']!r}; only the exact (erf) 'gelu' is implemented")
         if c.get("position_embedding_type", "absolute") != "absolute":
             raise ValueError(f"{path}: only absolute (learned) position embeddings are implemented")
-        return cls(
-            vocab_size=c["vocab_size"], hidden_size=c["hidden_size"], num_layers=c["num_hidden_layers"],
-            num_heads=c["num_attention_heads"], intermediate_size=c["intermediate_size"],
-            max_position=c["max_position_embeddings"], type_vocab_size=c.get("type_vocab_size", 2),
+        return cls(  # Hugging Face's names -> ours
+            vocab_size=c["vocab_size"], d_model=c["hidden_size"], n_layer=c["num_hidden_layers"],
+            n_head=c["num_attention_heads"], d_ff=c["intermediate_size"],
+            context=c["max_position_embeddings"], type_vocab_size=c.get("type_vocab_size", 2),
             layer_norm_eps=c.get("layer_norm_eps", 1e-12), pad_token_id=c.get("pad_token_id", 0),
         )
 
@@ -77,66 +91,64 @@ class BertConfig:
 class BertEmbeddings(nn.Module):
     """Token ids ``(B, T)`` -> ``LN(word + token type + position)`` vectors ``(B, T, E)``."""
 
-    def __init__(self, cfg: BertConfig):
+    def __init__(self, config: BertConfig):
         super().__init__()
-        self.word = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
-        self.token_type = nn.Embedding(cfg.type_vocab_size, cfg.hidden_size)
-        self.position = nn.Embedding(cfg.max_position, cfg.hidden_size)  # learned, one per position
-        self.norm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
+        self.word = nn.Embedding(config.vocab_size, config.d_model)
+        self.token_type = nn.Embedding(config.type_vocab_size, config.d_model)
+        self.position = nn.Embedding(config.context, config.d_model)  # learned, one per position
+        self.norm = nn.LayerNorm(config.d_model, eps=config.layer_norm_eps)
 
-    def forward(self, input_ids: Tensor, token_type_ids: Tensor) -> Tensor:
-        T = input_ids.shape[1]
-        positions = torch.arange(T, device=input_ids.device)  # (T,), the same for every sentence
+    def forward(self, ids: Tensor, token_type_ids: Tensor) -> Tensor:
+        T = ids.shape[1]
+        positions = torch.arange(T, device=ids.device)  # (T,), the same for every sentence
         # Added in the checkpoint's order (word, type, position): floating-point sums depend on it.
-        x = self.word(input_ids) + self.token_type(token_type_ids) + self.position(positions)  # (B, T, E)
+        x = self.word(ids) + self.token_type(token_type_ids) + self.position(positions)  # (B, T, E)
         return self.norm(x)
 
 
-def bert_layer(cfg: BertConfig) -> EncoderBlock:
+def bert_layer(config: BertConfig) -> EncoderBlock:
     """One BERT layer: chapter 5's post-norm encoder block with a GELU feed-forward.
 
     Only BERT's LayerNorm epsilon differs from the block's default (1e-12, not torch's 1e-5);
     it is a plain attribute of ``nn.LayerNorm``, so we set it rather than write a new block.
     """
-    block = EncoderBlock(cfg.hidden_size, cfg.num_heads, cfg.intermediate_size, dropout=0.0,
+    block = EncoderBlock(config.d_model, config.n_head, config.d_ff, dropout=0.0,
                          norm_first=False, activation="gelu")
     for norm in (block.res1.norm, block.res2.norm):
-        norm.eps = cfg.layer_norm_eps
+        norm.eps = config.layer_norm_eps
     return block
 
 
 class BertEncoder(nn.Module):
-    """BERT's encoder: embeddings, then ``num_layers`` post-norm blocks. ``(B, T)`` ids -> ``(B, T, E)``."""
+    """BERT's encoder: embeddings, then ``n_layer`` post-norm blocks. ``(B, T)`` ids -> ``(B, T, E)``."""
 
-    def __init__(self, cfg: BertConfig):
+    def __init__(self, config: BertConfig):
         super().__init__()
-        self.cfg = cfg
-        self.embeddings = BertEmbeddings(cfg)
-        self.layers = nn.ModuleList(bert_layer(cfg) for _ in range(cfg.num_layers))
+        self.config = config
+        self.embeddings = BertEmbeddings(config)
+        self.layers = nn.ModuleList(bert_layer(config) for _ in range(config.n_layer))
 
-    def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None, token_type_ids: Tensor | None = None,
+    def forward(self, ids: Tensor, padding_mask: Tensor | None = None, token_type_ids: Tensor | None = None,
                 need_weights: bool = False) -> Tensor:
-        """``input_ids (B, T)``; ``attention_mask (B, T)``, 1 on real tokens and 0 on padding
-        (the tokenizer's convention); ``token_type_ids (B, T)``, default all 0.
+        """``ids (B, T)``; ``padding_mask (B, T)``, True (or 1) on real tokens and False (0) on
+        padding: the tokenizer's ``attention_mask`` as it is; ``token_type_ids (B, T)``, default all 0.
 
         Returns the last layer's token vectors ``(B, T, E)``. With ``need_weights=True`` every
         layer takes the explicit attention path and keeps its weights ``(B, H, T, T)`` in
         ``self.layers[i].attn_weights``; otherwise the fast ``scaled_dot_product_attention`` path.
         """
-        if input_ids.dim() != 2:
-            raise ValueError(f"input_ids must be (B, T), got shape {tuple(input_ids.shape)}")
-        if input_ids.shape[1] > self.cfg.max_position:
-            raise ValueError(f"{input_ids.shape[1]} tokens, but this model has only {self.cfg.max_position} positions")
+        if not isinstance(ids, Tensor) or ids.dim() != 2:
+            raise ValueError(f"ids must be a (B, T) tensor, got {getattr(ids, 'shape', type(ids).__name__)}")
+        if ids.shape[1] > self.config.context:
+            raise ValueError(f"{ids.shape[1]} tokens, but this model has only {self.config.context} positions")
         if token_type_ids is None:
-            token_type_ids = torch.zeros_like(input_ids)
-        # Attention's convention is the opposite of the tokenizer's: True = padding = not allowed.
+            token_type_ids = torch.zeros_like(ids)
         # A batch without padding needs no mask at all, which lets sdpa skip adding one.
-        padding = None
-        if attention_mask is not None and not bool(attention_mask.all()):
-            padding = attention_mask == 0  # (B, T)
-        x = self.embeddings(input_ids, token_type_ids)  # (B, T, E)
+        if padding_mask is not None and bool(padding_mask.all()):
+            padding_mask = None
+        x = self.embeddings(ids, token_type_ids)  # (B, T, E)
         for layer in self.layers:
-            x = layer(x, key_padding_mask=padding, need_weights=need_weights)  # (B, T, E)
+            x = layer(x, padding_mask=padding_mask, need_weights=need_weights)  # (B, T, E)
         return x
 
 
@@ -161,7 +173,7 @@ UNUSED_WEIGHTS = {
 }
 
 
-def minilm_weight_map(num_layers: int = 6) -> dict[str, str]:
+def minilm_weight_map(n_layer: int = 6) -> dict[str, str]:
     """The checkpoint's tensor names -> our :class:`BertEncoder`'s parameter names.
 
     Both sides store a linear layer's weight as ``(out_features, in_features)``, so every
@@ -174,11 +186,31 @@ def minilm_weight_map(num_layers: int = 6) -> dict[str, str]:
         "embeddings.LayerNorm.weight": "embeddings.norm.weight",
         "embeddings.LayerNorm.bias": "embeddings.norm.bias",
     }
-    for i in range(num_layers):
+    for i in range(positive_int(n_layer, "n_layer")):
         for theirs, ours in _LAYER_MAP.items():
             for p in ("weight", "bias"):
                 table[f"encoder.layer.{i}.{theirs}.{p}"] = f"layers.{i}.{ours}.{p}"
     return table
+
+
+def our_name(checkpoint_name: str) -> str | None:
+    """Our :class:`BertEncoder` parameter that receives the checkpoint tensor ``checkpoint_name``
+    (a row of :func:`minilm_weight_map`), or ``None`` for a tensor we do not use (:data:`UNUSED_WEIGHTS`).
+
+    ``"encoder.layer.3.attention.self.query.weight"`` -> ``"layers.3.self_attn.q_proj.weight"``;
+    ``"embeddings.LayerNorm.bias"`` -> ``"embeddings.norm.bias"``; ``"pooler.dense.weight"`` -> ``None``.
+    Any layer number works (BERT-base has 12 layers, MiniLM-L6 six). Raises ``ValueError`` for a
+    name that is neither in the table nor unused.
+    """
+    if not isinstance(checkpoint_name, str):
+        raise ValueError(f"checkpoint_name must be a string, got {type(checkpoint_name).__name__}")
+    if checkpoint_name in UNUSED_WEIGHTS:
+        return None
+    layer = re.match(r"encoder\.layer\.(\d+)\.", checkpoint_name)
+    table = minilm_weight_map(int(layer.group(1)) + 1 if layer else 1)  # the table up to that layer
+    if checkpoint_name not in table:
+        raise ValueError(f"checkpoint_name {checkpoint_name!r} is not a tensor of a BERT checkpoint that our encoder knows")
+    return table[checkpoint_name]
 
 
 def load_weights(model: BertEncoder, file: str | os.PathLike) -> BertEncoder:
@@ -223,7 +255,7 @@ class MiniLM:
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.max_seq_length = max_seq_length
-        self.dim = model.cfg.hidden_size
+        self.dim = model.config.d_model
 
     @classmethod
     def load(cls, path: str | os.PathLike | None = None, *, download: bool = False) -> "MiniLM":
@@ -232,13 +264,13 @@ class MiniLM:
         from tokenizers import Tokenizer
 
         folder = locate(MINILM, path, download=download)
-        cfg = BertConfig.from_json(folder / "config.json")
-        model = load_weights(BertEncoder(cfg), folder / "model.safetensors")
+        config = BertConfig.from_json(folder / "config.json")
+        model = load_weights(BertEncoder(config), folder / "model.safetensors")
 
         # sentence-transformers' own settings override the tokenizer's file, which was saved
         # truncating at 128 tokens and padding everything to a fixed 128.
         st_config = folder / "sentence_bert_config.json"
-        max_len = cfg.max_position
+        max_len = config.context
         if st_config.is_file():
             max_len = json.loads(st_config.read_text(encoding="utf-8")).get("max_seq_length") or max_len
         pooling = folder / "1_Pooling" / "config.json"
@@ -247,7 +279,7 @@ class MiniLM:
 
         tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
         tokenizer.enable_truncation(max_length=max_len)  # counts [CLS] and [SEP] too
-        tokenizer.enable_padding(pad_id=cfg.pad_token_id, pad_token=tokenizer.id_to_token(cfg.pad_token_id))
+        tokenizer.enable_padding(pad_id=config.pad_token_id, pad_token=tokenizer.id_to_token(config.pad_token_id))
         return cls(model, tokenizer, max_len)
 
     # ------------------------------------------------------------------ helpers
@@ -282,8 +314,7 @@ class MiniLM:
         """
         single = isinstance(texts, str)
         texts = self._check_texts(texts)
-        if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        batch_size = positive_int(batch_size, "batch_size")
 
         # Tokenise everything at once (in parallel, in Rust). Padding goes to the end, so the
         # first T columns of a sentence hold all of it whenever it has at most T tokens.
@@ -325,6 +356,6 @@ class MiniLM:
         return enc.tokens, weights.numpy()
 
     def __repr__(self) -> str:
-        c = self.model.cfg
-        return (f"MiniLM(layers={c.num_layers}, dim={c.hidden_size}, heads={c.num_heads}, "
+        c = self.model.config
+        return (f"MiniLM(n_layer={c.n_layer}, d_model={c.d_model}, n_head={c.n_head}, "
                 f"max_seq_length={self.max_seq_length})")

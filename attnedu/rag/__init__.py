@@ -11,7 +11,8 @@ module         what is in it
                :func:`build_messages` (chat), :func:`truncate_words`
 ``reader``     the invented world (:class:`FactWorld`, :func:`invented_names`), the tiny
                reader that copies an answer from its context (:class:`FactReader`,
-               :func:`train_reader`, :func:`pad_facts`, :func:`reader_accuracy`)
+               :func:`train_reader`, chapter 6's loop with :func:`reader_loss`,
+               :func:`pad_facts`, :func:`reader_accuracy`)
 ``grounding``  :func:`normalize_answer`, :func:`exact_match`, :func:`token_f1`,
                :func:`substring_match` (and why it misjudges), :func:`cited_sources`,
                :func:`supports`, :func:`check_citations`
@@ -40,7 +41,7 @@ from .grounding import (
 from .prompt import INSTRUCTION, NO_CONTEXT_INSTRUCTION, build_messages, build_prompt, format_sources, truncate_words
 
 _LAZY = {
-    "reader": ["ATTRIBUTES", "invented_names", "FactWorld", "FactReader", "ReaderHistory", "train_reader",
+    "reader": ["ATTRIBUTES", "invented_names", "FactWorld", "FactReader", "reader_loss", "train_reader",
                "pad_facts", "reader_accuracy"],
     "ask": ["CourseIndex", "Answer", "section_link", "passage_text", "generate_answer"],
 }

@@ -26,6 +26,8 @@ from typing import Sequence
 
 import numpy as np
 
+from attnedu._validate import positive_int
+
 from attnedu.store import open_store
 
 from .grounding import cited_sources
@@ -66,10 +68,10 @@ def generate_answer(lm, messages: list, *, max_new_tokens: int = 48, prefix: str
         raise ValueError(f"prefix must be a string, got {type(prefix).__name__}")
     if not prefix:
         return lm.chat(messages, max_new_tokens=max_new_tokens)
-    if not (hasattr(lm, "apply_chat_template") and hasattr(lm, "generate")):
-        raise ValueError("a prefix needs an lm with apply_chat_template and generate (e.g. SmolLM.load())")
+    if not (hasattr(lm, "apply_chat_template") and hasattr(lm, "complete")):
+        raise ValueError("a prefix needs an lm with apply_chat_template and complete (e.g. SmolLM.load())")
     prompt = lm.apply_chat_template(messages, add_generation_prompt=True) + prefix
-    return (prefix + lm.generate(prompt, max_new_tokens=max_new_tokens)).strip()
+    return (prefix + lm.complete(prompt, max_new_tokens=max_new_tokens)).strip()
 
 
 @dataclass
@@ -143,8 +145,7 @@ class CourseIndex:
         if not hasattr(encoder, "encode"):
             raise ValueError(f"encoder must have an encode(texts) method (e.g. MiniLM.load()), "
                              f"got {type(encoder).__name__}")
-        if isinstance(embed_words, bool) or not isinstance(embed_words, int) or embed_words < 1:
-            raise ValueError(f"embed_words must be an integer >= 1, got {embed_words!r}")
+        positive_int(embed_words, "embed_words")
         self.encoder, self.sections = encoder, sections
         vectors = np.asarray(encoder.encode([f"{s.title}\n\n{truncate_words(s.text, embed_words)}"
                                              for s in sections]), dtype=np.float32)  # (n, dim)
@@ -187,8 +188,7 @@ class CourseIndex:
         if not hasattr(lm, "chat"):
             raise ValueError(f"lm must have a chat(messages, max_new_tokens=...) method (e.g. SmolLM.load()), "
                              f"got {type(lm).__name__}")
-        if isinstance(passage_words, bool) or not isinstance(passage_words, int) or passage_words < 1:
-            raise ValueError(f"passage_words must be an integer >= 1, got {passage_words!r}")
+        positive_int(passage_words, "passage_words")
         sources = [s for s, _ in self.search(question, k, where=where)]
         messages = build_messages(question, [passage_text(s, passage_words) for s in sources])
         text = generate_answer(lm, messages, max_new_tokens=max_new_tokens, prefix=prefix)

@@ -25,16 +25,12 @@ import re
 from dataclasses import dataclass
 from typing import Sequence
 
+from attnedu._validate import non_negative_int, positive_int
+
 __all__ = ["Chunk", "chunk_words", "split_sentences", "chunk_sentences", "chunk_sections", "STRATEGIES"]
 
 #: The strategies :func:`chunk_sections` knows.
 STRATEGIES = ("section", "words", "sentences")
-
-
-def _check_int(value, name: str, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
-    return value
 
 
 def _check_text(text, name: str = "text") -> str:
@@ -60,8 +56,8 @@ def chunk_words(text: str, size: int, overlap: int = 0) -> list[str]:
         A list of ``max(1, ceil((n - overlap) / (size - overlap)))`` strings for ``n >= 1`` words.
     """
     _check_text(text)
-    _check_int(size, "size", 1)
-    _check_int(overlap, "overlap", 0)
+    positive_int(size, "size")
+    non_negative_int(overlap, "overlap")
     if overlap >= size:
         raise ValueError(f"overlap must be smaller than size (else the chunks never move on), "
                          f"got size={size}, overlap={overlap}")
@@ -123,8 +119,8 @@ def chunk_sentences(text: str, max_words: int, overlap: int = 0) -> list[str]:
         A list of strings, each one or more whole sentences joined by spaces.
     """
     _check_text(text)
-    _check_int(max_words, "max_words", 1)
-    _check_int(overlap, "overlap", 0)
+    positive_int(max_words, "max_words")
+    non_negative_int(overlap, "overlap")
     sentences = split_sentences(text)
     length = [len(s.split()) for s in sentences]
     chunks: list[str] = []

@@ -27,6 +27,8 @@ from __future__ import annotations
 
 from typing import Sequence
 
+from attnedu._validate import positive_int
+
 __all__ = ["INSTRUCTION", "NO_CONTEXT_INSTRUCTION", "format_sources", "build_prompt", "build_messages",
            "truncate_words"]
 
@@ -100,7 +102,6 @@ def truncate_words(text: str, n: int) -> str:
     """The first ``n`` words of ``text`` (white space collapsed), with ``" ..."`` when cut."""
     if not isinstance(text, str):
         raise ValueError(f"text must be a string, got {type(text).__name__}")
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"n must be an integer >= 1, got {n!r}")
+    n = positive_int(n, "n")
     words = text.split()
     return " ".join(words[:n]) + (" ..." if len(words) > n else "")

@@ -14,10 +14,11 @@ values that no model has seen, so the only way to answer is to read the context:
   and a Transformer encoder block (:class:`attnedu.nn.EncoderBlock`) lets the question attend
   to the facts; the question's output vector predicts the value. There are no positions: a
   context is a set of facts, and self-attention is permutation-equivariant (chapter 3);
-* :func:`train_reader`: AdamW on fresh batches, with a progress bar; honours
-  ``ATTNEDU_MAX_TRAIN_SECONDS`` like :func:`attnedu.train.train`;
+* :func:`train_reader`: chapter 6's training loop, :func:`attnedu.train.train`, on fresh
+  batches, with the cross-entropy of the value (:func:`reader_loss`) and the accuracy on fixed
+  questions as its evaluation; it honours ``ATTNEDU_MAX_TRAIN_SECONDS`` like every call of it;
 * :func:`pad_facts` and :func:`reader_accuracy`: contexts of different sizes as one padded
-  batch, and the fraction answered right.
+  batch (with a mask, True for the real facts), and the fraction answered right.
 
 .. math::
     x_i = E_{ent}[e_i] + E_{att}[a_i] + E_{val}[v_i], \quad
@@ -32,18 +33,18 @@ version of chapter 1's soft dictionary lookup.
 from __future__ import annotations
 
 import math
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from attnedu._validate import positive_int
 from attnedu.nn import EncoderBlock
-from attnedu.train import MAX_SECONDS_ENV, ProgressBar, _max_seconds_from_env, get_lr
+from attnedu.train import History, train
 
-__all__ = ["ATTRIBUTES", "invented_names", "FactWorld", "FactReader", "ReaderHistory", "train_reader",
+__all__ = ["ATTRIBUTES", "invented_names", "FactWorld", "FactReader", "reader_loss", "train_reader",
            "pad_facts", "reader_accuracy"]
 
 #: The attributes of the invented world's entities (countries of a made-up map).
@@ -55,16 +56,10 @@ _VOWELS = ["a", "e", "i", "o", "u", "ae", "ei", "ou", "y"]
 _CODAS = ["", "", "", "n", "r", "l", "sk", "th", "x", "m", "nd", "rk"]
 
 
-def _positive_int(value, name: str, low: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
-    return value
-
-
 def invented_names(n: int, seed: int = 0, syllables: tuple[int, int] = (2, 2)) -> list[str]:
     """``n`` distinct made-up names such as ``"Vrelom"``, capitalised, drawn from syllables with
     a generator seeded by ``seed`` (the same seed gives the same names)."""
-    _positive_int(n, "n")
+    positive_int(n, "n")
     g = torch.Generator().manual_seed(seed)
 
     def pick(options):
@@ -96,8 +91,8 @@ class FactWorld:
     def invent(cls, n_entities: int = 40, n_values: int = 40, attributes: Sequence[str] = ATTRIBUTES,
                seed: int = 0) -> "FactWorld":
         """A world with ``n_entities`` and ``n_values`` invented names (all distinct)."""
-        _positive_int(n_entities, "n_entities")
-        _positive_int(n_values, "n_values")
+        positive_int(n_entities, "n_entities")
+        positive_int(n_values, "n_values")
         names = invented_names(n_entities + n_values, seed)
         return cls(names[:n_entities], list(attributes), names[n_entities:])
 
@@ -129,7 +124,7 @@ class FactWorld:
     def knowledge_base(self, n: int, seed: int = 0) -> list[tuple[int, int, int]]:
         """``n`` facts with distinct ``(entity, attribute)`` pairs and random values: a fixed
         collection to retrieve from. Needs ``n <= entities * attributes``."""
-        _positive_int(n, "n")
+        positive_int(n, "n")
         pairs = len(self.entities) * len(self.attributes)
         if n > pairs:
             raise ValueError(f"n = {n} facts need distinct (entity, attribute) pairs; there are only {pairs}")
@@ -152,8 +147,8 @@ class FactWorld:
             ``facts`` ``(B, F, 3)`` (entity, attribute, value indices), ``question`` ``(B, 2)``
             (entity, attribute), ``answer`` ``(B,)`` (the value index), all ``torch.long``.
         """
-        _positive_int(batch_size, "batch_size")
-        _positive_int(n_facts, "n_facts")
+        positive_int(batch_size, "batch_size")
+        positive_int(n_facts, "n_facts")
         E, A, V = len(self.entities), len(self.attributes), len(self.values)
         k = min(E, math.ceil(n_facts / 2))
         if k * A < n_facts:
@@ -177,7 +172,8 @@ class FactReader(nn.Module):
     """Reads a set of facts and a question; predicts the value the question asks for.
 
     ``forward(facts (B, F, 3), question (B, 2), mask (B, F) or None) -> logits (B, V)``, where
-    ``mask`` is True for padding (no fact there); ``F`` may be 0 (no context at all).
+    ``mask`` is True for the real facts and False for padding (no fact there), the course's
+    convention (:func:`pad_facts` builds it); ``F`` may be 0 (no context at all).
     """
 
     def __init__(self, n_entities: int, n_attributes: int, n_values: int, d_model: int = 64, n_head: int = 2,
@@ -185,7 +181,7 @@ class FactReader(nn.Module):
         super().__init__()
         for name, value in (("n_entities", n_entities), ("n_attributes", n_attributes), ("n_values", n_values),
                             ("d_model", d_model), ("n_head", n_head), ("n_layer", n_layer)):
-            _positive_int(value, name)
+            positive_int(value, name)
         if d_model % n_head:
             raise ValueError(f"d_model = {d_model} must be divisible by n_head = {n_head}")
         self.sizes = (n_entities, n_attributes, n_values)
@@ -211,7 +207,7 @@ class FactReader(nn.Module):
                              f"got {getattr(question, 'shape', type(question).__name__)}")
         if mask is not None and (not isinstance(mask, Tensor) or mask.shape != facts.shape[:2]
                                  or mask.dtype != torch.bool):
-            raise ValueError(f"mask must be a {tuple(facts.shape[:2])} bool tensor (True: padding), "
+            raise ValueError(f"mask must be a {tuple(facts.shape[:2])} bool tensor (True: a real fact), "
                              f"got {getattr(mask, 'shape', type(mask).__name__)}")
         for t, limits, name in ((facts, (E, A, V), "facts"), (question, (E, A), "question")):
             for j, limit in enumerate(limits):
@@ -226,11 +222,11 @@ class FactReader(nn.Module):
         unknown = torch.full((B,), self.sizes[2], dtype=torch.long)
         q = self.entity(question[:, 0]) + self.attribute(question[:, 1]) + self.value(unknown)  # (B, C)
         x = torch.cat([x, q[:, None]], dim=1)  # (B, F + 1, C): the question is the last element
-        pad = None
-        if mask is not None:
-            pad = torch.cat([mask, torch.zeros(B, 1, dtype=torch.bool)], dim=1)  # (B, F + 1)
+        real = None
+        if mask is not None:  # the question is always real
+            real = torch.cat([mask, torch.ones(B, 1, dtype=torch.bool, device=mask.device)], dim=1)  # (B, F + 1)
         for block in self.blocks:
-            x = block(x, key_padding_mask=pad, need_weights=need_weights)  # (B, F + 1, C)
+            x = block(x, padding_mask=real, need_weights=need_weights)  # (B, F + 1, C)
         return self.head(self.norm(x[:, -1]))  # (B, V): read the answer at the question
 
     @torch.no_grad()
@@ -260,8 +256,9 @@ def pad_facts(contexts: Sequence[Sequence], n_facts: int | None = None) -> tuple
 
     Returns:
         ``facts`` ``(B, F, 3)`` with ``F = n_facts`` or the longest context, padded with zeros,
-        and ``mask`` ``(B, F)``, True where there is padding. A context longer than
-        ``n_facts`` raises ``ValueError``.
+        and ``mask`` ``(B, F)``, True where there is a real fact and False on padding (the
+        course's convention: True = may be attended to). A context longer than ``n_facts``
+        raises ``ValueError``.
     """
     if isinstance(contexts, Tensor) or not isinstance(contexts, Sequence):
         raise ValueError("contexts must be a list with one list of (entity, attribute, value) triples per question")
@@ -270,13 +267,13 @@ def pad_facts(contexts: Sequence[Sequence], n_facts: int | None = None) -> tuple
     if longest > width:
         raise ValueError(f"a context has {longest} facts, more than n_facts = {n_facts}")
     facts = torch.zeros(len(contexts), width, 3, dtype=torch.long)
-    mask = torch.ones(len(contexts), width, dtype=torch.bool)
+    mask = torch.zeros(len(contexts), width, dtype=torch.bool)
     for i, context in enumerate(contexts):
         for j, fact in enumerate(context):
             if len(fact) != 3:
                 raise ValueError(f"contexts[{i}][{j}] must be an (entity, attribute, value) triple, got {fact!r}")
             facts[i, j] = torch.tensor([int(x) for x in fact])
-            mask[i, j] = False
+            mask[i, j] = True
     return facts, mask
 
 
@@ -288,83 +285,41 @@ def reader_accuracy(model: FactReader, facts: Tensor, question: Tensor, answer: 
     return float((model.predict(facts, question, mask) == answer).float().mean())
 
 
-@dataclass
-class ReaderHistory:
-    """What :func:`train_reader` measured: the loss and the accuracy on each training batch, the
-    accuracy on a fixed evaluation batch every ``eval_interval`` steps (``eval_iters``,
-    ``eval_accuracy``), the seconds it took, and whether a time limit stopped it early."""
-
-    loss: list = field(default_factory=list)
-    accuracy: list = field(default_factory=list)
-    eval_iters: list = field(default_factory=list)
-    eval_accuracy: list = field(default_factory=list)
-    wall_time: float = 0.0
-    stopped_early: bool = False
+def reader_loss(model: FactReader, batch: tuple[Tensor, Tensor, Tensor]) -> Tensor:
+    """The cross-entropy of the predicted value, for a batch ``(facts, question, answer)`` of
+    :meth:`FactWorld.batch`: the ``loss_fn`` of :func:`attnedu.train.train`."""
+    facts, question, answer = batch
+    return F.cross_entropy(model(facts, question), answer)
 
 
 def train_reader(model: FactReader, world: FactWorld, *, iters: int = 400, batch_size: int = 64,
-                 n_facts: int = 6, lr: float = 3e-3, warmup: int | None = None, eval_interval: int = 50,
-                 seed: int = 0, max_seconds: float | None = None, progress: bool = True) -> ReaderHistory:
-    """Train ``model`` to answer :meth:`FactWorld.batch` questions: cross-entropy on the value,
-    AdamW, warm-up then cosine decay (:func:`attnedu.train.get_lr`), a fresh batch every step.
+                 n_facts: int = 6, lr: float = 3e-3, warmup: int | None = None, eval_every: int = 50,
+                 seed: int = 0, max_seconds: float | None = None, progress: bool = True) -> History:
+    """Train ``model`` to answer :meth:`FactWorld.batch` questions with :func:`attnedu.train.train`.
+
+    Every step draws a fresh batch (new facts), :func:`reader_loss` is the loss, AdamW (no
+    weight decay) follows a warm-up of ``warmup`` steps (default ``min(20, iters)``) and a
+    cosine decay to ``lr / 10``. Every ``eval_every`` steps the accuracy on 512 fixed questions
+    (drawn from ``seed + 1``) is measured: ``history.accuracy``, at ``history.eval_iters``.
 
     Seeded: the batches come from ``seed``, so the same seed and initial weights give the same
     losses. ``max_seconds`` (and ``$ATTNEDU_MAX_TRAIN_SECONDS``, which caps it) stops training
-    early; at least one step always runs. ``warmup`` defaults to ``min(20, iters)`` steps.
+    early (``history.stopped_early``); at least one step always runs.
     """
     if not isinstance(model, FactReader):
         raise ValueError(f"model must be a FactReader, got {type(model).__name__}")
     if model.sizes != (len(world.entities), len(world.attributes), len(world.values)):
         raise ValueError(f"the model is sized for {model.sizes} (entities, attributes, values) but the world has "
                          f"{(len(world.entities), len(world.attributes), len(world.values))}")
-    for name, value in (("iters", iters), ("batch_size", batch_size), ("n_facts", n_facts),
-                        ("eval_interval", eval_interval)):
-        _positive_int(value, name)
-    if warmup is None:
-        warmup = min(20, iters)
-    if isinstance(warmup, bool) or not isinstance(warmup, int) or not 0 <= warmup <= iters:
-        raise ValueError(f"warmup must be an integer in [0, iters={iters}], got {warmup!r}")
-    cap = _max_seconds_from_env()
-    if cap is not None and (max_seconds is None or cap < max_seconds):
-        max_seconds = cap
-    generator = torch.Generator().manual_seed(seed)
+    batch_size, n_facts = positive_int(batch_size, "batch_size"), positive_int(n_facts, "n_facts")
     held_out = world.batch(512, n_facts, torch.Generator().manual_seed(seed + 1))  # fixed, for evaluation
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
-    history = ReaderHistory()
-    bar = ProgressBar(iters) if progress else None
-    start = time.perf_counter()
 
-    def evaluate(it: int) -> None:
-        history.eval_iters.append(it)
-        history.eval_accuracy.append(reader_accuracy(model, *held_out))
-        if bar is not None:
-            bar.log(f"step {it:>{len(str(iters))}}: accuracy on 512 new questions {history.eval_accuracy[-1]:.3f}")
+    def batch_fn(generator: torch.Generator) -> tuple[Tensor, Tensor, Tensor]:
+        return world.batch(batch_size, n_facts, generator)  # new facts every step
 
-    model.train()
-    for it in range(iters):
-        if it % eval_interval == 0:
-            evaluate(it)
-        for group in optimizer.param_groups:
-            group["lr"] = get_lr(it, lr=lr, min_lr=lr / 10, warmup=warmup, decay_iters=iters)
-        facts, question, answer = world.batch(batch_size, n_facts, generator)  # new facts every step
-        logits = model(facts, question)  # (B, V)
-        loss = F.cross_entropy(logits, answer)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        history.loss.append(loss.item())
-        history.accuracy.append(float((logits.argmax(-1) == answer).float().mean()))
-        if bar is not None:
-            bar.update(it + 1, f"loss {history.loss[-1]:.3f}")
-        if max_seconds is not None and time.perf_counter() - start > max_seconds and it + 1 < iters:
-            history.stopped_early = True
-            if bar is not None:
-                bar.log(f"stopped after {it + 1} steps: {MAX_SECONDS_ENV} / max_seconds = {max_seconds:g} reached")
-            break
-    evaluate(len(history.loss))
-    model.eval()
-    history.wall_time = time.perf_counter() - start
-    if bar is not None:
-        bar.update(len(history.loss), f"loss {history.loss[-1]:.3f}", force=True)
-        bar.close()
-    return history
+    def eval_fn() -> dict[str, float]:
+        return {"accuracy": reader_accuracy(model, *held_out)}
+
+    return train(model, batch_fn, loss_fn=reader_loss, iters=iters, lr=lr,
+                 warmup=min(20, positive_int(iters, "iters")) if warmup is None else warmup,
+                 eval_fn=eval_fn, eval_every=eval_every, seed=seed, progress=progress, max_seconds=max_seconds)

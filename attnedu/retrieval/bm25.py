@@ -8,7 +8,7 @@ Chapter 11 builds it in three steps:
 2. An inverted index maps each term to its *postings*: the documents that
    contain it (an int array) and how often (a count array).
 3. :class:`BM25` scores a query by adding, term by term, each document's BM25
-   weight, one vectorised NumPy update per query term.
+   weight (:func:`bm25_weight`), one vectorised NumPy update per query term.
 
 The score of document :math:`D` for a query with terms :math:`q_1 \dots q_m`
 (a term that appears twice in the query counts twice, as in FTS5):
@@ -32,13 +32,16 @@ from counting *against* a document, while still matching it.
 
 from __future__ import annotations
 
+import math
 import numbers
 import unicodedata
 from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["tokenize", "BM25"]
+from .._validate import as_float_array, positive_int
+
+__all__ = ["tokenize", "BM25", "bm25_weight"]
 
 # ----------------------------------------------------------------------- tokenizer
 # The combining marks that FTS5's unicode61 drops inside a token
@@ -175,9 +178,6 @@ class BM25:
         self.df = np.bincount(pairs // self.n_docs, minlength=n_terms)  # (V,)
         self.starts = np.concatenate([[0], np.cumsum(self.df)])  # (V + 1,)
 
-        # the length part of the denominator does not depend on the query: compute it once
-        self._norm = k1 * (1 - b + b * doc_len / self.avgdl) if self.avgdl > 0 else np.full(self.n_docs, k1 * (1 - b))
-
     @staticmethod
     def _check_param(value, name: str) -> float:
         if isinstance(value, bool) or not isinstance(value, numbers.Real) or not np.isfinite(value) or value < 0:
@@ -197,9 +197,7 @@ class BM25:
 
     def idf(self, term: str) -> float:
         r"""FTS5's IDF: :math:`\ln\frac{N - n + 0.5}{n + 0.5}`, or :math:`10^{-6}` if that is ``<= 0``."""
-        n = len(self.postings(term)[0])
-        idf = np.log((self.n_docs - n + 0.5) / (n + 0.5))
-        return float(idf) if idf > 0 else 1e-6
+        return _idf(len(self.postings(term)[0]), self.n_docs)
 
     def scores(self, query: str) -> np.ndarray:
         """``(N,)`` BM25 scores of every document for ``query``.
@@ -214,8 +212,7 @@ class BM25:
         for term in tokenize(query):  # in query order, repeats included, like FTS5
             docs, f = self.postings(term)
             if docs.size:
-                # the parentheses follow FTS5's C code, so even the rounding is the same
-                scores[docs] += self.idf(term) * ((f * (self.k1 + 1)) / (f + self._norm[docs]))
+                scores[docs] += bm25_weight(f, docs.size, self.doc_len[docs], self.avgdl, self.n_docs, self.k1, self.b)
         return scores
 
     def search(self, query: str, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
@@ -226,8 +223,7 @@ class BM25:
             matching documents)``, best first; equal scores in order of id. A query
             with no terms, or none that occur in the corpus, gives two empty arrays.
         """
-        if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1:
-            raise ValueError(f"k must be a positive integer, got {k!r}")
+        positive_int(k, "k")
         scores = self.scores(query)
         ids = np.flatnonzero(scores > 0)  # the matching documents
         s = scores[ids]
@@ -236,3 +232,39 @@ class BM25:
             ids, s = ids[s >= kth], s[s >= kth]
         order = np.lexsort((ids, -s))[:k]  # by score descending, then id ascending
         return s[order], ids[order]
+
+
+def _idf(n: int, n_docs: int) -> float:
+    idf = math.log((n_docs - n + 0.5) / (n + 0.5))
+    return idf if idf > 0 else 1e-6  # FTS5: a very common term still counts, a little
+
+
+def bm25_weight(f, n, doc_len, avgdl, n_docs, k1: float = 1.2, b: float = 0.75):
+    r"""The BM25 weight of one term in one document (or in many, elementwise): the term's
+    share of :meth:`BM25.scores`, which adds it up over the query's terms.
+
+    .. math::
+        w = \mathrm{IDF}(n)\,\frac{f\,(k_1 + 1)}{f + k_1\left(1 - b + b\,\frac{|D|}{\mathrm{avgdl}}\right)},
+        \qquad \mathrm{IDF}(n) = \ln\frac{N - n + 0.5}{n + 0.5}
+        \ \text{(replaced by } 10^{-6} \text{ when it is} \le 0)
+
+    Args:
+        f: how often the term occurs in the document (a number, or an array, one count per document).
+        n: in how many of the ``n_docs`` documents the term occurs (an integer).
+        doc_len: the document's length in tokens, ``|D|`` (a number or an array broadcasting against ``f``).
+        avgdl: the mean document length over the collection, ``> 0``.
+        n_docs: ``N``, the number of documents.
+        k1, b: term-frequency saturation and length normalisation (FTS5: 1.2, 0.75).
+
+    Returns:
+        A float, or an array of the broadcast shape of ``f`` and ``doc_len``; 0 where ``f = 0``.
+    """
+    n_docs = positive_int(n_docs, "n_docs")
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or not 0 <= n <= n_docs:
+        raise ValueError(f"n must be an integer in [0, n_docs = {n_docs}], got {n!r}")
+    avgdl, k1, b = (BM25._check_param(v, name) for v, name in ((avgdl, "avgdl"), (k1, "k1"), (b, "b")))
+    if avgdl == 0 or b > 1:
+        raise ValueError(f"avgdl must be > 0 and b in [0, 1], got avgdl = {avgdl}, b = {b}")
+    f, doc_len = as_float_array(f, "f"), as_float_array(doc_len, "doc_len")
+    w = _idf(n, n_docs) * ((f * (k1 + 1)) / (f + k1 * (1 - b + b * doc_len / avgdl)))  # FTS5's parentheses
+    return float(w) if w.ndim == 0 else w

@@ -42,7 +42,9 @@ from collections.abc import Mapping
 
 import numpy as np
 
-__all__ = ["evaluate", "as_run", "trec_order"]
+from .._validate import positive_int
+
+__all__ = ["evaluate", "query_metrics", "recall_at_k", "as_run", "trec_order"]
 
 
 def _check_qrels(qrels) -> None:
@@ -82,12 +84,32 @@ def trec_order(scores: Mapping) -> list[str]:
     return sorted(by_id, key=lambda d: -s32[d])  # ... kept by the stable sort on score
 
 
-def _per_query(judged: Mapping, scores: Mapping, k: int) -> tuple[float, float, float]:
-    """(recall@k, reciprocal rank, nDCG@k) of one query."""
+def query_metrics(ranking, judged, k: int = 10) -> tuple[float, float, float]:
+    r"""``(recall@k, reciprocal rank, nDCG@k)`` of one query's ranked list :math:`d_1, d_2, \dots`, as
+    trec_eval computes them (:func:`evaluate` averages them over a run):
+
+    .. math:: \frac{|\{d_1..d_k\} \cap R|}{|R|}, \qquad \frac{1}{\min\{i : d_i \in R\}}, \qquad
+              \frac{\sum_{i \le k} \mathrm{rel}(d_i) / \log_2(i + 1)}{\mathrm{IDCG@}k}
+
+    Args:
+        ranking: the doc ids a system returned, best first (the order is taken as is: sort
+            ties first, e.g. with :func:`trec_order`).
+        judged: ``{doc_id: relevance grade}``; grade >= 1 is relevant, 0 judged not relevant,
+            and a doc id not in ``judged`` counts as 0.
+        k: the cutoff of recall and nDCG.
+
+    The reciprocal rank looks down the whole ranking; the ideal DCG@k sorts every judged
+    document by grade, those the system missed included. A query without a relevant
+    document gets ``(0, 0, 0)``.
+    """
+    if not isinstance(judged, Mapping):
+        raise ValueError(f"judged must be a dict {{doc_id: grade}}, got {type(judged).__name__}")
+    k, ranking = positive_int(k, "k"), list(ranking)
+    if len(set(ranking)) != len(ranking):
+        raise ValueError("ranking lists a doc id twice; each document has one rank")
     relevant = {d for d, rel in judged.items() if rel >= 1}
     if not relevant:
         return 0.0, 0.0, 0.0
-    ranking = trec_order(scores)
     hits = [d in relevant for d in ranking]
     recall = sum(hits[:k]) / len(relevant)
     rr = 1.0 / (hits.index(True) + 1) if any(hits) else 0.0
@@ -113,12 +135,30 @@ def evaluate(qrels, run, k: int = 10, *, per_query: bool = False) -> dict:
     """
     _check_qrels(qrels)
     _check_run(run)
-    if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1:
-        raise ValueError(f"k must be a positive integer, got {k!r}")
+    positive_int(k, "k")
     names = (f"recall@{k}", "mrr", f"ndcg@{k}")
-    each = {q: dict(zip(names, _per_query(judged, run.get(q, {}), int(k)))) for q, judged in qrels.items()}
+    each = {q: dict(zip(names, query_metrics(trec_order(run.get(q, {})), judged, k))) for q, judged in qrels.items()}
     means = {name: float(np.mean([v[name] for v in each.values()])) for name in names}
     return (means, each) if per_query else means
+
+
+def recall_at_k(found, truth) -> float:
+    r"""Recall@k of an approximate search against the exact one, averaged over the queries.
+
+    .. math:: \mathrm{recall@}k = \frac{1}{n_q} \sum_{j=1}^{n_q} \frac{|F_j \cap T_j|}{k}
+
+    with :math:`F_j` the ids found for query ``j`` (a row of ``found``, in any order; a missing
+    result, ``-1``, finds nothing) and :math:`T_j` its exact top ``k`` (a row of ``truth``).
+
+    Args:
+        found: ``(nq, k)`` integer ids from the approximate search (chapter 10).
+        truth: ``(nq, k)`` integer ids from the exact search.
+    """
+    f, t = np.asarray(found), np.asarray(truth)
+    if f.ndim != 2 or f.shape != t.shape or 0 in f.shape or f.dtype.kind not in "iu" or t.dtype.kind not in "iu":
+        raise ValueError(f"found {f.shape} ({f.dtype}) and truth {t.shape} ({t.dtype}) must both be non-empty "
+                         "(nq, k) arrays of integer ids")
+    return float(np.mean([len(set(a) & set(b)) / len(b) for a, b in zip(f.tolist(), t.tolist())]))
 
 
 def as_run(ids, scores, query_ids=None, doc_ids=None) -> dict:

@@ -14,11 +14,12 @@ Two things to know when comparing it with our BM25:
 
 from __future__ import annotations
 
-import numbers
 import re
 import sqlite3
 
 import numpy as np
+
+from .._validate import positive_int
 
 from .bm25 import _check_documents, tokenize
 
@@ -86,8 +87,7 @@ def fts5_search(index, query: str, k: int = 10, table: str = "documents") -> tup
     """
     if not isinstance(query, str):
         raise ValueError(f"query must be a string, got {type(query).__name__}")
-    if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1:
-        raise ValueError(f"k must be a positive integer, got {k!r}")
+    positive_int(k, "k")
     table = _table_name(table)
     conn = index if isinstance(index, sqlite3.Connection) else fts5_index(index, table=table)
     match = fts5_match_query(query)

@@ -16,7 +16,8 @@ Chapter 11 compares two ways:
   .. math:: \mathrm{fused}(d) = \sum_i w_i\, \frac{s_i(d) - \min s_i}{\max s_i - \min s_i}
 
   with :math:`s_i(d)` counted as 0 (after normalisation) when system ``i`` did not
-  return ``d``.
+  return ``d``. :func:`min_max_fusion` is its two-system form, BM25 and dense, with one
+  weight ``alpha``.
 
 Both return a dict ``{doc_id: fused score}`` ordered best first, which is also one
 query's entry of a run for :func:`~attnedu.retrieval.evaluate`.
@@ -28,7 +29,7 @@ import math
 import numbers
 from collections.abc import Mapping
 
-__all__ = ["rrf", "min_max_normalize", "weighted_fusion"]
+__all__ = ["rrf", "min_max_normalize", "weighted_fusion", "min_max_fusion"]
 
 
 def _check_scores(scores, name: str) -> dict:
@@ -141,3 +142,21 @@ def weighted_fusion(score_dicts, weights=None) -> dict:
         for doc, s in normalized.items():
             fused[doc] = fused.get(doc, 0.0) + w * s
     return _best_first(fused)
+
+
+def min_max_fusion(bm25_scores, dense_scores, alpha: float) -> dict:
+    r"""Weighted min-max fusion of two systems: :func:`weighted_fusion` with the weights
+    ``1 - alpha`` and ``alpha``.
+
+    .. math:: \mathrm{fused}(d) = (1 - \alpha)\, \widehat{\mathrm{bm25}}(d) + \alpha\, \widehat{\mathrm{dense}}(d)
+
+    Args:
+        bm25_scores, dense_scores: ``{doc_id: score}`` of each system for one query.
+        alpha: in ``[0, 1]``; 0 is BM25 alone, 1 dense alone.
+
+    Returns:
+        ``{doc_id: fused score}`` for every doc either system returned, best first.
+    """
+    if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real) or not 0 <= alpha <= 1:
+        raise ValueError(f"alpha must be a number in [0, 1], got {alpha!r}")
+    return weighted_fusion([bm25_scores, dense_scores], [1 - alpha, alpha])

@@ -10,8 +10,12 @@ With ``metric="cosine"`` every vector is divided by its norm on the way in, so
 ``q . x_i = cos(q, x_i)``. (Softmax attention at temperature ``T -> 0`` is the
 top-1 lookup.)
 
-* :func:`exact_search`: the whole computation on plain arrays, readable path
-  (``argsort`` of the full score matrix) and fast path (chunks, ``argpartition``).
+* :func:`cosine_similarity`: the cosine of every pair of rows (chapter 10's exercise 1).
+* :func:`top_k`: the columns of the ``k`` largest scores of each row (exercise 2).
+* :func:`exact_search`: the whole computation on plain arrays, scores then :func:`top_k`:
+  readable path (``argsort`` of the full score matrix) and fast path (chunks, ``argpartition``).
+* :func:`filter_after`: the first ``k`` allowed results of an over-fetched search
+  (exercise 4), what ``VectorIndex.search(..., filtering="after")`` does.
 * :class:`VectorIndex`: an exact index in NumPy. ``add`` vectors (with optional
   integer ids), ``search`` a batch of queries, optionally restricted to a set of
   allowed ids, filtered *before* or *after* the search.
@@ -28,26 +32,19 @@ the missing places hold id ``-1`` and score ``-inf``, as in FAISS; test
 from __future__ import annotations
 
 import math
-import numbers
 import os
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from .._validate import as_float_array
+from .._validate import as_float_array, positive_int
 
-__all__ = ["exact_search", "VectorIndex", "FaissIndex"]
+__all__ = ["cosine_similarity", "top_k", "exact_search", "filter_after", "VectorIndex", "FaissIndex"]
 
 _FILTERINGS = ("before", "after")
 
 
 # ------------------------------------------------------------------------ helpers
-def _positive_int(value, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
-
-
 def _as_matrix(x, name: str, dim: int | None) -> np.ndarray:
     """``(d,)`` or ``(n, d)`` finite numbers -> a C-contiguous float32 ``(n, d)`` array."""
     a = as_float_array(x, name, min_ndim=1, max_ndim=2)
@@ -77,27 +74,71 @@ def _normalize(x: np.ndarray, name: str) -> np.ndarray:
     if zero.size:
         raise ValueError(
             f"{name} row(s) {zero[:10].tolist()} are zero vectors: cosine similarity is undefined for them "
-            "(use metric='ip' or drop them)"
+            "(drop them, or use metric='ip' in an index)"
         )
     return x / norms
 
 
-def _top_k_rows(scores: np.ndarray, k: int, pool: ThreadPoolExecutor | None = None, threads: int = 1):
-    """The ``k`` largest entries of each row of ``scores`` ``(m, n)``, best first.
+def cosine_similarity(a, b) -> np.ndarray:
+    r"""The cosine of every row of ``a`` with every row of ``b``: what a ``metric="cosine"`` index scores.
 
-    ``argpartition`` moves the ``k`` largest to the end of each row in ``O(n)``;
-    only those ``k`` are then sorted (``O(k log k)``), instead of all ``n``. With a
-    ``pool``, the rows are split into ``threads`` blocks handled in parallel.
+    .. math:: S_{ij} = \frac{a_i \cdot b_j}{\lVert a_i \rVert\, \lVert b_j \rVert}
+
+    Args:
+        a: ``(m, d)``, b: ``(n, d)``, no zero rows.
+
+    Returns:
+        ``(m, n)``, every entry in ``[-1, 1]``: 1 for the same direction, -1 for opposite ones.
+    """
+    a, b = as_float_array(a, "a", min_ndim=2, max_ndim=2), as_float_array(b, "b", min_ndim=2, max_ndim=2)
+    if 0 in a.shape or 0 in b.shape or a.shape[1] != b.shape[1]:
+        raise ValueError(f"a {a.shape} and b {b.shape} must be non-empty (m, d) and (n, d) arrays with the same d")
+    return _normalize(a, "a") @ _normalize(b, "b").T  # (m, n)
+
+
+def top_k(scores, k: int) -> np.ndarray:
+    r"""The columns of the ``k`` largest scores of each row, largest first.
+
+    .. math:: \mathrm{top}_k(s_j) = \text{the } k \text{ columns } i \text{ with the largest } s_{ji}
+
+    ``np.argpartition`` moves the ``k`` largest of each row to its end in ``O(n)``; only
+    those ``k`` are then sorted (``O(k log k)``), instead of all ``n``. Equal scores come in
+    order of column, except a tie at the ``k``-th place, where any of them may be kept.
+
+    Args:
+        scores: ``(nq, n)``, one row of scores per query.
+        k: ``1 <= k <= n``.
+
+    Returns:
+        ``(nq, k)`` int64 column indices.
+    """
+    s = as_float_array(scores, "scores", min_ndim=2, max_ndim=2)
+    k = positive_int(k, "k")
+    if k > s.shape[1]:
+        raise ValueError(f"k={k} but each row of scores holds only {s.shape[1]}; ask for k <= {s.shape[1]}")
+    return _top_k_columns(s, k)
+
+
+def _top_k_columns(scores: np.ndarray, k: int) -> np.ndarray:
+    """:func:`top_k` without the checks of its arguments."""
+    n = scores.shape[1]
+    part = np.argpartition(scores, n - k, axis=1)[:, n - k:]  # (m, k): the k largest, unordered
+    part.sort(axis=1)  # by column, so that the stable sort below keeps ties in order of column
+    order = np.argsort(-np.take_along_axis(scores, part, axis=1), axis=1, kind="stable")  # best first
+    return np.take_along_axis(part, order, axis=1).astype(np.int64)
+
+
+def _top_k_rows(scores: np.ndarray, k: int, pool: ThreadPoolExecutor | None = None, threads: int = 1):
+    """``(scores, columns)`` of the ``k`` largest entries of each row of ``scores`` ``(m, n)``,
+    best first (:func:`top_k`). With a ``pool``, the rows are split into ``threads`` blocks
+    handled in parallel.
     """
     if pool is not None and scores.shape[0] > 1:
         edges = np.linspace(0, scores.shape[0], min(threads, scores.shape[0]) + 1).astype(int)
         parts = list(pool.map(lambda lo, hi: _top_k_rows(scores[lo:hi], k), edges[:-1], edges[1:]))
         return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
-    n = scores.shape[1]
-    part = np.argpartition(scores, n - k, axis=1)[:, n - k:]  # (m, k), unordered
-    part_scores = np.take_along_axis(scores, part, axis=1)
-    order = np.argsort(-part_scores, axis=1, kind="stable")  # best first
-    return np.take_along_axis(part_scores, order, axis=1), np.take_along_axis(part, order, axis=1)
+    columns = _top_k_columns(scores, k)
+    return np.take_along_axis(scores, columns, axis=1), columns
 
 
 def exact_search(queries, vectors, k: int, *, fast: bool = True, chunk: int | None = None,
@@ -130,18 +171,18 @@ def exact_search(queries, vectors, k: int, *, fast: bool = True, chunk: int | No
     x = np.ascontiguousarray(vectors, dtype=np.float32)  # (n, d)
     if q.ndim != 2 or x.ndim != 2 or q.shape[1] != x.shape[1]:
         raise ValueError(f"queries {q.shape} and vectors {x.shape} must be (nq, d) and (n, d) with the same d")
-    k = _positive_int(k, "k")
+    k = positive_int(k, "k")
     if k > x.shape[0]:
         raise ValueError(f"k={k} but there are only {x.shape[0]} vectors; ask for k <= {x.shape[0]}")
 
     if not fast:  # readable path: score everything, sort everything
         scores = q @ x.T  # (nq, n)
-        order = np.argsort(-scores, axis=1, kind="stable")[:, :k]  # (nq, k)
+        order = np.argsort(-scores, axis=1, kind="stable")[:, :k]  # (nq, k): what top_k(scores, k) returns
         return np.take_along_axis(scores, order, axis=1), order.astype(np.int64)
 
     n = x.shape[0]
-    chunk = max(1, (8 << 20) // n) if chunk is None else _positive_int(chunk, "chunk")  # 8M scores = 32 MB
-    threads = (os.cpu_count() or 1) if threads is None else _positive_int(threads, "threads")
+    chunk = max(1, (8 << 20) // n) if chunk is None else positive_int(chunk, "chunk")  # 8M scores = 32 MB
+    threads = (os.cpu_count() or 1) if threads is None else positive_int(threads, "threads")
     out_scores = np.empty((q.shape[0], k), dtype=np.float32)
     out_pos = np.empty((q.shape[0], k), dtype=np.int64)
     pool = ThreadPoolExecutor(threads) if threads > 1 and q.shape[0] > 1 and n >= 4096 else None
@@ -155,16 +196,36 @@ def exact_search(queries, vectors, k: int, *, fast: bool = True, chunk: int | No
     return out_scores, out_pos
 
 
-def _first_k_allowed(scores, positions, keep, k):
-    """Keep, per row, the first ``k`` results whose ``keep`` is True; pad with -1 / -inf.
+def filter_after(scores, ids, allowed, k: int):
+    r"""Metadata filtering after the search: the first ``k`` allowed results of each row.
 
-    ``scores``, ``positions``, ``keep``: ``(nq, m)``, each row best first.
+    .. math:: \mathrm{result}_j = \text{the first } k \text{ of } (i_{j1}, i_{j2}, \dots, i_{jm})
+              \text{ with } i \ge 0 \text{ and } \mathrm{allowed}[i]
+
+    Args:
+        scores: ``(nq, m)`` scores of an over-fetched search, each row best first.
+        ids: ``(nq, m)`` integer ids of those results; ``-1`` marks a missing result (never
+            kept: ``allowed[-1]`` belongs to the last document).
+        allowed: ``(n,)`` booleans, ``allowed[i]`` True when document ``i`` passes the filter.
+        k: how many results to keep per row.
+
+    Returns:
+        ``(scores, ids)``, ``(nq, k)`` each, in the order of the search. Where fewer than ``k``
+        results pass, the rest of the row holds score ``-inf`` and id ``-1``.
     """
+    s, i, ok = as_float_array(scores, "scores", min_ndim=2, max_ndim=2), np.asarray(ids), np.asarray(allowed)
+    if i.shape != s.shape or i.dtype.kind not in "iu":
+        raise ValueError(f"ids (shape {i.shape}, dtype {i.dtype}) must be integers of the shape of scores {s.shape}")
+    if ok.ndim != 1 or ok.dtype != bool or (i.size and i.max() >= ok.size):
+        raise ValueError(f"allowed (shape {ok.shape}, dtype {ok.dtype}) must hold one boolean per document id")
+    k = positive_int(k, "k")
+    keep = (i >= 0) & ok[np.maximum(i, 0)]  # (nq, m)
     order = np.argsort(~keep, axis=1, kind="stable")[:, :k]  # kept results first, in rank order
-    kept = np.take_along_axis(keep, order, axis=1)  # (nq, k)
-    s = np.where(kept, np.take_along_axis(scores, order, axis=1), -np.inf).astype(np.float32)
-    p = np.where(kept, np.take_along_axis(positions, order, axis=1), -1)
-    return s, p
+    kept, m = np.take_along_axis(keep, order, axis=1), order.shape[1]  # (nq, min(k, m))
+    out_s, out_i = np.full((s.shape[0], k), -np.inf, dtype=s.dtype), np.full((s.shape[0], k), -1, dtype=np.int64)
+    out_s[:, :m] = np.where(kept, np.take_along_axis(s, order, axis=1), -np.inf)
+    out_i[:, :m] = np.where(kept, np.take_along_axis(i, order, axis=1), -1)
+    return out_s, out_i
 
 
 # --------------------------------------------------------------------------- index
@@ -200,10 +261,10 @@ class VectorIndex:
                  threads: int | None = None):
         if metric not in ("cosine", "ip"):
             raise ValueError(f"metric must be 'cosine' or 'ip' (inner product), got {metric!r}")
-        self.dim = None if dim is None else _positive_int(dim, "dim")
+        self.dim = None if dim is None else positive_int(dim, "dim")
         self.metric = metric
         self.fast = bool(fast)
-        self.threads = None if threads is None else _positive_int(threads, "threads")
+        self.threads = None if threads is None else positive_int(threads, "threads")
         self.ids = np.empty(0, dtype=np.int64)  # (n,): the id of each stored row
         self._vectors = np.empty((0, self.dim or 0), dtype=np.float32)  # (n, d)
 
@@ -270,7 +331,7 @@ class VectorIndex:
         q = _as_matrix(queries, "queries", self.dim)
         if self.metric == "cosine":
             q = _normalize(q, "queries")
-        k = _positive_int(k, "k")
+        k = positive_int(k, "k")
         if k > len(self):
             raise ValueError(f"k={k} but the index holds only {len(self)} vectors; ask for k <= {len(self)}")
         if filtering not in _FILTERINGS:
@@ -286,13 +347,12 @@ class VectorIndex:
                 scores, pos = self._search(q, min(k, rows.size), rows=rows)
                 scores, pos = self._pad(scores, pos, k)
         else:  # after: an unfiltered search for more than k, then drop what is not allowed
-            m = 10 * k if fetch_k is None else _positive_int(fetch_k, "fetch_k")
+            m = 10 * k if fetch_k is None else positive_int(fetch_k, "fetch_k")
             if m < k:
                 raise ValueError(f"fetch_k={fetch_k} is smaller than k={k}; fetch at least k results to filter")
             m = min(m, len(self))
             scores, pos = self._search(q, m)
-            keep = (pos >= 0) & self._allowed_mask(allowed_ids)[np.maximum(pos, 0)]  # (nq, m)
-            scores, pos = _first_k_allowed(scores, pos, keep, k)
+            scores, pos = filter_after(scores, pos, self._allowed_mask(allowed_ids), k)
 
         ids = np.where(pos >= 0, self.ids[np.maximum(pos, 0)], -1)  # positions -> ids
         scores = np.where(pos >= 0, scores, -np.inf).astype(np.float32)
@@ -361,7 +421,7 @@ class FaissIndex(VectorIndex):
             raise ValueError(f"unknown parameter(s) {sorted(unknown)} for kind={kind!r}; allowed: {allowed}")
         for name, value in params.items():
             if value is not None:
-                _positive_int(value, name)
+                positive_int(value, name)
         try:
             import faiss
         except ImportError:  # pragma: no cover - faiss-cpu is a dev dependency
@@ -384,7 +444,7 @@ class FaissIndex(VectorIndex):
     @ef_search.setter
     def ef_search(self, value: int) -> None:
         self._param("ef_search", "hnsw")
-        self.params["ef_search"] = _positive_int(value, "ef_search")
+        self.params["ef_search"] = positive_int(value, "ef_search")
 
     @property
     def nprobe(self) -> int:
@@ -393,7 +453,7 @@ class FaissIndex(VectorIndex):
     @nprobe.setter
     def nprobe(self, value: int) -> None:
         self._param("nprobe", "ivf")
-        self.params["nprobe"] = _positive_int(value, "nprobe")
+        self.params["nprobe"] = positive_int(value, "nprobe")
 
     def _param(self, name: str, kind: str):
         if self.kind != kind:

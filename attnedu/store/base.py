@@ -27,7 +27,7 @@ from datetime import datetime
 
 import numpy as np
 
-from .._validate import as_float_array
+from .._validate import as_float_array, positive_int
 
 __all__ = ["Store", "UserStore", "Hit", "Document", "Session", "Message", "Exchange", "user_role",
            "MESSAGE_ROLES"]
@@ -208,12 +208,6 @@ def check_id(value, name: str) -> int:
     return int(value)
 
 
-def check_positive_int(value, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
-
-
 def _check_vectors(x: np.ndarray, name: str) -> np.ndarray:
     x = x.astype("<f4")  # float32, little-endian: the layout of SQLite's BLOBs and pgvector's floats
     bad = np.flatnonzero(~np.isfinite(x).all(axis=1))
@@ -248,7 +242,7 @@ def check_vector(embedding, dim: int) -> np.ndarray:
 def check_dim(requested, stored: int | None) -> int:
     """The store's embedding dimension: ``stored`` for an existing store, ``requested`` for a new one."""
     if requested is not None:
-        requested = check_positive_int(requested, "dim")
+        requested = positive_int(requested, "dim")
     if stored is None and requested is None:
         raise ValueError("a new store needs the embedding dimension: open_store(url, dim=384), say")
     if stored is not None and requested is not None and requested != stored:
@@ -387,11 +381,11 @@ class Store(abc.ABC):
         ``{"lang": "en"}``; ``{"year": [2024, 2025]}`` (any of them); with several
         keys, all must match. ``True`` and ``1`` differ; ``2024`` and ``2024.0`` do not.
         """
-        return self._keyword_search(check_text(query, "query"), check_positive_int(k, "k"), check_where(where))
+        return self._keyword_search(check_text(query, "query"), positive_int(k, "k"), check_where(where))
 
     def vector_search(self, embedding, k: int = 10, *, where=None) -> list[Hit]:
         """The ``k`` chunks whose embeddings have the largest cosine with ``embedding`` ``(dim,)``."""
-        return self._vector_search(check_vector(embedding, self.dim), check_positive_int(k, "k"), check_where(where))
+        return self._vector_search(check_vector(embedding, self.dim), positive_int(k, "k"), check_where(where))
 
     def hybrid_search(self, query: str, embedding, k: int = 10, *, where=None, candidates: int = 50,
                       rrf_k: float = 60) -> list[Hit]:
@@ -404,8 +398,8 @@ class Store(abc.ABC):
         if isinstance(rrf_k, bool) or not isinstance(rrf_k, numbers.Real) or not math.isfinite(rrf_k) or rrf_k < 0:
             raise ValueError(f"rrf_k must be a finite number >= 0, got {rrf_k!r}")
         return self._hybrid_search(check_text(query, "query"), check_vector(embedding, self.dim),
-                                   check_positive_int(k, "k"), check_where(where),
-                                   check_positive_int(candidates, "candidates"), float(rrf_k))
+                                   positive_int(k, "k"), check_where(where),
+                                   positive_int(candidates, "candidates"), float(rrf_k))
 
     # --------------------------------------------------------- conversations
     def for_user(self, user_id: str) -> UserStore:
