@@ -13,7 +13,7 @@ chapter  modules                                                         exercis
 3        ``functional``: ``self_attention``, ``sinusoidal_positions``,   ``checks.ch03_self_attention``
          ``apply_rope``; ``nn``: ``SelfAttention``; ``rope``, RoPE
          in PyTorch
-4        ``functional``: ``split_heads``, ``multi_head_attention``;      ``checks.ch04_multi_head``
+4        ``functional``: ``split_heads``, ``multi_head_attention``;      ``checks.ch04_multi_head_attention``
          ``nn``: ``MultiHeadAttention`` (equal to torch's, with
          torch's interface), ``mha_parameter_count``, ``mha_flops``
 5        ``nn``: ``FeedForward``, ``EncoderBlock``, ``DecoderBlock``,    ``checks.ch05_transformer``

@@ -13,7 +13,7 @@ import torch
 
 from attnedu import functional as F
 from attnedu.checks import CheckFailed
-from attnedu.checks import ch04_multi_head as ch04
+from attnedu.checks import ch04_multi_head_attention as ch04
 from attnedu.nn import mha_flops
 
 split_ref, merge_ref = F.split_heads, F.merge_heads

@@ -331,6 +331,19 @@ def test_a_case_can_require_the_learner_to_raise():
         run_check(ex, lambda k: {}[k])
 
 
+def test_a_prediction_is_one_of_its_choices_and_a_wrong_one_gets_its_own_sentence(capsys):
+    ex = exercise("predict_scale", [], compare="choice", options={"choices": ("flatter", "sharper", "same")},
+                  cases=[Case((), expected="flatter", about="the weights when the scores shrink",
+                              mistakes=[("sharper", "dividing the scores by a larger number shrinks their differences."),
+                                        ("same", "the softmax is not unchanged when the scores are scaled.")])])
+    run_check(ex, lambda: "flatter")
+    assert "passes all 1 checks" in capsys.readouterr().out
+    with pytest.raises(CheckFailed, match=r"returned 'sharper', which is not what happens\. Likely cause: dividing"):
+        run_check(ex, lambda: "sharper")
+    with pytest.raises(CheckFailed, match=r"returned 'flat'; answer with one of 'flatter', 'sharper', 'same'\.$"):
+        run_check(ex, lambda: "flat")
+
+
 # ------------------------------------------------------------------ results that are not arrays
 WORDS = dict(name="words", params=["text"], compare="list", options={"item": "word", "kind": str},
              cases=[Case(("Attention, please",), expected=["attention", "please"], hint="split on white space, drop commas")])

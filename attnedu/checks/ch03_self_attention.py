@@ -99,16 +99,14 @@ _SLOW = "; yours fall too slowly (did you drop the 2 in the exponent?)."
 _FAST = "; yours fall too fast (did you put the {} index 2i where the formula has i?)."
 
 EXERCISES = ExerciseSet(
-    Exercise("self_attention", reference=F.self_attention, cases=_sa_cases, hidden=_sa_hidden,
-             library=["attnedu.functional.self_attention"], **_SA),
+    Exercise("self_attention", reference=F.self_attention, cases=_sa_cases, hidden=_sa_hidden, **_SA),
     Exercise("SelfAttention", reference=SelfAttention, run=_run, cases=lambda: _sa_cases(module=True),
-             hidden=_module_hidden, grade_id="self-attention-module", library=["attnedu.nn.SelfAttention"], **_SA),
+             hidden=_module_hidden, grade_id="self-attention-module", **_SA),
     Exercise("sinusoidal_positions", ["T", "d"], F.sinusoidal_positions, lambda: [Case(args, hint=hint) for args, hint
              in [((3, 2), "by hand, with d = 2 row p is [sin(p), cos(p)]: row 0 is [0, 1], row 1 is [0.841, 0.540]."),
                  ((3, 4), "with d = 4, row p is [sin(p), cos(p), sin(p / 100), cos(p / 100)]."),
                  ((50, 16), _FREQ + "."), ((7, 128), None)]],
-             lambda: [Case(s) for s in [(1, 2), (10, 6), (128, 64), (1000, 8), (5, 256)]], wrong=_sinusoids_with,
-             library=["attnedu.functional.sinusoidal_positions"], mistakes=[
+             lambda: [Case(s) for s in [(1, 2), (10, 6), (128, 64), (1000, 8), (5, 256)]], wrong=_sinusoids_with, mistakes=[
         ({"cos_first": True}, "the even columns hold sines and the odd columns cosines: you have them the other way "
          "round."), ({"blocks": True}, "sines and cosines must alternate, column by column (sin, cos, sin, cos, ...): "
          "you put all the sines first and then all the cosines."), ({"cos_first": True, "blocks": True}, "the columns "
@@ -117,8 +115,7 @@ EXERCISES = ExerciseSet(
          "start at 0, so row 0 is [0, 1, 0, 1, ...]."), ({"power": -2.0}, f"{_FREQ}: divide the position by 10000 ** "
          "(2i / d) rather than multiplying by it."), ({"own_column_freq": True}, "columns 2i and 2i+1 share one "
          "frequency, 10000 ** (-2i / d): your cosine columns use a frequency of their own.")]),
-    Exercise("apply_rope", ["x", "positions"], F.apply_rope, _rope_cases, _rope_hidden, wrong=_rope_with,
-             library=["attnedu.functional.apply_rope"], mistakes=[
+    Exercise("apply_rope", ["x", "positions"], F.apply_rope, _rope_cases, _rope_hidden, wrong=_rope_with, mistakes=[
         ({"half_split": True}, "you rotated the pairs (i, i + d/2), the half-split layout of GPT-NeoX and Hugging "
          "Face's Llama; this exercise pairs adjacent features (2i, 2i+1)."), ({"sign": -1.0}, "you rotated the wrong "
          "way: the pair (a, b) becomes (a cos - b sin, a sin + b cos)."), ({"given": False}, "rotate row t by the "

@@ -140,8 +140,7 @@ _PATTERN_CASES = [
      "encoder's block is left: all True."), (("encoder", 1, 6), None)]
 
 EXERCISES = ExerciseSet(
-    Exercise("layer_norm", ["x", "gamma", "beta"], layer_norm, _ln_cases, _ln_hidden, wrong=_layer_norm_with,
-             library=["attnedu.nn.layer_norm"], mistakes=[
+    Exercise("layer_norm", ["x", "gamma", "beta"], layer_norm, _ln_cases, _ln_hidden, wrong=_layer_norm_with, mistakes=[
         ({"ddof": 1}, "it divides the squared deviations by d - 1: torch.var and Tensor.std do that by default; layer "
          "norm divides by d, so use ((x - mean)**2).mean(...) or x.var(..., unbiased=False)."), ({"eps_where": "std"},
          "it adds eps to the standard deviation: add it to the variance, inside the square root, sqrt(var + eps)."),
@@ -154,7 +153,7 @@ EXERCISES = ExerciseSet(
          "subtract the mean first and use the variance."), ({"fixed_eps": 1e-5}, "it ignores the eps argument and "
          "always uses 1e-5.")]),
     Exercise("encoder_block", ["x", "attn", "ff", "norm1", "norm2"], encoder_block, _block_cases, _block_hidden,
-             wrong=_block_with, library=["attnedu.nn.encoder_block"], mistakes=[
+             wrong=_block_with, mistakes=[
         ({"residual": False}, "the residual connections are missing: each sublayer's output is added to its input, x + "
          "sublayer(...)."), ({"from_norm": True}, "it adds the sublayer's output to norm(x) instead of x: in pre-norm "
          "only the sublayer's input is normalised, and the residual path carries x untouched."), ({"swap": True},
@@ -166,7 +165,7 @@ EXERCISES = ExerciseSet(
          "(post-norm)."), ({"post_norm1": False}, "in post-norm it skips norm1: the attention sublayer's sum is "
          "normalised too, norm1(x + attn(x)), before the feed-forward sublayer.")]),
     Exercise("sequence_accuracy", ["pred", "target"], sequence_accuracy, _accuracy_cases, _accuracy_hidden,
-             wrong=_accuracy_with, library=["attnedu.train.sequence_accuracy"], mistakes=[
+             wrong=_accuracy_with, mistakes=[
         ({"rows": None}, "that is the token accuracy (the fraction of positions right); a sequence counts only when "
          "every position is right: .all(dim=1) first, then the mean."), ({"rows": np.any}, "it counts a sequence as "
          "right when any position is right: use .all(dim=1), not .any(dim=1)."), ({"total": np.sum}, "it returns the "
@@ -176,7 +175,7 @@ EXERCISES = ExerciseSet(
              lambda: [Case(args, hint=hint) for args, hint in _PATTERN_CASES],
              lambda: [Case((k, i, o)) for k in F.PATTERN_KINDS
                       for i, o in [(1, 0), (0, 1), (1, 1), (4, 0), (0, 4), (3, 5), (7, 2), (10, 10)]],
-             compare="mask", wrong=_pattern_with, library=["attnedu.functional.attention_pattern"], mistakes=[
+             compare="mask", wrong=_pattern_with, mistakes=[
         ({"transposed": True}, "the pattern is transposed: row i is the query and column j the key, so position i may "
          "attend to the columns j <= i (the lower triangle), not j >= i."), ({"diagonal": -1}, "a position may not "
          "attend to itself here: the causal pattern includes the diagonal, j <= i."), ({"all_causal": True}, "the "

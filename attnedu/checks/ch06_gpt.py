@@ -185,15 +185,14 @@ _TOP_P_MISTAKES = [
 ]
 EXERCISES = ExerciseSet(
     Exercise("make_batch", ["ids", "offsets", "context"], make_batch, _batch_cases, _batch_hidden, outputs=("x", "y"),
-             wrong=_batch_with, mistakes=_BATCH_MISTAKES, library=["attnedu.train.make_batch"]),
+             wrong=_batch_with, mistakes=_BATCH_MISTAKES),
     Exercise("next_token_loss", ["logits", "targets"], next_token_loss, _loss_cases, lambda: _loss_cases(hidden=True),
-             wrong=_loss_with, mistakes=_LOSS_MISTAKES, library=["attnedu.models.next_token_loss"]),
+             wrong=_loss_with, mistakes=_LOSS_MISTAKES),
     Exercise("gpt_parameter_count", ["vocab_size", "context", "n_layer", "d_model"], gpt_parameter_count,
              lambda: [Case(a, {"bias": b}, about=ab, hint=h, rtol=0, atol=0.5) for a, ab, h, b in _COUNT_CASES],
              lambda: [Case(a, {"bias": b}, rtol=0, atol=0.5) for a in _COUNT_HIDDEN for b in (True, False)],
-             wrong=_count_with, mistakes=_COUNT_MISTAKES, grade_id="parameter-count",
-             library=["attnedu.models.gpt_parameter_count"]),
+             wrong=_count_with, mistakes=_COUNT_MISTAKES, grade_id="parameter-count"),
     Exercise("top_p_filter", ["logits", "p"], top_p_filter, _top_p_cases, _top_p_hidden, wrong=_top_p_with,
-             mistakes=_TOP_P_MISTAKES, grade_id="top-p", library=["attnedu.models.top_p_filter"]),
+             mistakes=_TOP_P_MISTAKES, grade_id="top-p"),
 )
 check = EXERCISES.check

@@ -226,12 +226,10 @@ EXERCISES = ExerciseSet(
              lambda: [_name_case(n) for n in [*minilm_weight_map(12), *UNUSED_WEIGHTS]],  # every tensor of BERT-base
              compare="name", options={"none_allowed": True}, wrong=_name_with, mistakes=_NAME_MISTAKES,
              probes=lambda: [Case((f"encoder.layer.{i}.{m}.{p}",)) for i in (2, 10) for m in _PARTS
-                             for p in ("weight", "bias")],  # every kind of name, to tell mistakes apart
-             library=["attnedu.pretrained.minilm.our_name"]),
+                             for p in ("weight", "bias")]),  # every kind of name, to tell mistakes apart
     Exercise("mean_pool", ["hidden", "mask"], mean_pool, _pool_cases, _pool_hidden, wrong=_pool_with,
-             mistakes=_POOL_MISTAKES, library=["attnedu.pretrained.pooling.mean_pool"]),
+             mistakes=_POOL_MISTAKES),
     Exercise("grouped_query_attention", ["q", "k", "v"], grouped_query_attention, _gqa_cases, _gqa_hidden,
-             outputs=("out", "weights"), properties=[rows_sum_to_one()], wrong=_gqa_with, mistakes=_GQA_MISTAKES,
-             library=["attnedu.llama.grouped_query_attention"]),
+             outputs=("out", "weights"), properties=[rows_sum_to_one()], wrong=_gqa_with, mistakes=_GQA_MISTAKES),
 )
 check = EXERCISES.check

@@ -165,7 +165,7 @@ def _filter_cases(hidden=False):
 _PAD = "which looks like a real score: pad them with -np.inf."
 EXERCISES = ExerciseSet(
     Exercise("cosine_similarity", ["a", "b"], R.cosine_similarity, _cosine_cases, lambda: _cosine_cases(True),
-             wrong=_cosine_with, library=["attnedu.retrieval.cosine_similarity"], mistakes=[
+             wrong=_cosine_with, mistakes=[
         ({"unit_a": False, "unit_b": False}, "it returns the plain dot products a @ b.T: divide each row by its length "
          "first, a / np.linalg.norm(a, axis=1, keepdims=True), and the same for b."),
         ({"unit_b": False}, "only a is normalised: divide the rows of b by their lengths too."),
@@ -176,10 +176,9 @@ EXERCISES = ExerciseSet(
          "length, np.linalg.norm."), ({"whole": True}, "it divides by the norms of the whole matrices: each pair needs "
          "the lengths of its own two rows."), ({"swap": True}, "the result is transposed: row i belongs to a[i] and "
          "column j to b[j], so compute a_unit @ b_unit.T.")]),
-    Exercise("top_k", ["scores", "k"], R.top_k, _top_k_cases, lambda: _top_k_cases(True), compare="top-k",
-             library=["attnedu.retrieval.top_k"]),
+    Exercise("top_k", ["scores", "k"], R.top_k, _top_k_cases, lambda: _top_k_cases(True), compare="top-k"),
     Exercise("recall_at_k", ["found", "truth"], R.recall_at_k, _recall_cases, lambda: _recall_cases(True),
-             wrong=_recall_with, library=["attnedu.retrieval.recall_at_k"], mistakes=[
+             wrong=_recall_with, mistakes=[
         ({"positional": True}, "it compares position by position: a true neighbour counts wherever it appears in the "
          "row, so count the ids the two rows have in common (set(found_row) & set(truth_row))."),
         ({"returned": True}, "it divides by the number of results returned: a missing result (-1) is a miss, so divide "
@@ -190,8 +189,7 @@ EXERCISES = ExerciseSet(
         ({"per_k": False, "reduce": sum}, "it returns the number of true neighbours found: divide by k, then average "
          "over the queries."), ({"scale": 100}, "it returns a percentage: return a fraction between 0 and 1.")]),
     Exercise("filter_after", ["scores", "ids", "allowed", "k"], R.filter_after, _filter_cases,
-             lambda: _filter_cases(True), outputs=("scores", "ids"), wrong=_filter_with,
-             library=["attnedu.retrieval.filter_after"], mistakes=[
+             lambda: _filter_cases(True), outputs=("scores", "ids"), wrong=_filter_with, mistakes=[
         ({"id_pad": 0}, "it pads with id 0, which is a real document: pad the ids with -1."),
         ({"score_pad": 0.0}, f"it pads the scores with 0, {_PAD}"), ({"score_pad": -1.0}, f"it pads the scores with "
          f"-1, {_PAD}"), ({"score_pad": np.nan}, "it pads the scores with NaN: pad them with -np.inf, which sorts "

@@ -144,7 +144,7 @@ def _fusion_cases(hidden=False):
                  "0.35")]
 EXERCISES = ExerciseSet(
     Exercise("bm25_weight", ["f", "n", "doc_len", "avgdl", "n_docs"], R.bm25_weight, _bm25_cases,
-             lambda: _bm25_cases(True), wrong=_bm25_with, library=["attnedu.retrieval.bm25_weight"], mistakes=[
+             lambda: _bm25_cases(True), wrong=_bm25_with, mistakes=[
         ({"idf": "raw"}, "the IDF is not clamped: for a term in half the documents or more, ln((N - n + 0.5) / (n + "
          "0.5)) is <= 0, and FTS5 replaces it by 1e-6."), ({"idf": "zero"}, "the IDF is clamped at 0: FTS5 replaces an "
          "IDF <= 0 by 1e-6, so that a very common term still counts a little."),
@@ -161,7 +161,7 @@ EXERCISES = ExerciseSet(
          "f * (k1 + 1) / (f + k1 * (...))."), ({"fixed": True}, "it ignores the k1 and b arguments and always uses "
          "1.2 and 0.75.")]),
     Exercise("query_metrics", ["ranking", "judged"], R.query_metrics, _metrics_cases, lambda: _metrics_cases(True),
-             outputs=("recall", "rr", "ndcg"), wrong=_metrics_with, library=["attnedu.retrieval.query_metrics"],
+             outputs=("recall", "rr", "ndcg"), wrong=_metrics_with,
              mistakes=[
         ({"over": "k"}, "recall is divided by k, which is precision@k: divide by the number of relevant documents."),
         ({"over": "judged"}, "recall divides by every judged document, grade 0 included: only grades >= 1 are "
@@ -176,7 +176,7 @@ EXERCISES = ExerciseSet(
          "k: keep only the k best grades of the ideal ranking."), ({"normalise": False}, "it returns DCG@k without "
          "dividing by the ideal DCG@k: nDCG = DCG@k / IDCG@k.")]),
     Exercise("reciprocal_rank_fusion", ["rankings"], R.rrf, _rrf_cases, lambda: _rrf_cases(True), compare="scores",
-             wrong=_rrf_with, library=["attnedu.retrieval.rrf"], mistakes=[
+             wrong=_rrf_with, mistakes=[
         ({"start": 0}, "the ranks start at 0: the best document has rank 1, so it gets 1 / (k + 1); use "
          "enumerate(ranking, start=1)."), ({"fixed": 0}, "k is missing: each ranking adds 1 / (k + rank), not 1 / "
          "rank."), ({"fixed": 60}, "it ignores the k argument and always uses 60."),
@@ -187,8 +187,7 @@ EXERCISES = ExerciseSet(
         ({"combine": lambda t: sum(t) / len(t)}, "it averages over the rankings that contain the document: RRF adds, "
          "so that being found by two rankings counts more than by one.")]),
     Exercise("min_max_fusion", ["bm25_scores", "dense_scores", "alpha"], R.min_max_fusion, _fusion_cases,
-             lambda: _fusion_cases(True), compare="scores", wrong=_fusion_with,
-             library=["attnedu.retrieval.min_max_fusion"], mistakes=[
+             lambda: _fusion_cases(True), compare="scores", wrong=_fusion_with, mistakes=[
         ({"scale": "none"}, "the scores are not normalised: BM25 scores run to 10 or more and cosines stay below 1, so "
          "the raw sum is BM25's ranking; rescale each system with (s - min) / (max - min) first."),
         ({"swap": True}, "the weights are swapped: alpha weighs the dense scores and 1 - alpha the BM25 scores (alpha "

@@ -97,12 +97,12 @@ EXERCISES = ExerciseSet(
          "overlap words, so the stride is size - overlap."),
         ({"stride": "overlap"}, "the stride is the overlap: the next chunk starts size - overlap words later."),
         ({"whole_only": True}, "the last, shorter chunk is dropped: the end of the text must be in some chunk, even if "
-         "it has fewer than size words.")], library=["attnedu.rag.chunk_words"]),
+         "it has fewer than size words.")]),
     Exercise("format_sources", ["passages"], rag.format_sources, lambda: _SOURCES,
              lambda: [Case(([" ".join(r.choice(_PIECES, size=int(r.integers(1, 8)))) + " end." for _ in range(n)],))
                       for r in [np.random.default_rng(1202)] for n in (0, 1, 2, 3, 9, 10, 11, 25)]
              + [Case((("a tuple", "of passages"),))],
-             compare="text", wrong=_sources_with, library=["attnedu.rag.format_sources"], mistakes=[
+             compare="text", wrong=_sources_with, mistakes=[
         ({"start": 0}, "the numbering starts at 0: the first source is [1], as people count; use enumerate(passages, "
          "start=1)."),
         ({"collapse": False}, "the white space inside a passage is kept: collapse it to single spaces with "
@@ -124,7 +124,7 @@ EXERCISES = ExerciseSet(
         ({"unique": False}, "a source cited twice is listed twice: keep each number once, at its first appearance."),
         ({"sort": True}, "the numbers are sorted: keep them in the order the answer first cites them."),
         ({"pattern": r"(\d+)"}, "every number in the answer is taken, even outside brackets: only numbers inside [...] "
-         "are citations.")], library=["attnedu.rag.cited_sources"]),
+         "are citations.")]),
     Exercise("token_f1", ["prediction", "gold"], rag.token_f1, lambda: _F1,
              lambda: [Case(tuple(" ".join(r.choice(_WORDS, size=int(r.integers(0, k)))) for k in (7, 5)))
                       for r in [np.random.default_rng(1204)] for _ in range(40)], wrong=_f1_with, mistakes=[
@@ -135,6 +135,6 @@ EXERCISES = ExerciseSet(
         ({"score": "precision"}, "it returns the precision, common / len(prediction tokens); F1 = 2PR / (P + R)."),
         ({"score": "recall"}, "it returns the recall, common / len(gold tokens); F1 = 2PR / (P + R)."),
         (lambda p, g: float(rag.normalize_answer(p) == rag.normalize_answer(g)), "it returns exact match (0 or 1); F1 "
-         "gives partial credit for the tokens the two texts share.")], library=["attnedu.rag.token_f1"]),
+         "gives partial credit for the tokens the two texts share.")]),
 )
 check = EXERCISES.check

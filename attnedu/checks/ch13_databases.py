@@ -155,7 +155,7 @@ EXERCISES = ExerciseSet(
     Exercise("normalise_for_hash", ["text"], G.normalise_text, lambda: _NORMALISE,
              lambda: [Case((t,), about=repr(t)) for rng in [np.random.default_rng(1301)] for t in (
                  "".join(rng.choice(_ALPHABET, size=int(rng.integers(0, 25)))) for _ in range(40))],
-             compare="text", wrong=_normalise_with, library=["attnedu.governance.normalise_text"], mistakes=[
+             compare="text", wrong=_normalise_with, mistakes=[
         ({"fold": str.lower}, "it uses str.lower(), which leaves 'ß' as it is; str.casefold() turns it into 'ss', as "
          "'SS' lower-cases to."),
         ({"nfkc": False}, "it skips unicodedata.normalize('NFKC', text): the ligature 'ﬁ' and full-width digits stay "
@@ -167,15 +167,13 @@ EXERCISES = ExerciseSet(
         ({"pattern": r"[\W_]"}, "each character is replaced by its own space, so runs of them leave several spaces: "
          "use a run, [\\W_]+.")]),
     Exercise("near_duplicate_pairs", ["vectors", "threshold"], G.near_duplicate_index_pairs, _pairs_cases,
-             lambda: _pairs_cases(hidden=True), compare="pairs", wrong=_pairs_with,
-             library=["attnedu.governance.near_duplicate_index_pairs"], mistakes=[
+             lambda: _pairs_cases(hidden=True), compare="pairs", wrong=_pairs_with, mistakes=[
         ({"score": "dot"}, "it compares dot products, not cosines: divide each vector by its length first "
          "(np.linalg.norm(..., axis=1, keepdims=True))."),
         ({"strict": True}, "it keeps cos > threshold; a pair exactly at the threshold counts too (>=)."),
         ({"score": "distance"}, "it uses the Euclidean distance, not the cosine similarity.")]),
     Exercise("precision_recall", ["predicted", "gold"], G.span_precision_recall, lambda: _PR, _pr_hidden,
-             compare="value", outputs=("precision", "recall"), wrong=_pr_with,
-             library=["attnedu.governance.span_precision_recall"], mistakes=[
+             compare="value", outputs=("precision", "recall"), wrong=_pr_with, mistakes=[
         ({"swapped": True}, "precision and recall are swapped: precision divides by what was predicted, recall by what "
          "was there to find."), ({"once": False}, "a span listed twice is counted twice: turn both lists into sets "
                                                   "first."),
@@ -184,7 +182,7 @@ EXERCISES = ExerciseSet(
         ({"key": slice(2)}, "it compares positions only: a span is right only if its kind is right too.")]),
     Exercise("prerequisites", ["graph", "concept"], G.prerequisites, _prerequisites_cases,
              lambda: _prerequisites_cases(hidden=True), compare="rows", wrong=_prerequisites_with, copy_args=False,
-             timeout_hint=" (or a recursive query without a limit)", library=["attnedu.governance.prerequisites"],
+             timeout_hint=" (or a recursive query without a limit)",
              mistakes=[
         ({"depth": 1}, "it returns the direct prerequisites only: a recursive query (WITH RECURSIVE) follows the edges "
          "again from every concept found."),

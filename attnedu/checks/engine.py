@@ -37,7 +37,6 @@ DEFAULT_TIME_LIMIT = 10.0
 #: A case's ``expected`` by default: the exercise's reference called on the case's arguments.
 REFERENCE = type("Reference", (), {"__repr__": lambda self: "REFERENCE"})()
 
-
 class CheckFailed(AssertionError):
     """A check found a problem; ``str(self)`` is the one-sentence explanation. ``learner_traceback``:
     the learner's own frames when their function raised; ``about_values`` is False when the result
@@ -54,7 +53,6 @@ class CheckFailed(AssertionError):
         if self.learner_traceback:
             lines += ["", "Where your function raised:", self.learner_traceback.rstrip()]
         return lines
-
 
 @dataclass
 class Case:
@@ -78,7 +76,6 @@ class Case:
     call: Callable | None = None
     compare: str | None = None
 
-
 @dataclass
 class Exercise:
     """The record of one exercise.
@@ -95,7 +92,8 @@ class Exercise:
         wrong, mistakes: the reference with switches, and ``(settings, sentence)`` pairs: a dict of
             ``wrong``'s keywords (or a function called like the learner's); a wrong result equal to
             its result is named, "Likely cause: <sentence>".
-        library: dotted names of the library's versions, which a solution must not simply import.
+        library: dotted names of the library's versions, which a solution must not simply import
+            (default: the reference's).
         grade_id: the notebook's solution cell (default: ``name`` with dashes).
         run: ``run(obj, *args, **kwargs)``, how to use the learner's object on a case (learner side).
         probes: more arguments to run the learner's function on, never judged: they tell apart
@@ -126,6 +124,8 @@ class Exercise:
     def __post_init__(self):
         if self.grade_id is None:
             self.grade_id = self.name.lower().replace("_", "-")
+        if not self.library:  # the reference is the library's version
+            self.library = [f"{self.reference.__module__}.{self.reference.__qualname__}"]
 
     def all_cases(self, hidden: bool = False) -> list[Case]:
         """The visible cases, or the hidden ones (``hidden=True``)."""
@@ -133,7 +133,6 @@ class Exercise:
         if make is None:
             raise ValueError(f"exercise {self.name!r} has no {'hidden' if hidden else 'visible'} cases")
         return list(make())
-
 
 class ExerciseSet(dict):
     """A chapter's exercises by name; ``check(name, fn)`` runs one of them."""
@@ -152,12 +151,10 @@ class ExerciseSet(dict):
             raise KeyError(f"no exercise called {name!r} here; the exercises are {', '.join(self)}")
         check(self[name], fn, hidden=hidden)
 
-
 # ------------------------------------------------------------------ messages
 def with_article(word: str) -> str:
     """'a list', 'an int': a type's name for a message."""
     return ("an " if word[:1].lower() in "aeiou" else "a ") + word
-
 
 def describe(value) -> str:
     """A short description of an argument: its shape for arrays, its repr otherwise."""
@@ -168,7 +165,6 @@ def describe(value) -> str:
     text = repr(value)
     return text if len(text) <= 40 else text[:37] + "..."
 
-
 def about(case: Case, params: Sequence[str]) -> str:
     """How a case is named in messages: its ``about``, or its arguments described."""
     if case.about:
@@ -178,11 +174,9 @@ def about(case: Case, params: Sequence[str]) -> str:
     parts += [f"{k} = {describe(v)}" for k, v in case.kwargs.items()]
     return ", ".join(parts) or "no arguments"
 
-
 # ------------------------------------------------------------------ the learner's side
 class _TimeLimit(BaseException):
     """Stops a learner's function that runs too long (their ``except Exception`` cannot catch it)."""
-
 
 @contextmanager
 def _time_limit(seconds: float | None):
@@ -195,23 +189,20 @@ def _time_limit(seconds: float | None):
         raise _TimeLimit()
 
     previous = signal.signal(signal.SIGALRM, on_alarm)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
     try:
+        signal.setitimer(signal.ITIMER_REAL, seconds)
         yield
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
 
-
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
-
 
 def _learner_traceback(exc: BaseException) -> str:
     """The traceback of ``exc`` without the frames of ``attnedu.checks`` (ours, not theirs)."""
     frames = [f for f in traceback.extract_tb(exc.__traceback__)
               if os.path.dirname(os.path.abspath(f.filename)) != _PACKAGE_DIR]
     return "".join(traceback.format_list(frames)) + "".join(traceback.format_exception_only(type(exc), exc))
-
 
 @dataclass
 class Outcome:
@@ -225,11 +216,9 @@ class Outcome:
     traceback: str | None = None
     changed: str | None = None  # the argument the function changed in place, if any
 
-
 def _args(ex: Exercise, case: Case) -> tuple[tuple, dict]:
     """The case's arguments, deep-copied unless the exercise says not to (a database connection)."""
     return (copy.deepcopy(case.args), copy.deepcopy(case.kwargs)) if ex.copy_args else (case.args, case.kwargs)
-
 
 def _changed_argument(before: Sequence, after: Sequence, params: Sequence[str]) -> str | None:
     """The name of the first array argument whose values the call changed."""
@@ -238,7 +227,6 @@ def _changed_argument(before: Sequence, after: Sequence, params: Sequence[str]) 
             if not np.array_equal(a, b, equal_nan=a.dtype.kind in "fc"):
                 return params[i] if i < len(params) else f"argument {i + 1}"
     return None
-
 
 def run_one(ex: Exercise, fn, case: Case) -> Outcome:
     """Call the learner's ``fn`` on one case (copied arguments, time limit)."""
@@ -257,7 +245,6 @@ def run_one(ex: Exercise, fn, case: Case) -> Outcome:
     changed = _changed_argument(case.args, args, ex.params) if ex.copy_args and call is None else None
     return Outcome("value", value, changed=changed)
 
-
 def run_cases(ex: Exercise, fn, cases: Sequence[Case]) -> list[Outcome]:
     """The learner's side of a check: one :class:`Outcome` per case, in order. Stops after the
     stub or the time limit (the other cases would only wait as long again)."""
@@ -267,7 +254,6 @@ def run_cases(ex: Exercise, fn, cases: Sequence[Case]) -> list[Outcome]:
         if outcomes[-1].kind in ("stub", "timeout"):
             break
     return outcomes
-
 
 # ------------------------------------------------------------------ the grader's side
 def _require_callable(ex: Exercise, fn) -> None:
@@ -280,7 +266,6 @@ def _require_callable(ex: Exercise, fn) -> None:
     raise CheckFailed(f"`{ex.name}` should be a function, but it is {kind}: run the cell that defines "
                       f"`def {ex.name}(...)` first.")
 
-
 def expected_of(ex: Exercise, case: Case) -> Case:
     """``case`` with its expected result computed by the reference where not given."""
     if case.expected is not REFERENCE or case.raises:
@@ -291,54 +276,40 @@ def expected_of(ex: Exercise, case: Case) -> Case:
     args, kwargs = _args(ex, case)
     return replace(case, expected=reference(*args, **kwargs))
 
-
-def _wrong_results(ex: Exercise, case: Case):
-    """``(wrong result, sentence)`` of each typical mistake on ``case`` (ones that fail are skipped)."""
-    for wrong, sentence in list(case.mistakes) + list(ex.mistakes):
-        if isinstance(wrong, dict) or callable(wrong):
-            make = (lambda *a, _s=wrong, **k: ex.wrong(*a, **k, **_s)) if isinstance(wrong, dict) else wrong
-            try:
-                args, kwargs = _args(ex, case)
-                with np.errstate(all="ignore"):
-                    wrong = make(*args, **kwargs)
-            except Exception:
-                continue
-            yield wrong, sentence, make
-        else:
-            yield wrong, sentence, None
-
-
 def _named_mistake(ex: Exercise, case: Case, got, others: list[tuple[Case, Outcome]]) -> str | None:
-    """The sentence of the typical mistake whose result equals ``got``; when several do, the
-    one that agrees with the learner on the most other cases and probes."""
+    """The sentence of the typical mistake whose result equals ``got``; when several do, the one
+    that agrees with the learner on the most other cases and probes (the first of equals wins)."""
     from .compare import COMPARISONS
 
     same = COMPARISONS[case.compare or ex.compare].same
+
+    def result(make, on: Case):  # a mistake's result on a case, or an exception
+        args, kwargs = _args(ex, on)
+        with np.errstate(all="ignore"):
+            return make(*args, **kwargs)
+
     candidates = []
-    for wrong, sentence, make in _wrong_results(ex, case):
+    for wrong, sentence in list(case.mistakes) + list(ex.mistakes):
+        make = (lambda *a, _s=wrong, **k: ex.wrong(*a, **k, **_s)) if isinstance(wrong, dict) else wrong
         try:
-            if same(got, wrong, ex) and not same(got, case.expected, ex):
-                candidates.append((sentence, make))
+            theirs = result(make, case) if callable(make) else wrong
+            if same(got, theirs, ex) and not same(got, case.expected, ex):
+                candidates.append((sentence, make if callable(make) else None))
         except Exception:
             continue
-    if len(candidates) <= 1:
-        return candidates[0][0] if candidates else None
 
     def agreement(make) -> int:
         n = 0
-        for other, outcome in others:
-            if make is None or outcome.kind != "value":
-                continue
+        for other, outcome in others if make else ():
             try:
-                with np.errstate(all="ignore"):
-                    args, kwargs = _args(ex, other)
-                    n += bool(same(outcome.value, make(*args, **kwargs), ex))
+                n += outcome.kind == "value" and bool(same(outcome.value, result(make, other), ex))
             except Exception:
                 continue
         return n
 
-    return max(candidates, key=lambda c: agreement(c[1]))[0]  # the first of equals wins
-
+    if len(candidates) <= 1:
+        return candidates[0][0] if candidates else None
+    return max(candidates, key=lambda c: agreement(c[1]))[0]
 
 def _failure(ex: Exercise, case: Case, outcome: Outcome, where: str) -> CheckFailed | None:
     """A CheckFailed for an outcome that is not a value (or a value where an error was due)."""
@@ -361,7 +332,6 @@ def _failure(ex: Exercise, case: Case, outcome: Outcome, where: str) -> CheckFai
         hint = f" Hint: {case.hint}" if case.hint else ""
         return CheckFailed(f"`{name}` raised {outcome.error} (on {where}).{hint}", learner_traceback=outcome.traceback)
     return None
-
 
 def judge(ex: Exercise, cases: Sequence[Case], outcomes: Sequence[Outcome], *, probes: Sequence[tuple] = ()) -> None:
     """The grader's side of a check: raise :class:`CheckFailed` at the first case whose outcome
@@ -398,7 +368,6 @@ def judge(ex: Exercise, cases: Sequence[Case], outcomes: Sequence[Outcome], *, p
         if outcome.changed:
             raise CheckFailed(f"`{ex.name}` changed its argument `{outcome.changed}` in place on {where}: work on a "
                               "copy (x = x - ..., not x -= ...), so that the caller's data stay as they were.")
-
 
 def check(ex: Exercise, fn, *, hidden: bool = False) -> None:
     """Run the exercise ``ex`` on the learner's ``fn`` in this process: its visible cases

@@ -72,22 +72,19 @@ def _flops_with(B, T, E, H, *, factor=2, projections=4, products=2, per_head=Tru
 _OUT = "it leaves out the output projection"
 
 EXERCISES = ExerciseSet(
-    Exercise("split_heads", ["x", "num_heads"], F.split_heads, _split_cases, _split_hidden,
-             library=["attnedu.functional.split_heads"], mistakes=[
+    Exercise("split_heads", ["x", "num_heads"], F.split_heads, _split_cases, _split_hidden, mistakes=[
         (lambda x, H: x.reshape(x.shape[0], H, x.shape[1], x.shape[2] // H), "the result equals x.reshape(B, H, T, "
          "dh): a reshape alone puts features of different tokens into one head's rows; reshape to (B, T, H, dh) first, "
          "then swap axes 1 and 2."), (lambda x, H: x.reshape(*x.shape[:2], x.shape[2] // H, H).transpose(0, 3, 1, 2),
          "each head takes every H-th feature: head h must take the contiguous block x[..., h*dh:(h+1)*dh], so reshape "
          "to (B, T, H, dh), not (B, T, dh, H).")]),
-    Exercise("merge_heads", ["x"], F.merge_heads, _merge_cases, _merge_hidden,
-             library=["attnedu.functional.merge_heads"], mistakes=[
+    Exercise("merge_heads", ["x"], F.merge_heads, _merge_cases, _merge_hidden, mistakes=[
         (lambda x: x.reshape(x.shape[0], x.shape[2], -1), "the result equals x.reshape(B, T, H * dh): a reshape alone "
          "mixes the tokens up; transpose to (B, T, H, dh) first, then reshape."),
         (lambda x: x.transpose(0, 2, 3, 1).reshape(x.shape[0], x.shape[2], -1), "the heads' features are interleaved: "
          "each head's dh features must stay together, so transpose to (B, T, H, dh), not (B, T, dh, H).")]),
     Exercise("multi_head_attention", ["x", "W_q", "W_k", "W_v", "W_o", "num_heads"], F.multi_head_attention,
-             _mha_cases, _mha_hidden, outputs=("output", "weights"), properties=[rows_sum_to_one()],
-             library=["attnedu.functional.multi_head_attention"]),
+             _mha_cases, _mha_hidden, outputs=("output", "weights"), properties=[rows_sum_to_one()]),
     Exercise("mha_parameter_count", ["embed_dim"], mha_parameter_count, lambda: [
         Case((4,), hint="by hand: four 4 x 4 matrices (64 numbers) and four biases of 4 (16)."),
         Case((4,), {"bias": False}, hint="with bias=False only the four weight matrices remain."), Case((512,)),
@@ -99,7 +96,7 @@ EXERCISES = ExerciseSet(
             (1, None, None, True), (3, None, None, False), (768, None, None, True), (12, 7, None, True),
             (12, None, 7, True), (10, 4, 9, False), (64, 1, 1, True)]] + [Case((20,), {"kdim": 6}, expected=sum(
                 p.numel() for p in torch.nn.MultiheadAttention(20, 4, kdim=6).parameters()))],
-        wrong=_count_with, library=["attnedu.nn.mha_parameter_count"], mistakes=[
+        wrong=_count_with, mistakes=[
             ({"biases": 0}, "it counts the weight matrices only: each of the four projections also has a bias vector "
              "of E numbers."), ({"biases": 3}, "it counts three bias vectors: the output projection has a bias too, so "
              "there are 4 * E bias numbers."), ({"always": True}, "it counts biases although bias=False."),
@@ -113,7 +110,7 @@ EXERCISES = ExerciseSet(
         Case((8, 1024, 768, 12)), Case((1, 4096, 64, 4))],
         lambda: [Case(c) for c in [(1, 1, 1, 1), (3, 7, 6, 3), (2, 5, 8, 8), (4, 128, 64, 4), (1, 8192, 4096, 32),
                                    (16, 512, 768, 12), (1, 100, 10, 2)]],
-        wrong=_flops_with, library=["attnedu.nn.mha_flops"], mistakes=[
+        wrong=_flops_with, mistakes=[
             ({"factor": 1}, "it is half the expected count: a product of (m, k) and (k, n) matrices costs 2*m*k*n "
              "FLOPs, one multiply and one add per term."), ({"projections": 3}, f"{_OUT}, another 2*B*T*E*E."),
             ({"products": 1}, "it counts the scores but not the weighted sum of the values, which costs as much "
