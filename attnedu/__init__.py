@@ -16,19 +16,27 @@ chapter  modules                                                         exercis
 4        ``functional``: ``split_heads``, ``multi_head_attention``;      ``checks.ch04_multi_head_attention``
          ``nn``: ``MultiHeadAttention`` (equal to torch's, with
          torch's interface), ``mha_parameter_count``, ``mha_flops``
-5        ``nn``: ``FeedForward``, ``EncoderBlock``, ``DecoderBlock``,    ``checks.ch05_transformer``
-         ``KVCache``; ``train``: the one training loop
-6        ``models``: ``GPTConfig``, ``GPT``, sampling, ``generate``;     ``checks.ch06_gpt``
-         ``train``: ``get_batch``, ``lm_batches``, ``lm_losses``;
+5        ``nn``: ``layer_norm``, ``encoder_block``, ``FeedForward``,     ``checks.ch05_transformer``
+         ``EncoderBlock``, ``DecoderBlock``, ``KVCache``;
+         ``functional``: ``attention_pattern``; ``train``: the one
+         training loop, ``sequence_accuracy``
+6        ``models``: ``GPTConfig``, ``GPT``, ``next_token_loss``,        ``checks.ch06_gpt``
+         ``gpt_parameter_count``, sampling, ``generate``; ``train``:
+         ``make_batch``, ``get_batch``, ``lm_batches``, ``lm_losses``;
          ``corpus``
-7        ``llama``: ``GroupedQueryAttention``, ``RMSNorm``, ``SwiGLU``,  ``checks.ch07_pretrained``
+7        ``llama``: ``grouped_query_attention``,                         ``checks.ch07_pretrained``
+         ``GroupedQueryAttention``, ``RMSNorm``, ``SwiGLU``,
          ``LlamaConfig``, ``Llama``; ``rope``; ``pretrained``:
-         ``minilm`` (all-MiniLM-L6-v2 on ``nn``), ``smollm``
-         (SmolLM2 on ``llama``), ``gguf``, ``heads``, ``pooling``
+         ``minilm`` (all-MiniLM-L6-v2 on ``nn``, ``our_name``),
+         ``smollm`` (SmolLM2 on ``llama``), ``gguf``, ``heads``,
+         ``pooling`` (``mean_pool``)
 8, 9     not written yet                                                 (none yet)
-10       ``retrieval``: ``vector`` (exact and FAISS search)              ``checks.ch10_vector_search``
-11       ``retrieval``: ``bm25`` (equal to SQLite's ``fts5``),           ``checks.ch11_hybrid_search``
-         ``fusion``, ``evaluation`` (equal to trec_eval);
+10       ``retrieval``: ``vector`` (exact and FAISS search,              ``checks.ch10_vector_search``
+         ``cosine_similarity``, ``top_k``, ``filter_after``),
+         ``evaluation`` (``recall_at_k``)
+11       ``retrieval``: ``bm25`` (equal to SQLite's ``fts5``,            ``checks.ch11_hybrid_search``
+         ``bm25_weight``), ``fusion`` (``rrf``, ``min_max_fusion``),
+         ``evaluation`` (equal to trec_eval, ``query_metrics``);
          ``coursebook``: the book's sections as passages
 12       ``rag``: ``chunking``, ``prompt``, ``reader`` (the tiny         ``checks.ch12_rag``
          reader), ``grounding``, ``ask`` ("ask the course");
@@ -38,7 +46,9 @@ chapter  modules                                                         exercis
          data, encryption, versions, a knowledge graph
 =======  ==============================================================  ==================================
 
-Across chapters: ``checks`` (how a check explains a wrong answer in one sentence), ``grading``
+Across chapters: ``checks`` (one record per exercise, one loop that checks them all and
+explains a wrong answer in one sentence; the records point at the functions above), ``build``
+(executes every chapter once, for the book and the tests), ``grading``
 (release student versions and autograde, via nbgrader, for teachers), ``_validate`` (the
 argument checks every public function shares).
 

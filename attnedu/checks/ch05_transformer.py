@@ -3,7 +3,6 @@ block take and return torch tensors; an attention pattern is a boolean mask (Tru
 
 import numpy as np
 import torch
-import torch.nn.functional as TF
 from torch import nn
 
 from .. import functional as F
@@ -21,32 +20,32 @@ def _layer_norm_with(x, gamma, beta, eps=1e-5, *, ddof=0, eps_where="var", axis=
     y = (x - mean) / {"var": torch.sqrt(var + eps), "std": torch.sqrt(var) + eps, None: torch.sqrt(var)}[eps_where]
     return (y * beta + gamma if swap else y * gamma + beta) if affine else y
 _f64 = lambda *arrays: tuple(torch.tensor(a, dtype=torch.float64) for a in arrays)  # noqa: E731
+_plain = lambda d: _f64(np.ones(d), np.zeros(d))  # gamma = ones, beta = zeros  # noqa: E731
 def _ln_cases():
-    x1, one4, zero4, g4, b4, flat, one5, zero5 = _f64(
-        [[1.0, 2.0, 3.0, 6.0]], np.ones(4), np.zeros(4), [0.5, -1.0, 2.0, 1.0], [0.1, 0.0, -0.3, 2.0],
-        [[4.0, 4.0, 4.0, 4.0, 4.0], [1.0, 1.001, 0.999, 1.0, 1.0]], np.ones(5), np.zeros(5))
+    x1, flat = _f64([[1.0, 2.0, 3.0, 6.0]], [[4.0, 4.0, 4.0, 4.0, 4.0], [1.0, 1.001, 0.999, 1.0, 1.0]])
     rng = np.random.default_rng(51)
     x3, g5, b5 = _f64(rng.normal(2.0, 3.0, size=(2, 3, 5)), rng.normal(1.0, 0.5, 5), rng.normal(0, 0.5, 5))
-    return [Case((x1, one4, zero4), about="x = [[1, 2, 3, 6]], gamma = ones, beta = zeros", hint="by hand: the mean "
-                 "is 3 and the variance 3.5 (the squared deviations 4, 1, 0, 9 divided by d = 4), so the result is "
-                 "(x - 3) / sqrt(3.5 + 1e-5), about [-1.069, -0.535, 0, 1.604]."),
-            Case((x1, g4, b4), about="x = [[1, 2, 3, 6]], other gamma and beta", hint="scale by gamma and shift by "
-                 "beta after normalising: (x - mean) / sqrt(var + eps) * gamma + beta."),
-            Case((x3, g5, b5), about="x of shape (2, 3, 5), random gamma and beta", hint="normalise each row on its "
-                 "own: mean and variance over the last axis only, with keepdim=True so they broadcast back against x."),
-            Case((flat, one5, zero5), about="rows with no spread, [4, 4, 4, 4, 4], and very little, [1, 1.001, "
-                 "0.999, 1, 1]", hint="eps belongs inside the square root, added to the variance: sqrt(var + eps). It "
-                 "keeps a row with variance 0 finite and damps rows with almost none."),
-            Case((x3, g5, b5), {"eps": 0.5}, about="x of shape (2, 3, 5), random gamma and beta, eps = 0.5",
-                 hint="use the eps argument rather than a fixed 1e-5.")]
+    return [Case(args, kwargs, about=about, hint=hint) for args, kwargs, about, hint in [
+        ((x1, *_plain(4)), {}, "x = [[1, 2, 3, 6]], gamma = ones, beta = zeros", "by hand: the mean is 3 and the "
+         "variance 3.5 (the squared deviations 4, 1, 0, 9 divided by d = 4), so the result is (x - 3) / sqrt(3.5 + "
+         "1e-5), about [-1.069, -0.535, 0, 1.604]."),
+        ((x1, *_f64([0.5, -1.0, 2.0, 1.0], [0.1, 0.0, -0.3, 2.0])), {}, "x = [[1, 2, 3, 6]], other gamma and beta",
+         "scale by gamma and shift by beta after normalising: (x - mean) / sqrt(var + eps) * gamma + beta."),
+        ((x3, g5, b5), {}, "x of shape (2, 3, 5), random gamma and beta", "normalise each row on its own: mean and "
+         "variance over the last axis only, with keepdim=True so they broadcast back against x."),
+        ((flat, *_plain(5)), {}, "rows with no spread, [4, 4, 4, 4, 4], and very little, [1, 1.001, 0.999, 1, 1]",
+         "eps belongs inside the square root, added to the variance: sqrt(var + eps). It keeps a row with variance 0 "
+         "finite and damps rows with almost none."),
+        ((x3, g5, b5), {"eps": 0.5}, "x of shape (2, 3, 5), random gamma and beta, eps = 0.5",
+         "use the eps argument rather than a fixed 1e-5.")]]
 def _ln_hidden():
     g, cases = torch.Generator().manual_seed(501), []
     for shape in [(1, 1), (3, 7), (2, 4, 16), (2, 3, 4, 5)]:
         x = torch.randn(shape, generator=g, dtype=torch.float64) * 5 + 3
         args = (x, *(torch.randn(shape[-1], generator=g, dtype=torch.float64) for _ in "gb"))  # gamma, beta
         cases += [Case(args)] + [Case(args, {"eps": eps}) for eps in (1e-3, 2.0)]
-    big, one, zero = torch.randn(4, 6, generator=g, dtype=torch.float64) * 1e4 - 5e4, *_f64(np.ones(6), np.zeros(6))
-    return cases + [Case((big, one, zero), expected=TF.layer_norm(big, (6,), one, zero, 1e-5))]
+    big, one, zero = torch.randn(4, 6, generator=g, dtype=torch.float64) * 1e4 - 5e4, *_plain(6)
+    return cases + [Case((big, one, zero), expected=torch.nn.functional.layer_norm(big, (6,), one, zero, 1e-5))]
 # ------------------------------------------------------------------ the encoder block
 def _block_with(x, attn, ff, norm1, norm2, norm_first=True, *, residual=True, from_norm=False, swap=False,
                 norm_output=False, one_norm=False, feed=True, post_norm1=True):
@@ -74,9 +73,10 @@ def _block_cases():
     return [Case((x, *parts), {} if nf else {"norm_first": False}, about=f"x of shape {tuple(x.shape)}, {heads}, "
                  f"norm_first={nf}", hint=hint, rtol=1e-6, atol=1e-8) for x, parts, heads, nf, hint in [
         (x1, tiny, "1 head", True, "pre-norm: x = x + attn(h, h, h)[0] with h = norm1(x), then x + ff(norm2(x)); attn "
-         "returns a tuple (output, weights)."), (x1, tiny, "1 head", False, "post-norm: x = norm1(x + attn(x, x, "
-         "x)[0]), then norm2(x + ff(x))."), (x2, big, "2 heads", True, "read nothing from the shapes: the modules know "
-         "their sizes."), (x2, big, "2 heads", False, None)]]
+         "returns a tuple (output, weights)."),
+        (x1, tiny, "1 head", False, "post-norm: x = norm1(x + attn(x, x, x)[0]), then norm2(x + ff(x))."),
+        (x2, big, "2 heads", True, "read nothing from the shapes: the modules know their sizes."),
+        (x2, big, "2 heads", False, None)]]
 def _block_hidden():  # the last one's parts are torch's own layer's: they follow the same conventions
     cases = []
     with torch.random.fork_rng(devices=[]):
@@ -105,7 +105,8 @@ def _accuracy_cases():
     p = torch.where(torch.rand(50, 8, generator=g) < 0.03, (t + 1) % 10, t)  # about 3% of the tokens wrong
     return [Case((pred, target), about="3 sequences of 3 tokens, 2 of them right", hint="by hand: rows 0 and 2 match "
                  "the target at every position, row 1 does not, so 2 of 3 sequences are right: 0.667. Compare along "
-                 "dim=1 (the positions of a row)."), Case((target, target), expected=1.0, about="pred equal to target"),
+                 "dim=1 (the positions of a row)."),
+            Case((target, target), expected=1.0, about="pred equal to target"),
             Case((off_by_one, target), expected=0.0, about="every sequence wrong at its first position",
                  hint="one wrong token makes the whole sequence wrong."),
             Case((p, t), about="50 sequences of 8 tokens, about 3% of the tokens wrong",
@@ -129,61 +130,72 @@ def _pattern_with(kind, n_in, n_out, *, transposed=False, diagonal=0, all_causal
         m[n_in:, n_in:] = np.tri(n_out, k=diagonal, dtype=bool) if outputs_causal else True
         m[:n_in, n_in:], m[n_in:, :n_in] = inputs_see_outputs, cross
     return m.T if transposed else m
-_PATTERN_CASES = [
-    (("encoder", 2, 1), "encoder-only: every position may attend to every position, itself included: all True, shape "
-     "(n_in + n_out, n_in + n_out)."), (("decoder", 2, 1), "decoder-only: row i (a query) may attend to the columns "
-     "j <= i: the lower triangle with the diagonal, [[T, F, F], [T, T, F], [T, T, T]]."),
-    (("encoder-decoder", 2, 2), "encoder-decoder: the 2 input rows see the 2 input columns only; the 2 output rows "
-     "see every input column and, causally, the output columns up to themselves."),
-    (("decoder", 5, 4), "the causal pattern covers the prompt too."), (("encoder-decoder", 5, 4), "use n_in and "
-     "n_out from the arguments: T = n_in + n_out."), (("encoder-decoder", 3, 0), "with no output yet, only the "
-     "encoder's block is left: all True."), (("encoder", 1, 6), None)]
-
 EXERCISES = ExerciseSet(
     Exercise("layer_norm", ["x", "gamma", "beta"], layer_norm, _ln_cases, _ln_hidden, wrong=_layer_norm_with, mistakes=[
         ({"ddof": 1}, "it divides the squared deviations by d - 1: torch.var and Tensor.std do that by default; layer "
-         "norm divides by d, so use ((x - mean)**2).mean(...) or x.var(..., unbiased=False)."), ({"eps_where": "std"},
-         "it adds eps to the standard deviation: add it to the variance, inside the square root, sqrt(var + eps)."),
+         "norm divides by d, so use ((x - mean)**2).mean(...) or x.var(..., unbiased=False)."),
+        ({"eps_where": "std"}, "it adds eps to the standard deviation: add it to the variance, inside the square "
+         "root, sqrt(var + eps)."),
         ({"eps_where": None}, "it leaves out eps: a row whose entries are all equal has variance 0, and 0 / 0 is NaN; "
-         "divide by sqrt(var + eps)."), ({"axis": 0}, "it normalises each feature over the batch (axis 0), which is "
-         "batch norm: layer norm normalises each row over its own features, the last axis."), ({"affine": False}, "it "
-         "forgets gamma and beta: multiply the normalised x by gamma, then add beta."), ({"swap": True}, "gamma and "
-         "beta are swapped: gamma is the scale (multiply), beta the shift (add)."), ({"center": False}, "it divides x "
-         "by its root mean square without subtracting the mean: that is RMSNorm (used by Llama), not layer norm; "
-         "subtract the mean first and use the variance."), ({"fixed_eps": 1e-5}, "it ignores the eps argument and "
-         "always uses 1e-5.")]),
+         "divide by sqrt(var + eps)."),
+        ({"axis": 0}, "it normalises each feature over the batch (axis 0), which is batch norm: layer norm normalises "
+         "each row over its own features, the last axis."),
+        ({"affine": False}, "it forgets gamma and beta: multiply the normalised x by gamma, then add beta."),
+        ({"swap": True}, "gamma and beta are swapped: gamma is the scale (multiply), beta the shift (add)."),
+        ({"center": False}, "it divides x by its root mean square without subtracting the mean: that is RMSNorm (used "
+         "by Llama), not layer norm; subtract the mean first and use the variance."),
+        ({"fixed_eps": 1e-5}, "it ignores the eps argument and always uses 1e-5.")]),
     Exercise("encoder_block", ["x", "attn", "ff", "norm1", "norm2"], encoder_block, _block_cases, _block_hidden,
              wrong=_block_with, mistakes=[
-        ({"residual": False}, "the residual connections are missing: each sublayer's output is added to its input, x + "
-         "sublayer(...)."), ({"from_norm": True}, "it adds the sublayer's output to norm(x) instead of x: in pre-norm "
-         "only the sublayer's input is normalised, and the residual path carries x untouched."), ({"swap": True},
-         "pre-norm and post-norm are swapped: norm_first=True means x + sublayer(norm(x)), norm_first=False means "
-         "norm(x + sublayer(x))."), ({"norm_output": True}, "it normalises the sublayer's output, x + "
-         "norm(sublayer(x)): pre-norm normalises the sublayer's input, x + sublayer(norm(x))."), ({"one_norm": True},
-         "it uses norm1 for both sublayers: the feed-forward sublayer has its own norm, norm2."), ({"feed": False},
-         "the feed-forward sublayer is missing: after the attention, x + ff(norm2(x)) (pre-norm) or norm2(x + ff(x)) "
-         "(post-norm)."), ({"post_norm1": False}, "in post-norm it skips norm1: the attention sublayer's sum is "
-         "normalised too, norm1(x + attn(x)), before the feed-forward sublayer.")]),
+        ({"residual": False}, "the residual connections are missing: each sublayer's output is added to its input, "
+         "x + sublayer(...)."),
+        ({"from_norm": True}, "it adds the sublayer's output to norm(x) instead of x: in pre-norm only the sublayer's "
+         "input is normalised, and the residual path carries x untouched."),
+        ({"swap": True}, "pre-norm and post-norm are swapped: norm_first=True means x + sublayer(norm(x)), "
+         "norm_first=False means norm(x + sublayer(x))."),
+        ({"norm_output": True}, "it normalises the sublayer's output, x + norm(sublayer(x)): pre-norm normalises the "
+         "sublayer's input, x + sublayer(norm(x))."),
+        ({"one_norm": True}, "it uses norm1 for both sublayers: the feed-forward sublayer has its own norm, norm2."),
+        ({"feed": False}, "the feed-forward sublayer is missing: after the attention, x + ff(norm2(x)) (pre-norm) or "
+         "norm2(x + ff(x)) (post-norm)."),
+        ({"post_norm1": False}, "in post-norm it skips norm1: the attention sublayer's sum is normalised too, norm1(x "
+         "+ attn(x)), before the feed-forward sublayer.")]),
     Exercise("sequence_accuracy", ["pred", "target"], sequence_accuracy, _accuracy_cases, _accuracy_hidden,
              wrong=_accuracy_with, mistakes=[
         ({"rows": None}, "that is the token accuracy (the fraction of positions right); a sequence counts only when "
-         "every position is right: .all(dim=1) first, then the mean."), ({"rows": np.any}, "it counts a sequence as "
-         "right when any position is right: use .all(dim=1), not .any(dim=1)."), ({"total": np.sum}, "it returns the "
-         "number of right sequences: divide by the number of sequences (take the mean)."), ({"error": True}, "it "
-         "returns the fraction of wrong sequences (the error rate): return the fraction of right ones.")]),
-    Exercise("attention_pattern", ["kind", "n_in", "n_out"], F.attention_pattern,
-             lambda: [Case(args, hint=hint) for args, hint in _PATTERN_CASES],
-             lambda: [Case((k, i, o)) for k in F.PATTERN_KINDS
-                      for i, o in [(1, 0), (0, 1), (1, 1), (4, 0), (0, 4), (3, 5), (7, 2), (10, 10)]],
-             compare="mask", wrong=_pattern_with, mistakes=[
-        ({"transposed": True}, "the pattern is transposed: row i is the query and column j the key, so position i may "
-         "attend to the columns j <= i (the lower triangle), not j >= i."), ({"diagonal": -1}, "a position may not "
-         "attend to itself here: the causal pattern includes the diagonal, j <= i."), ({"all_causal": True}, "the "
-         "inputs are read causally: in an encoder-decoder the encoder sees all of the input at once, so the input rows "
-         "see every input column."), ({"outputs_causal": False}, "the outputs see later outputs: the decoder is "
-         "causal, so output i sees the outputs up to itself only (and every input)."), ({"inputs_see_outputs": True},
-         "the inputs attend to the outputs: the encoder never sees the output, so the top-right block (input rows, "
-         "output columns) is False."), ({"cross": False}, "the outputs cannot see the inputs: cross-attention lets "
-         "every output position attend to every input position, so the bottom-left block is True.")]),
+         "every position is right: .all(dim=1) first, then the mean."),
+        ({"rows": np.any}, "it counts a sequence as right when any position is right: use .all(dim=1), not "
+         ".any(dim=1)."),
+        ({"total": np.sum}, "it returns the number of right sequences: divide by the number of sequences (take the "
+         "mean)."),
+        ({"error": True}, "it returns the fraction of wrong sequences (the error rate): return the fraction of right "
+         "ones.")]),
+    Exercise("attention_pattern", ["kind", "n_in", "n_out"], F.attention_pattern, lambda: [
+        Case(args, hint=hint) for args, hint in [
+            (("encoder", 2, 1), "encoder-only: every position may attend to every position, itself included: all "
+             "True, shape (n_in + n_out, n_in + n_out)."),
+            (("decoder", 2, 1), "decoder-only: row i (a query) may attend to the columns j <= i: the lower triangle "
+             "with the diagonal, [[T, F, F], [T, T, F], [T, T, T]]."),
+            (("encoder-decoder", 2, 2), "encoder-decoder: the 2 input rows see the 2 input columns only; the 2 output "
+             "rows see every input column and, causally, the output columns up to themselves."),
+            (("decoder", 5, 4), "the causal pattern covers the prompt too."),
+            (("encoder-decoder", 5, 4), "use n_in and n_out from the arguments: T = n_in + n_out."),
+            (("encoder-decoder", 3, 0), "with no output yet, only the encoder's block is left: all True."),
+            (("encoder", 1, 6), None)]],
+        lambda: [Case((k, i, o)) for k in F.PATTERN_KINDS
+                 for i, o in [(1, 0), (0, 1), (1, 1), (4, 0), (0, 4), (3, 5), (7, 2), (10, 10)]],
+        compare="mask", wrong=_pattern_with, mistakes=[
+            ({"transposed": True}, "the pattern is transposed: row i is the query and column j the key, so position i "
+             "may attend to the columns j <= i (the lower triangle), not j >= i."),
+            ({"diagonal": -1}, "a position may not attend to itself here: the causal pattern includes the diagonal, "
+             "j <= i."),
+            ({"all_causal": True}, "the inputs are read causally: in an encoder-decoder the encoder sees all of the "
+             "input at once, so the input rows see every input column."),
+            ({"outputs_causal": False}, "the outputs see later outputs: the decoder is causal, so output i sees the "
+             "outputs up to itself only (and every input)."),
+            ({"inputs_see_outputs": True}, "the inputs attend to the outputs: the encoder never sees the output, so "
+             "the top-right block (input rows, output columns) is False."),
+            ({"cross": False}, "the outputs cannot see the inputs: cross-attention lets every output position attend "
+             "to every input position, so the bottom-left block is True.")]),
 )
 check = EXERCISES.check

@@ -1,8 +1,6 @@
 """Chapter 6's exercises, *A GPT from scratch*, as records (see :mod:`attnedu.checks`). None of the checks trains a
 model: they give the same verdict however long, or short, the chapter's training ran."""
 
-from __future__ import annotations
-
 import math
 
 import torch
@@ -36,17 +34,6 @@ def _batch_hidden():
         off[0] = n - T - 1  # the last valid offset
         cases.append(Case((ids, off, T)))
     return cases
-_BATCH_MISTAKES = [
-    ({"shift": 0}, "y equals x: the target at position t is the token that comes next, ids[o + t + 1], so y is the "
-                   "window moved one token to the right."),
-    ({"swap": True}, "x and y are swapped: x is the window ids[o : o + T], y the window one token later."),
-    ({"shift": -1}, "y is moved one token to the left, ids[o - 1 : o + T - 1]: the targets are the following tokens, "
-                    "ids[o + 1 : o + T + 1]."),
-    ({"roll": True}, "y is x rolled by one, so its last target wraps around to the window's first token: take y from "
-                     "ids, ids[o + 1 : o + T + 1], so that the last target is the token after the window."),
-    ({"start": 1}, "both windows start one token late: x starts at ids[o], y at ids[o + 1]."),
-    ({"shift": 2}, "y is moved two tokens on: it starts at ids[o + 1], one token after x."),
-]
 # ------------------------------------------------------------------ next_token_loss
 def _loss_with(logits, targets, *, score="log", sign=-1, total=False, bits=False, part=None, flat=True):
     """The loss with the usual mistakes as switches: the mean (or ``total``) of ``sign`` times the targets' ``score``
@@ -77,24 +64,6 @@ def _loss_cases(hidden=False):
          "F.cross_entropy wants (N, V) logits and (N,) targets: flatten with reshape(-1, V) and reshape(-1)."),
         (draw(2, 4, 5, 400.0), "logits of shape (2, 4, 5) in the hundreds", "exp of a logit in the hundreds "
          "overflows: use log_softmax (or F.cross_entropy), which subtracts the largest logit first.")]]
-_LOSS_MISTAKES = [
-    ({"total": True}, "it sums the losses of the B*T positions: take their mean, so that the loss does not grow with "
-                      "the batch size or the context length."),
-    ({"sign": 1}, "the sign is wrong: the loss is the *negative* mean log-probability of the targets (it is >= 0, and "
-                  "0 only for a perfect prediction)."),
-    ({"score": "p"}, "it averages the targets' probabilities, not their logarithms: the loss is -mean(log p(target))."),
-    ({"score": "1-p", "sign": 1}, "it averages 1 - p(target): the loss is -mean(log p(target))."),
-    ({"score": "raw"}, "it uses the logits as if they were log-probabilities: apply log_softmax over the vocabulary "
-                       "axis first (or use F.cross_entropy, which does)."),
-    ({"bits": True}, "it measures in bits (log base 2): use the natural logarithm, as F.cross_entropy does."),
-    ({"part": "shift"}, "it shifts the targets once more: targets[:, t] already is the token after position t (the "
-                      "batch did the shift), so compare logits[:, t] with targets[:, t]."),
-    ({"flat": False}, "F.cross_entropy read the logits' axis 1 (the positions) as the classes: it wants (N, V) logits "
-                      "and (N,) targets, so flatten with logits.reshape(-1, V) and targets.reshape(-1)."),
-    ({"part": "row"}, "it only uses the first row of the batch: average over every row and every position."),
-    ({"part": "last"}, "it only uses the last position of each row: a causal language model is trained to predict "
-                       "the next token at every position."),
-]
 # ------------------------------------------------------------------ gpt_parameter_count
 def _count_with(V, T, L, C, bias=True, *, tied=True, positions=True, final_ln=True, block_ln=True, out_proj=True,
                 ff_width=4, blocks=None, biases=True, ln_shift=True):
@@ -103,42 +72,22 @@ def _count_with(V, T, L, C, bias=True, *, tied=True, positions=True, final_ln=Tr
     ln = C + b * C * ln_shift  # one layer norm: gains and shifts
     block = (4 if out_proj else 3) * (C * C + b * C) + 2 * ff_width * C * C + b * (ff_width + 1) * C + 2 * ln * block_ln
     return V * C * (1 if tied else 2) + T * C * positions + (L if blocks is None else blocks) * block + ln * final_ln
-_COUNT_CASES = [
-    ((10, 8, 1, 4), "V = 10, T = 8, one block, C = 4, bias=False", "by hand: 40 (tokens, shared with the output "
-     "layer) + 32 (positions) + 192 (12 C^2 in the block) + 8 (its two layer norms' gains) + 4 (the final layer "
-     "norm) = 276.", False),
-    ((10, 8, 1, 4), "V = 10, T = 8, one block, C = 4, bias=True", "with biases each block gains 11 C (3 C + C in "
-     "attention, 4 C + C in the feed-forward block, C + C in the layer norms' shifts) and the final layer norm C: "
-     "276 + 44 + 4 = 324.", True),
-    ((96, 64, 4, 128), "the chapter's model: V = 96, T = 64, 4 blocks, C = 128, bias=False",
-     "12 C^2 + 2 C per block, times n_layer.", False),
-    ((65, 256, 6, 384), "nanoGPT's shakespeare-char model: V = 65, T = 256, 6 blocks, C = 384, bias=False", None,
-     False),
-    ((50257, 1024, 12, 768), "GPT-2 small: V = 50257, T = 1024, 12 blocks, C = 768, bias=True",
-     "GPT-2 small has 124,439,808 parameters: the 124M of its name.", True),
-]
-_COUNT_HIDDEN = [(1, 1, 1, 1), (2, 3, 1, 2), (96, 64, 4, 128), (50, 128, 8, 64), (65, 256, 6, 384),
-                 (50304, 1024, 24, 1024), (32000, 2048, 1, 16)]
-_COUNT_MISTAKES = [
-    ({"tied": False}, "it counts the output layer's V x C matrix as well: with weight tying it *is* the token "
-                      "embedding's matrix, so it is counted once."),
-    ({"positions": False}, "the position embedding is missing: context x d_model more parameters, one learned vector "
-                           "per position."),
-    ({"final_ln": False}, "the final layer norm, after the last block, is missing: C gains (and C shifts with bias)."),
-    ({"block_ln": False}, "the two layer norms of each block are missing: 2 C per block (4 C with bias)."),
-    ({"out_proj": False}, "the attention's output projection W_o is missing: attention has four C x C matrices, W_q, "
-                          "W_k, W_v and W_o."),
-    ({"ff_width": 1}, "the feed-forward block is C -> C -> C here: its hidden layer is 4 C wide, C -> 4C -> C, so it "
-                      "has 8 C^2 weights."),
-    ({"blocks": 1}, "it counts one block: multiply the per-block count by n_layer."),
-    ({"biases": False}, "it leaves out the biases: with bias=True every linear layer has a bias vector and every layer "
-                        "norm a shift beside its gain."),
-    ({"ln_shift": False}, "the layer norms' shifts are missing: with bias=True each has C gains and C shifts."),
-]
+_COUNT_CASES = [Case(a, {"bias": b}, about=f"{ab}, bias={b}", hint=h, rtol=0, atol=0.5) for a, b, ab, h in [
+    ((10, 8, 1, 4), False, "V = 10, T = 8, one block, C = 4", "by hand: 40 (tokens, shared with the output layer) + "
+     "32 (positions) + 192 (12 C^2 in the block) + 8 (its two layer norms' gains) + 4 (the final layer norm) = 276."),
+    ((10, 8, 1, 4), True, "V = 10, T = 8, one block, C = 4", "with biases each block gains 11 C (3 C + C in "
+     "attention, 4 C + C in the feed-forward block, C + C in the layer norms' shifts) and the final layer norm C: 276 "
+     "+ 44 + 4 = 324."),
+    ((96, 64, 4, 128), False, "the chapter's model: V = 96, T = 64, 4 blocks, C = 128",
+     "12 C^2 + 2 C per block, times n_layer."),
+    ((65, 256, 6, 384), False, "nanoGPT's shakespeare-char model: V = 65, T = 256, 6 blocks, C = 384", None),
+    ((50257, 1024, 12, 768), True, "GPT-2 small: V = 50257, T = 1024, 12 blocks, C = 768",
+     "GPT-2 small has 124,439,808 parameters: the 124M of its name.")]]
+_COUNT_HIDDEN = [Case(a, {"bias": b}, rtol=0, atol=0.5) for a in [(1, 1, 1, 1), (2, 3, 1, 2), (96, 64, 4, 128),
+    (50, 128, 8, 64), (65, 256, 6, 384), (50304, 1024, 24, 1024), (32000, 2048, 1, 16)] for b in (True, False)]
 # ------------------------------------------------------------------ top_p_filter
-def _top_p_with(logits, p, *, rule="before", back=True, fill=-math.inf, probs=False):
+def _top_p_with(z, p, *, rule="before", back=True, fill=-math.inf, probs=False):
     """Nucleus filtering with the usual mistakes as switches: a ``rule`` to drop, left sorted, ``fill``, ``probs``."""
-    z = torch.as_tensor(logits)
     sp, order = torch.softmax(z, -1).sort(-1, descending=True)
     before = sp.cumsum(-1) - sp  # (..., V): the probability of the more likely tokens
     drop = {"before": before >= p, "with": before + sp > p, "one_more": F.pad(before, (1, 0))[..., :-1] >= p}[rule]
@@ -168,31 +117,68 @@ def _top_p_hidden():
         z = scale * torch.randn(shape, generator=g, dtype=torch.float64)
         cases += [Case((z, p)) for p in (0.05, 0.5, 0.8, 0.95, 1.0)]
     return cases + [Case((torch.tensor([[10.0, 0.0, -1.0, -2.0], [0.0, 0.1, 0.2, 0.3]], dtype=torch.float64), 0.9))]
-_TOP_P_MISTAKES = [
-    ({"rule": "with"}, "it drops the token whose probability carries the total to p or past it (cumsum > p): keep a "
-                       "token when the tokens *before* it hold less than p, (cumsum - probs) < p, so the nucleus "
-                       "reaches p and the most likely token always stays."),
-    ({"back": False}, "it returns the logits sorted by size: put each one back at its token's place (scatter with the "
-                      "indices the sort returned), only the dropped ones set to -inf."),
-    ({"fill": 0.0}, "the dropped logits are set to 0, and softmax still gives them weight: set them to float('-inf'), "
-                    "whose probability is exactly 0."),
-    (lambda logits, p: logits, "it keeps every token, though the most likely ones already reach p: sort the "
-     "probabilities (softmax first, not the logits) in decreasing order, descending=True, then add them up."),
-    ({"probs": True}, "it returns probabilities: return the logits, with the dropped ones set to -inf (sampling "
-                      "applies softmax afterwards)."),
-    ({"rule": "one_more"}, "it keeps one token too many: drop every token whose more likely tokens already hold p or "
-                           "more, (cumsum - probs) >= p."),
-]
 EXERCISES = ExerciseSet(
     Exercise("make_batch", ["ids", "offsets", "context"], make_batch, _batch_cases, _batch_hidden, outputs=("x", "y"),
-             wrong=_batch_with, mistakes=_BATCH_MISTAKES),
+             wrong=_batch_with, mistakes=[
+        ({"shift": 0}, "y equals x: the target at position t is the token that comes next, ids[o + t + 1], so y is the "
+         "window moved one token to the right."),
+        ({"swap": True}, "x and y are swapped: x is the window ids[o : o + T], y the window one token later."),
+        ({"shift": -1}, "y is moved one token to the left, ids[o - 1 : o + T - 1]: the targets are the following "
+         "tokens, ids[o + 1 : o + T + 1]."),
+        ({"roll": True}, "y is x rolled by one, so its last target wraps around to the window's first token: take y "
+         "from ids, ids[o + 1 : o + T + 1], so that the last target is the token after the window."),
+        ({"start": 1}, "both windows start one token late: x starts at ids[o], y at ids[o + 1]."),
+        ({"shift": 2}, "y is moved two tokens on: it starts at ids[o + 1], one token after x.")]),
     Exercise("next_token_loss", ["logits", "targets"], next_token_loss, _loss_cases, lambda: _loss_cases(hidden=True),
-             wrong=_loss_with, mistakes=_LOSS_MISTAKES),
+             wrong=_loss_with, mistakes=[
+        ({"total": True}, "it sums the losses of the B*T positions: take their mean, so that the loss does not grow "
+         "with the batch size or the context length."),
+        ({"sign": 1}, "the sign is wrong: the loss is the *negative* mean log-probability of the targets (it is >= 0, "
+         "and 0 only for a perfect prediction)."),
+        ({"score": "p"}, "it averages the targets' probabilities, not their logarithms: the loss is -mean(log "
+         "p(target))."),
+        ({"score": "1-p", "sign": 1}, "it averages 1 - p(target): the loss is -mean(log p(target))."),
+        ({"score": "raw"}, "it uses the logits as if they were log-probabilities: apply log_softmax over the "
+         "vocabulary axis first (or use F.cross_entropy, which does)."),
+        ({"bits": True}, "it measures in bits (log base 2): use the natural logarithm, as F.cross_entropy does."),
+        ({"part": "shift"}, "it shifts the targets once more: targets[:, t] already is the token after position t "
+         "(the batch did the shift), so compare logits[:, t] with targets[:, t]."),
+        ({"flat": False}, "F.cross_entropy read the logits' axis 1 (the positions) as the classes: it wants (N, V) "
+         "logits and (N,) targets, so flatten with logits.reshape(-1, V) and targets.reshape(-1)."),
+        ({"part": "row"}, "it only uses the first row of the batch: average over every row and every position."),
+        ({"part": "last"}, "it only uses the last position of each row: a causal language model is trained to "
+         "predict the next token at every position.")]),
     Exercise("gpt_parameter_count", ["vocab_size", "context", "n_layer", "d_model"], gpt_parameter_count,
-             lambda: [Case(a, {"bias": b}, about=ab, hint=h, rtol=0, atol=0.5) for a, ab, h, b in _COUNT_CASES],
-             lambda: [Case(a, {"bias": b}, rtol=0, atol=0.5) for a in _COUNT_HIDDEN for b in (True, False)],
-             wrong=_count_with, mistakes=_COUNT_MISTAKES, grade_id="parameter-count"),
-    Exercise("top_p_filter", ["logits", "p"], top_p_filter, _top_p_cases, _top_p_hidden, wrong=_top_p_with,
-             mistakes=_TOP_P_MISTAKES, grade_id="top-p"),
+             lambda: _COUNT_CASES, lambda: _COUNT_HIDDEN, grade_id="parameter-count", wrong=_count_with, mistakes=[
+        ({"tied": False}, "it counts the output layer's V x C matrix as well: with weight tying it *is* the token "
+         "embedding's matrix, so it is counted once."),
+        ({"positions": False}, "the position embedding is missing: context x d_model more parameters, one learned "
+         "vector per position."),
+        ({"final_ln": False}, "the final layer norm, after the last block, is missing: C gains (and C shifts with "
+         "bias)."),
+        ({"block_ln": False}, "the two layer norms of each block are missing: 2 C per block (4 C with bias)."),
+        ({"out_proj": False}, "the attention's output projection W_o is missing: attention has four C x C matrices, "
+         "W_q, W_k, W_v and W_o."),
+        ({"ff_width": 1}, "the feed-forward block is C -> C -> C here: its hidden layer is 4 C wide, C -> 4C -> C, so "
+         "it has 8 C^2 weights."),
+        ({"blocks": 1}, "it counts one block: multiply the per-block count by n_layer."),
+        ({"biases": False}, "it leaves out the biases: with bias=True every linear layer has a bias vector and every "
+         "layer norm a shift beside its gain."),
+        ({"ln_shift": False}, "the layer norms' shifts are missing: with bias=True each has C gains and C shifts.")]),
+    Exercise("top_p_filter", ["logits", "p"], top_p_filter, _top_p_cases, _top_p_hidden, grade_id="top-p",
+             wrong=_top_p_with, mistakes=[
+        ({"rule": "with"}, "it drops the token whose probability carries the total to p or past it (cumsum > p): "
+         "keep a token when the tokens *before* it hold less than p, (cumsum - probs) < p, so the nucleus reaches p "
+         "and the most likely token always stays."),
+        ({"back": False}, "it returns the logits sorted by size: put each one back at its token's place (scatter with "
+         "the indices the sort returned), only the dropped ones set to -inf."),
+        ({"fill": 0.0}, "the dropped logits are set to 0, and softmax still gives them weight: set them to "
+         "float('-inf'), whose probability is exactly 0."),
+        (lambda logits, p: logits, "it keeps every token, though the most likely ones already reach p: sort the "
+         "probabilities (softmax first, not the logits) in decreasing order, descending=True, then add them up."),
+        ({"probs": True}, "it returns probabilities: return the logits, with the dropped ones set to -inf (sampling "
+         "applies softmax afterwards)."),
+        ({"rule": "one_more"}, "it keeps one token too many: drop every token whose more likely tokens already hold p "
+         "or more, (cumsum - probs) >= p.")]),
 )
 check = EXERCISES.check

@@ -10,44 +10,67 @@ from . import Case, Exercise, ExerciseSet
 
 def _some(rng, pool, lo, hi):  # a random selection of lo to hi - 1 ids of the pool, as str
     return [str(d) for d in rng.permutation(pool)[: int(rng.integers(lo, hi))]]
+def _table(rows):  # cases from rows (args, kwargs, about, hint[, the Case's other fields])
+    return [Case(a, kw, about=about, hint=hint, **(more[0] if more else {})) for a, kw, about, hint, *more in rows]
+
 def _bm25_with(f, n, doc_len, avgdl, n_docs, k1=1.2, b=0.75, *, idf="fts5", log=math.log, plus_one=True, flip=False,
-               length=True, parens=True, saturate=True, fixed=False):
-    """The BM25 weight with the usual mistakes as switches: the IDF, the log, and each part of the fraction."""
+               length=True, parens=True, saturate=True, fixed=False):  # the IDF, the log, each part of the fraction
     (k1, b), raw = (1.2, 0.75) if fixed else (k1, b), log((n_docs - n + 0.5) / (n + 0.5))
-    w = {"fts5": raw if raw > 0 else 1e-6, "raw": raw, "zero": max(raw, 0.0), "classic": math.log(n_docs / n) if n
-         else math.inf, "lucene": math.log(1 + (n_docs - n + 0.5) / (n + 0.5))}[idf]
+    classic, lucene = math.log(n_docs / n) if n else math.inf, math.log(1 + (n_docs - n + 0.5) / (n + 0.5))
+    w = {"fts5": raw if raw > 0 else 1e-6, "raw": raw, "zero": max(raw, 0.0), "classic": classic, "lucene": lucene}[idf]
     f, dl = np.asarray(f, dtype=float), np.asarray(doc_len, dtype=float)
     ratio = avgdl / dl if flip else dl / avgdl
     norm = (k1 * (1 - b + b * ratio) if length else k1) if parens else k1 * (1 - b) + b * ratio
     return w * (f * (k1 + 1 if plus_one else 1) / (f + norm) if saturate else f)
-def _bm25_cases(hidden=False):
-    if hidden:
-        rng, cases = np.random.default_rng(1101), []
-        for N in (1, 2, 3, 10, 51, 10_000):
-            for n in sorted({1, max(1, N // 2), (N + 1) // 2, N, int(rng.integers(1, N + 1))}):
-                f, lens = rng.integers(0, 8, size=7).astype(float), rng.integers(1, 60, size=7).astype(float)
-                cases.append(Case((f, n, lens, float(rng.uniform(3, 40)), N), atol=1e-12))
-        for k1, b in [(0.5, 0.0), (3.0, 1.0), (1.2, 0.75), (10.0, 0.5)]:
-            f, lens = rng.integers(1, 20, size=(3, 4)).astype(float), rng.integers(1, 100, size=(3, 4)).astype(float)
-            cases.append(Case((f, 5, lens, 25.0, 40), {"k1": k1, "b": b}))
-        return cases + [Case((4, 2, 7, 7.0, 9))]  # plain numbers
+def _bm25_cases():
     f, lens = np.array([0.0, 1.0, 2.0, 5.0, 1.0, 3.0]), np.array([10.0, 5.0, 10.0, 20.0, 40.0, 8.0])  # six documents
-    return [Case((1, 3, 10, 10.0, 8), about="f = 1, n = 3, doc_len = avgdl = 10, n_docs = 8", hint="by hand: the IDF "
-                 "is ln((8 - 3 + 0.5) / (3 + 0.5)) = ln(5.5 / 3.5) = 0.452, and with doc_len = avgdl and f = 1 the "
-                 "fraction is 1 * 2.2 / (1 + 1.2) = 1."),
-            Case((f, 3, lens, 12.0, 8), about="arrays f = [0, 1, 2, 5, 1, 3] and doc_len = [10, 5, 10, 20, 40, 8], "
-                 "avgdl = 12", hint="use NumPy operations so that f and doc_len may be arrays; a document without the "
-                 "term (f = 0) gets 0."), Case((f, 3, lens, 12.0, 8), {"k1": 2.0, "b": 0.3}, about="the same arrays "
-                 "with k1 = 2, b = 0.3", hint="use the k1 and b arguments."),
-            Case((2, 6, 10, 10.0, 8), atol=1e-12, about="a term in 6 of 8 documents (f = 2, doc_len = avgdl = 10)",
-                 hint="ln((8 - 6 + 0.5) / (6 + 0.5)) < 0: FTS5 then uses an IDF of 1e-6."),
-            Case((1, 4, 10, 10.0, 8), atol=1e-12, about="a term in exactly half the documents, 4 of 8",
-                 hint="ln(4.5 / 4.5) = 0 is not > 0, so the IDF becomes 1e-6 here too."),
-            Case((f, 1, lens, 12.0, 1000), about="a rare term: in 1 of 1000 documents",
-                 hint="ln((1000 - 1 + 0.5) / (1 + 0.5)) = 6.50: rare terms weigh much more.")]
+    return _table([
+        ((1, 3, 10, 10.0, 8), {}, "f = 1, n = 3, doc_len = avgdl = 10, n_docs = 8", "by hand: the IDF is ln((8 - 3 + "
+         "0.5) / (3 + 0.5)) = ln(5.5 / 3.5) = 0.452, and with doc_len = avgdl and f = 1 the fraction is 1 * 2.2 / (1 + "
+         "1.2) = 1."),
+        ((f, 3, lens, 12.0, 8), {}, "arrays f = [0, 1, 2, 5, 1, 3] and doc_len = [10, 5, 10, 20, 40, 8], avgdl = 12",
+         "use NumPy operations so that f and doc_len may be arrays; a document without the term (f = 0) gets 0."),
+        ((f, 3, lens, 12.0, 8), {"k1": 2.0, "b": 0.3}, "the same arrays with k1 = 2, b = 0.3", "use the k1 and b "
+         "arguments."),
+        ((2, 6, 10, 10.0, 8), {}, "a term in 6 of 8 documents (f = 2, doc_len = avgdl = 10)",
+         "ln((8 - 6 + 0.5) / (6 + 0.5)) < 0: FTS5 then uses an IDF of 1e-6.", {"atol": 1e-12}),
+        ((1, 4, 10, 10.0, 8), {}, "a term in exactly half the documents, 4 of 8",
+         "ln(4.5 / 4.5) = 0 is not > 0, so the IDF becomes 1e-6 here too.", {"atol": 1e-12}),
+        ((f, 1, lens, 12.0, 1000), {}, "a rare term: in 1 of 1000 documents", "ln((1000 - 1 + 0.5) / (1 + 0.5)) = "
+         "6.50: rare terms weigh much more.")])
+def _bm25_hidden():
+    rng, cases = np.random.default_rng(1101), []
+    for N in (1, 2, 3, 10, 51, 10_000):
+        for n in sorted({1, max(1, N // 2), (N + 1) // 2, N, int(rng.integers(1, N + 1))}):
+            f, lens = rng.integers(0, 8, size=7).astype(float), rng.integers(1, 60, size=7).astype(float)
+            cases.append(Case((f, n, lens, float(rng.uniform(3, 40)), N), atol=1e-12))
+    for k1, b in [(0.5, 0.0), (3.0, 1.0), (1.2, 0.75), (10.0, 0.5)]:
+        f, lens = rng.integers(1, 20, size=(3, 4)).astype(float), rng.integers(1, 100, size=(3, 4)).astype(float)
+        cases.append(Case((f, 5, lens, 25.0, 40), {"k1": k1, "b": b}))
+    return cases + [Case((4, 2, 7, 7.0, 9))]  # plain numbers
+_BM25 = Exercise("bm25_weight", ["f", "n", "doc_len", "avgdl", "n_docs"], R.bm25_weight, _bm25_cases, _bm25_hidden,
+                 wrong=_bm25_with, mistakes=[
+    ({"idf": "raw"}, "the IDF is not clamped: for a term in half the documents or more, ln((N - n + 0.5) / (n + 0.5)) "
+     "is <= 0, and FTS5 replaces it by 1e-6."),
+    ({"idf": "zero"}, "the IDF is clamped at 0: FTS5 replaces an IDF <= 0 by 1e-6, so that a very common term still "
+     "counts a little."),
+    ({"idf": "classic"}, "the IDF is the classic ln(N / n); BM25's is ln((N - n + 0.5) / (n + 0.5))."),
+    ({"idf": "lucene"}, "the IDF is Lucene's ln(1 + (N - n + 0.5) / (n + 0.5)), never negative; FTS5's has no 1 + and "
+     "is clamped at 1e-6."),
+    ({"log": math.log10}, "the IDF uses log10; BM25 (and FTS5) use the natural logarithm, np.log or math.log."),
+    ({"plus_one": False}, "the numerator lacks the factor (k1 + 1): f * (k1 + 1) / (f + ...)."),
+    ({"flip": True}, "the length ratio is upside down: a long document (|D| > avgdl) should get a larger denominator, "
+     "so use b * doc_len / avgdl."),
+    ({"length": False}, "the length normalisation is missing: the denominator is f + k1 * (1 - b + b * doc_len / "
+     "avgdl)."),
+    ({"parens": False}, "k1 multiplies the whole length factor: f + k1 * (1 - b + b * doc_len / avgdl), with the "
+     "parentheses."),
+    ({"saturate": False}, "it multiplies the IDF by the raw count f, which is TF-IDF: BM25 saturates the count, f * "
+     "(k1 + 1) / (f + k1 * (...))."),
+    ({"fixed": True}, "it ignores the k1 and b arguments and always uses 1.2 and 0.75.")])
+
 def _metrics_with(ranking, judged, k=10, *, over="relevant", recall_cut=True, rr_cut=False, gain=lambda g: max(g, 0),
-                  ideal_from_run=False, ideal_cut=True, normalise=True):
-    """recall@k, RR and nDCG@k with the usual mistakes as switches."""
+                  ideal_from_run=False, ideal_cut=True, normalise=True):  # recall@k, RR and nDCG@k
     ranking, relevant = list(ranking), {d for d, g in judged.items() if g >= 1}
     if not relevant:
         return 0.0, 0.0, 0.0
@@ -57,31 +80,48 @@ def _metrics_with(ranking, judged, k=10, *, over="relevant", recall_cut=True, rr
     ideal = sorted(map(gain, [judged.get(d, 0) for d in ranking[:k]] if ideal_from_run else judged.values()))[::-1]
     found, best = dcg([gain(judged.get(d, 0)) for d in ranking[:k]]), dcg(ideal[:k] if ideal_cut else ideal)
     return recall, rr, ((found / best if best else 0.0) if normalise else found)
-def _metrics_cases(hidden=False):
-    if hidden:
-        rng, pool, cases = np.random.default_rng(1102), [f"sec-{i:03d}" for i in range(60)], []
-        for _ in range(24):
-            ranking, judged = _some(rng, pool, 0, 40), rng.permutation(pool)[: int(rng.integers(1, 12))]
-            judged = {str(d): int(rng.choice([0, 1, 1, 2, 2, 3])) for d in judged}
-            cases.append(Case((ranking, judged), {"k": int(rng.choice([1, 3, 5, 10, 20, 100]))}))
-        return cases + [Case(([], {"a": 2}), expected=(0.0,) * 3), Case((["a"], {"a": 1}), expected=(1.0,) * 3)]
+def _metrics_cases():
     long_r = [str(d) for d in np.random.default_rng(11).permutation([f"s{i:02d}" for i in range(40)])[:25]]
     long_j = {long_r[1]: 1, long_r[4]: 2, long_r[8]: 0, long_r[15]: 2, "s99": 1, long_r[20]: 0}
     many_j = {f"r{i}": 1 + (i % 2) for i in range(0, 20, 2)} | {f"r{i}": 2 for i in range(1, 20, 6)}
-    return [Case((["a", "b", "c", "d", "e"], {"b": 2, "d": 1, "x": 1}), {"k": 3}, about="ranking [a, b, c, d, e], "
-                 "judged {b: 2, d: 1, x: 1}, k = 3", hint="by hand: 1 of the 3 relevant documents is in the top 3, so "
-                 "recall@3 = 1/3; the first relevant one is at rank 2, so RR = 1/2; DCG@3 = 2 / log2(3) = 1.262 and "
-                 "the ideal ranking (2, 1, 1) gives 2 + 1/log2(3) + 1/log2(4) = 3.131, so nDCG@3 = 0.403."),
-            Case((long_r, long_j), about="25 results, 6 judgments (grades 0, 1 and 2), k = 10", hint="grade 0 is "
-                 "judged not relevant; a judged document the system missed still counts in recall and in the ideal "
-                 "ranking."),
-            Case(([f"n{i}" for i in range(11)] + ["hit", "n99"], {"hit": 1}), {"k": 5}, about="the only relevant "
-                 "document at rank 12, k = 5", hint="recall@5 and nDCG@5 are 0, but the reciprocal rank looks down the "
-                 "whole ranking: 1/12."), Case(([f"r{i}" for i in range(20)], many_j), {"k": 5}, about="14 relevant "
-                 "documents (grades 1 and 2), k = 5", hint="the ideal DCG@5 takes the 5 best grades of all judged "
-                 "documents."), Case((["a", "b"], {"a": 0, "z": 0}), expected=(0.0, 0.0, 0.0), about="no relevant "
-                 "document at all", hint="with no relevant document every metric is 0 (trec_eval's convention), not a "
-                 "division by zero.")]
+    return _table([
+        ((["a", "b", "c", "d", "e"], {"b": 2, "d": 1, "x": 1}), {"k": 3},
+         "ranking [a, b, c, d, e], judged {b: 2, d: 1, x: 1}, k = 3", "by hand: 1 of the 3 relevant documents is in "
+         "the top 3, so recall@3 = 1/3; the first relevant one is at rank 2, so RR = 1/2; DCG@3 = 2 / log2(3) = 1.262 "
+         "and the ideal ranking (2, 1, 1) gives 2 + 1/log2(3) + 1/log2(4) = 3.131, so nDCG@3 = 0.403."),
+        ((long_r, long_j), {}, "25 results, 6 judgments (grades 0, 1 and 2), k = 10", "grade 0 is judged not relevant; "
+         "a judged document the system missed still counts in recall and in the ideal ranking."),
+        (([f"n{i}" for i in range(11)] + ["hit", "n99"], {"hit": 1}), {"k": 5},
+         "the only relevant document at rank 12, k = 5", "recall@5 and nDCG@5 are 0, but the reciprocal rank looks "
+         "down the whole ranking: 1/12."),
+        (([f"r{i}" for i in range(20)], many_j), {"k": 5}, "14 relevant documents (grades 1 and 2), k = 5", "the ideal "
+         "DCG@5 takes the 5 best grades of all judged documents."),
+        ((["a", "b"], {"a": 0, "z": 0}), {}, "no relevant document at all",
+         "with no relevant document every metric is 0 (trec_eval's convention), not a division by zero.",
+         {"expected": (0.0, 0.0, 0.0)})])
+def _metrics_hidden():
+    rng, pool, cases = np.random.default_rng(1102), [f"sec-{i:03d}" for i in range(60)], []
+    for _ in range(24):
+        ranking, judged = _some(rng, pool, 0, 40), rng.permutation(pool)[: int(rng.integers(1, 12))]
+        judged = {str(d): int(rng.choice([0, 1, 1, 2, 2, 3])) for d in judged}
+        cases.append(Case((ranking, judged), {"k": int(rng.choice([1, 3, 5, 10, 20, 100]))}))
+    return cases + [Case(([], {"a": 2}), expected=(0.0,) * 3), Case((["a"], {"a": 1}), expected=(1.0,) * 3)]
+_METRICS = Exercise("query_metrics", ["ranking", "judged"], R.query_metrics, _metrics_cases, _metrics_hidden,
+                    outputs=("recall", "rr", "ndcg"), wrong=_metrics_with, mistakes=[
+    ({"over": "k"}, "recall is divided by k, which is precision@k: divide by the number of relevant documents."),
+    ({"over": "judged"}, "recall divides by every judged document, grade 0 included: only grades >= 1 are relevant."),
+    ({"recall_cut": False}, "recall counts the whole ranking: count the relevant documents among the first k only."),
+    ({"rr_cut": True}, "the reciprocal rank stops at k (that is MRR@k): trec_eval's recip_rank looks down the whole "
+     "ranking."),
+    ({"gain": lambda g: 2 ** max(g, 0) - 1}, "the gain is 2**grade - 1 (Burges et al.'s exponential gain); trec_eval's "
+     "ndcg_cut uses the grade itself."),
+    ({"gain": lambda g: float(g >= 1)}, "the gain is 1 for every relevant document: use the grade itself, so that "
+     "grade 2 counts twice grade 1."),
+    ({"ideal_from_run": True}, "the ideal ranking is built from the documents the system returned: sort every judged "
+     "document by grade, including those it missed."),
+    ({"ideal_cut": False}, "the ideal DCG is not cut at k: keep only the k best grades of the ideal ranking."),
+    ({"normalise": False}, "it returns DCG@k without dividing by the ideal DCG@k: nDCG = DCG@k / IDCG@k.")])
+
 def _rrf_with(rankings, k=60, *, start=1, fixed=None, keep="any", combine=sum):
     """RRF with the usual mistakes as switches: ranks from ``start``, a ``fixed`` k, which documents to ``keep``."""
     lists, k = [list(r) for r in rankings], k if fixed is None else fixed
@@ -89,23 +129,39 @@ def _rrf_with(rankings, k=60, *, start=1, fixed=None, keep="any", combine=sum):
             "all": [d for d in dict.fromkeys(d for r in lists for d in r) if all(d in r for r in lists)]}[keep]
     term = lambda rank: 1 / (k + rank) if k + rank else math.inf  # noqa: E731
     return {d: combine([term(r.index(d) + start) for r in lists if d in r]) for d in docs}
-def _rrf_cases(hidden=False):
-    if hidden:
-        rng, pool = np.random.default_rng(1103), [f"doc-{i:03d}" for i in range(80)]
-        cases = [Case(([_some(rng, pool, 0, 50) for _ in range(int(rng.integers(1, 5)))],), {"k": float(rng.choice(
-            [0, 1, 20, 60, 100.5]))}, rtol=1e-9) for _ in range(16)]
-        return cases + [Case(([[5, 3, 9], [9, 5]],)), Case(([["only"]],), expected={"only": 1 / 61})]  # integer ids
+def _rrf_cases():
     rng, pool = np.random.default_rng(12), [f"d{i:02d}" for i in range(30)]
-    return [Case(([["a", "b", "c"], ["c", "a"]],), about="rankings [[a, b, c], [c, a]], k = 60", hint="by hand: a is "
-                 "1st and 2nd, so 1/61 + 1/62 = 0.0325; c is 3rd and 1st, 1/63 + 1/61 = 0.0323; b is only 2nd in the "
-                 "first ranking, 1/62 = 0.0161."), Case(([["a", "b"], ["b", "c"]],), {"k": 0}, about="rankings [[a, "
-                 "b], [b, c]], k = 0", hint="with k = 0, rank 1 adds 1 and rank 2 adds 1/2: a = 1, b = 1/2 + 1 = 1.5, "
-                 "c = 1/2."), Case(([["p", "q"], ["r"], ["s", "p", "t"]],), {"k": 10}, about="three rankings, k = 10",
-                 hint="any number of rankings; each document's score adds one term per ranking that contains it."),
-            Case(([[], ["x", "y"]],), about="an empty ranking and [x, y], k = 60", hint="an empty ranking (a search "
-                 "that found nothing) adds nothing."),
-            Case(([[str(d) for d in rng.permutation(pool)[:20]] for _ in range(2)],), about="two rankings of 20 "
-                 "documents out of 30, k = 60")]
+    return _table([
+        (([["a", "b", "c"], ["c", "a"]],), {}, "rankings [[a, b, c], [c, a]], k = 60", "by hand: a is 1st and 2nd, so "
+         "1/61 + 1/62 = 0.0325; c is 3rd and 1st, 1/63 + 1/61 = 0.0323; b is only 2nd in the first ranking, 1/62 = "
+         "0.0161."),
+        (([["a", "b"], ["b", "c"]],), {"k": 0}, "rankings [[a, b], [b, c]], k = 0", "with k = 0, rank 1 adds 1 and "
+         "rank 2 adds 1/2: a = 1, b = 1/2 + 1 = 1.5, c = 1/2."),
+        (([["p", "q"], ["r"], ["s", "p", "t"]],), {"k": 10}, "three rankings, k = 10", "any number of rankings; each "
+         "document's score adds one term per ranking that contains it."),
+        (([[], ["x", "y"]],), {}, "an empty ranking and [x, y], k = 60", "an empty ranking (a search that found "
+         "nothing) adds nothing."),
+        (([[str(d) for d in rng.permutation(pool)[:20]] for _ in range(2)],), {},
+         "two rankings of 20 documents out of 30, k = 60", None)])
+def _rrf_hidden():
+    rng, pool = np.random.default_rng(1103), [f"doc-{i:03d}" for i in range(80)]
+    cases = [Case(([_some(rng, pool, 0, 50) for _ in range(int(rng.integers(1, 5)))],),
+                  {"k": float(rng.choice([0, 1, 20, 60, 100.5]))}, rtol=1e-9) for _ in range(16)]
+    return cases + [Case(([[5, 3, 9], [9, 5]],)), Case(([["only"]],), expected={"only": 1 / 61})]  # integer ids
+_RRF = Exercise("reciprocal_rank_fusion", ["rankings"], R.rrf, _rrf_cases, _rrf_hidden, compare="scores",
+                wrong=_rrf_with, mistakes=[
+    ({"start": 0}, "the ranks start at 0: the best document has rank 1, so it gets 1 / (k + 1); use enumerate(ranking, "
+     "start=1)."),
+    ({"fixed": 0}, "k is missing: each ranking adds 1 / (k + rank), not 1 / rank."),
+    ({"fixed": 60}, "it ignores the k argument and always uses 60."),
+    ({"keep": "all"}, "it keeps only the documents found by every ranking: a document in one ranking gets that "
+     "ranking's 1 / (k + rank), and nothing from the others."),
+    ({"keep": "first"}, "it scores only the documents of the first ranking: every document of any ranking gets a "
+     "score."),
+    ({"combine": max}, "it keeps the best of a document's terms: RRF adds 1 / (k + rank) over the rankings."),
+    ({"combine": lambda t: sum(t) / len(t)}, "it averages over the rankings that contain the document: RRF adds, so "
+     "that being found by two rankings counts more than by one.")])
+
 def _fusion_with(bm25_scores, dense_scores, alpha, *, scale="minmax", equal=1.0, both=False, swap=False, fill=False):
     """Min-max fusion with the usual mistakes as switches (``fill``: a missing document gets a raw 0 first)."""
     a, b, docs = dict(bm25_scores), dict(dense_scores), {**bm25_scores, **dense_scores}
@@ -117,86 +173,46 @@ def _fusion_with(bm25_scores, dense_scores, alpha, *, scale="minmax", equal=1.0,
         return s if scale == "none" else {d: (v - lo) / (hi - lo) if hi > lo else equal for d, v in s.items()}
     (a, b), (wa, wb) = (norm(a), norm(b)), ((alpha, 1 - alpha) if swap else (1 - alpha, alpha))
     return {d: wa * a.get(d, 0.0) + wb * b.get(d, 0.0) for d in docs if not both or (d in a and d in b)}
-def _fusion_cases(hidden=False):
-    scored = lambda ids, scores: {str(i): float(s) for i, s in zip(ids, scores)}  # noqa: E731
-    if hidden:
-        rng, pool = np.random.default_rng(1104), [f"doc-{i:03d}" for i in range(60)]
-        cases = [Case((scored(_some(rng, pool, 0, 30), rng.uniform(0.1, 25, 30)), scored(_some(rng, pool, 1, 40),
-                       rng.uniform(-0.3, 0.9, 40)), float(rng.choice([0.0, 0.1, 0.35, 0.5, 0.8, 1.0]))))
-                 for _ in range(16)]
-        return cases + [Case(({}, {}, 0.5), expected={}), Case(({"a": 2.0, "b": 2.0}, {"b": 0.5}, 0.25))]
+def _scored(ids, scores):
+    return {str(i): float(s) for i, s in zip(ids, scores)}
+def _fusion_cases():
     bm25, dense, rng = {"a": 12.0, "b": 6.0, "c": 3.0}, {"b": 0.9, "d": 0.5, "a": -0.1}, np.random.default_rng(13)
     pool = [f"d{i:02d}" for i in range(40)]
-    big_b = scored(rng.permutation(pool)[:15], rng.uniform(0.5, 18, 15))
-    big_d = scored(rng.permutation(pool)[:25], rng.uniform(-0.2, 0.8, 25))
-    return [Case((bm25, dense, 0.5), about="bm25 {a: 12, b: 6, c: 3}, dense {b: 0.9, d: 0.5, a: -0.1}, alpha = 0.5",
-                 hint="by hand: BM25 normalises to a = 1, b = 1/3, c = 0 and dense to b = 1, d = 0.6, a = 0, so a = "
-                 "0.5, b = 0.5/3 + 0.5 = 0.667, c = 0, d = 0.3."),
-            Case((bm25, dense, 0.2), about="the same, alpha = 0.2", hint="(1 - alpha) weighs BM25 and alpha the dense "
-                 "scores."),
-            Case((bm25, dense, 0.0), about="the same, alpha = 0 (BM25 alone)", hint="with alpha = 0 the dense scores "
-                 "count for nothing, but the documents only dense search found are still there, with score 0."),
-            Case(({"a": 4.2}, dense, 0.5), about="bm25 with a single result {a: 4.2}", hint="a system whose scores are "
-                 "all equal gives each of them 1 (max = min: do not divide by 0)."),
-            Case(({}, dense, 0.7), about="bm25 {} (no query term in the corpus), alpha = 0.7", hint="a system that "
-                 "found nothing adds nothing: min() of an empty dict raises, so skip it."),
-            Case((big_b, big_d, 0.35), about="15 BM25 results and 25 dense results with some negative cosines, alpha = "
-                 "0.35")]
-EXERCISES = ExerciseSet(
-    Exercise("bm25_weight", ["f", "n", "doc_len", "avgdl", "n_docs"], R.bm25_weight, _bm25_cases,
-             lambda: _bm25_cases(True), wrong=_bm25_with, mistakes=[
-        ({"idf": "raw"}, "the IDF is not clamped: for a term in half the documents or more, ln((N - n + 0.5) / (n + "
-         "0.5)) is <= 0, and FTS5 replaces it by 1e-6."), ({"idf": "zero"}, "the IDF is clamped at 0: FTS5 replaces an "
-         "IDF <= 0 by 1e-6, so that a very common term still counts a little."),
-        ({"idf": "classic"}, "the IDF is the classic ln(N / n); BM25's is ln((N - n + 0.5) / (n + 0.5))."),
-        ({"idf": "lucene"}, "the IDF is Lucene's ln(1 + (N - n + 0.5) / (n + 0.5)), never negative; FTS5's has no 1 + "
-         "and is clamped at 1e-6."), ({"log": math.log10}, "the IDF uses log10; BM25 (and FTS5) use the natural "
-         "logarithm, np.log or math.log."),
-        ({"plus_one": False}, "the numerator lacks the factor (k1 + 1): f * (k1 + 1) / (f + ...)."),
-        ({"flip": True}, "the length ratio is upside down: a long document (|D| > avgdl) should get a larger "
-         "denominator, so use b * doc_len / avgdl."), ({"length": False}, "the length normalisation is missing: the "
-         "denominator is f + k1 * (1 - b + b * doc_len / avgdl)."), ({"parens": False}, "k1 multiplies the whole "
-         "length factor: f + k1 * (1 - b + b * doc_len / avgdl), with the parentheses."),
-        ({"saturate": False}, "it multiplies the IDF by the raw count f, which is TF-IDF: BM25 saturates the count, "
-         "f * (k1 + 1) / (f + k1 * (...))."), ({"fixed": True}, "it ignores the k1 and b arguments and always uses "
-         "1.2 and 0.75.")]),
-    Exercise("query_metrics", ["ranking", "judged"], R.query_metrics, _metrics_cases, lambda: _metrics_cases(True),
-             outputs=("recall", "rr", "ndcg"), wrong=_metrics_with,
-             mistakes=[
-        ({"over": "k"}, "recall is divided by k, which is precision@k: divide by the number of relevant documents."),
-        ({"over": "judged"}, "recall divides by every judged document, grade 0 included: only grades >= 1 are "
-         "relevant."), ({"recall_cut": False}, "recall counts the whole ranking: count the relevant documents among "
-         "the first k only."), ({"rr_cut": True}, "the reciprocal rank stops at k (that is MRR@k): trec_eval's "
-         "recip_rank looks down the whole ranking."),
-        ({"gain": lambda g: 2 ** max(g, 0) - 1}, "the gain is 2**grade - 1 (Burges et al.'s exponential gain); "
-         "trec_eval's ndcg_cut uses the grade itself."), ({"gain": lambda g: float(g >= 1)}, "the gain is 1 for every "
-         "relevant document: use the grade itself, so that grade 2 counts twice grade 1."),
-        ({"ideal_from_run": True}, "the ideal ranking is built from the documents the system returned: sort every "
-         "judged document by grade, including those it missed."), ({"ideal_cut": False}, "the ideal DCG is not cut at "
-         "k: keep only the k best grades of the ideal ranking."), ({"normalise": False}, "it returns DCG@k without "
-         "dividing by the ideal DCG@k: nDCG = DCG@k / IDCG@k.")]),
-    Exercise("reciprocal_rank_fusion", ["rankings"], R.rrf, _rrf_cases, lambda: _rrf_cases(True), compare="scores",
-             wrong=_rrf_with, mistakes=[
-        ({"start": 0}, "the ranks start at 0: the best document has rank 1, so it gets 1 / (k + 1); use "
-         "enumerate(ranking, start=1)."), ({"fixed": 0}, "k is missing: each ranking adds 1 / (k + rank), not 1 / "
-         "rank."), ({"fixed": 60}, "it ignores the k argument and always uses 60."),
-        ({"keep": "all"}, "it keeps only the documents found by every ranking: a document in one ranking gets that "
-         "ranking's 1 / (k + rank), and nothing from the others."), ({"keep": "first"}, "it scores only the documents "
-         "of the first ranking: every document of any ranking gets a score."),
-        ({"combine": max}, "it keeps the best of a document's terms: RRF adds 1 / (k + rank) over the rankings."),
-        ({"combine": lambda t: sum(t) / len(t)}, "it averages over the rankings that contain the document: RRF adds, "
-         "so that being found by two rankings counts more than by one.")]),
-    Exercise("min_max_fusion", ["bm25_scores", "dense_scores", "alpha"], R.min_max_fusion, _fusion_cases,
-             lambda: _fusion_cases(True), compare="scores", wrong=_fusion_with, mistakes=[
-        ({"scale": "none"}, "the scores are not normalised: BM25 scores run to 10 or more and cosines stay below 1, so "
-         "the raw sum is BM25's ranking; rescale each system with (s - min) / (max - min) first."),
-        ({"swap": True}, "the weights are swapped: alpha weighs the dense scores and 1 - alpha the BM25 scores (alpha "
-         "= 0 is BM25 alone)."), ({"scale": "max"}, "it divides by the maximum only: min-max normalisation subtracts "
-         "the minimum first, (s - min) / (max - min)."), ({"equal": 0.0}, "when every score of a system is the same "
-         "(one result, say) each should get 1, the best; it gives 0."),
-        ({"both": True}, "it keeps only the documents both systems returned: a document from one system gets that "
-         "system's weighted score, and 0 from the other."), ({"fill": True}, "a missing document gets a raw score of 0 "
-         "before normalising, which moves the minimum: normalise each system's own scores, then count a missing "
-         "document as 0.")]),
-)
+    big_b = _scored(rng.permutation(pool)[:15], rng.uniform(0.5, 18, 15))
+    big_d = _scored(rng.permutation(pool)[:25], rng.uniform(-0.2, 0.8, 25))
+    return _table([
+        ((bm25, dense, 0.5), {}, "bm25 {a: 12, b: 6, c: 3}, dense {b: 0.9, d: 0.5, a: -0.1}, alpha = 0.5", "by hand: "
+         "BM25 normalises to a = 1, b = 1/3, c = 0 and dense to b = 1, d = 0.6, a = 0, so a = 0.5, b = 0.5/3 + 0.5 = "
+         "0.667, c = 0, d = 0.3."),
+        ((bm25, dense, 0.2), {}, "the same, alpha = 0.2", "(1 - alpha) weighs BM25 and alpha the dense scores."),
+        ((bm25, dense, 0.0), {}, "the same, alpha = 0 (BM25 alone)", "with alpha = 0 the dense scores count for "
+         "nothing, but the documents only dense search found are still there, with score 0."),
+        (({"a": 4.2}, dense, 0.5), {}, "bm25 with a single result {a: 4.2}", "a system whose scores are all equal "
+         "gives each of them 1 (max = min: do not divide by 0)."),
+        (({}, dense, 0.7), {}, "bm25 {} (no query term in the corpus), alpha = 0.7", "a system that found nothing adds "
+         "nothing: min() of an empty dict raises, so skip it."),
+        ((big_b, big_d, 0.35), {},
+         "15 BM25 results and 25 dense results with some negative cosines, alpha = 0.35", None)])
+def _fusion_hidden():
+    rng, pool = np.random.default_rng(1104), [f"doc-{i:03d}" for i in range(60)]
+    cases = [Case((_scored(_some(rng, pool, 0, 30), rng.uniform(0.1, 25, 30)),
+                   _scored(_some(rng, pool, 1, 40), rng.uniform(-0.3, 0.9, 40)),
+                   float(rng.choice([0.0, 0.1, 0.35, 0.5, 0.8, 1.0])))) for _ in range(16)]
+    return cases + [Case(({}, {}, 0.5), expected={}), Case(({"a": 2.0, "b": 2.0}, {"b": 0.5}, 0.25))]
+_FUSION = Exercise("min_max_fusion", ["bm25_scores", "dense_scores", "alpha"], R.min_max_fusion, _fusion_cases,
+                   _fusion_hidden, compare="scores", wrong=_fusion_with, mistakes=[
+    ({"scale": "none"}, "the scores are not normalised: BM25 scores run to 10 or more and cosines stay below 1, so the "
+     "raw sum is BM25's ranking; rescale each system with (s - min) / (max - min) first."),
+    ({"swap": True}, "the weights are swapped: alpha weighs the dense scores and 1 - alpha the BM25 scores (alpha = 0 "
+     "is BM25 alone)."),
+    ({"scale": "max"}, "it divides by the maximum only: min-max normalisation subtracts the minimum first, (s - min) / "
+     "(max - min)."),
+    ({"equal": 0.0}, "when every score of a system is the same (one result, say) each should get 1, the best; it gives "
+     "0."),
+    ({"both": True}, "it keeps only the documents both systems returned: a document from one system gets that system's "
+     "weighted score, and 0 from the other."),
+    ({"fill": True}, "a missing document gets a raw score of 0 before normalising, which moves the minimum: normalise "
+     "each system's own scores, then count a missing document as 0.")])
+
+EXERCISES = ExerciseSet(_BM25, _METRICS, _RRF, _FUSION)
 check = EXERCISES.check
