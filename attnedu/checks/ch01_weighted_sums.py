@@ -6,7 +6,6 @@ from .. import functional as F
 from . import Case, Exercise, ExerciseSet, rows_sum_to_one
 
 _STABLE = "subtract the maximum of each row (keepdims=True) before calling np.exp."
-
 def _softmax_cases():
     x_small, x_rows = np.array([1.0, 2.0, 3.0]), np.array([[1.0, 2.0, 3.0], [1.0, 1.0, 1.0]])
     return [Case((x_small,)), Case((x_rows,), hint="each row is normalised on its own."),
@@ -19,10 +18,8 @@ def _softmax_hidden():
     return [Case((x,)), Case((x,), {"axis": 1}), Case((x,), {"axis": 0}), Case((np.array([1e4, -1e4, 0.0, 5e3]),)),
             Case((np.full((2, 4), -800.0),), expected=np.full((2, 4), 0.25)), Case((np.arange(6).reshape(2, 3),)),
             Case((np.array([[7.0]]),), expected=np.array([[1.0]]))]
-
 def _pool_cases():
-    rng = np.random.default_rng(1)
-    keys = np.sort(rng.uniform(0, 5, size=8))
+    keys = np.sort(np.random.default_rng(1).uniform(0, 5, size=8))
     values, queries = np.sin(keys), np.linspace(0, 5, 6)
     return [Case((np.array([0.0]), np.array([0.0, 1.0]), np.array([1.0, 3.0]), 1.0),
                  hint="by hand: the scores are -(q - k)**2 / (2 * width**2) = [0, -0.5]."),
@@ -33,10 +30,8 @@ def _pool_cases():
                                                      "weights with a stable softmax.")]
 def _pool_hidden():
     rng = np.random.default_rng(202)
-    k = np.sort(rng.uniform(-3, 3, 15))
-    v, q = rng.normal(size=15), rng.uniform(-4, 4, 9)
+    k, v, q = np.sort(rng.uniform(-3, 3, 15)), rng.normal(size=15), rng.uniform(-4, 4, 9)
     return [Case((q, k, v, w)) for w in (0.001, 0.1, 0.7, 5.0, 1e3)] + [Case((np.array([100.0, -50.0]), k, v, 0.1))]
-
 def _loo_cases():
     rng = np.random.default_rng(2)
     x = np.sort(rng.uniform(0, 5, size=20))
@@ -51,7 +46,6 @@ def _loo_hidden():
     y = np.sin(x) + 0.2 * rng.normal(size=30)
     return ([Case((x, y, w), rtol=1e-4) for w in (1e-3, 0.05, 0.4, 3.0, 1e3)]
             + [Case((np.array([0.0, 1.0]), np.array([1.0, 3.0]), 1.0), expected=4.0)])
-
 def _lookup_cases():
     rng = np.random.default_rng(3)
     k, v, q = rng.normal(size=(7, 4)), rng.normal(size=(7, 3)), rng.normal(size=4)
@@ -64,7 +58,6 @@ def _lookup_hidden():
     k, v, q = rng.normal(size=(12, 8)), rng.normal(size=(12, 5)), rng.normal(size=8)
     return ([Case((q, k, v))] + [Case((q, k, v), {"temperature": t}) for t in (2.0, 0.01)]
             + [Case((q * 1e3, k, v)), Case((q[:1], k[:1, :1], v[:1]), expected=(v[0], np.array([1.0])))])
-
 EXERCISES = ExerciseSet(
     Exercise("softmax", ["x"], F.softmax, _softmax_cases, _softmax_hidden, properties=[rows_sum_to_one()]),
     Exercise("attention_pool", ["queries", "keys", "values", "width"], F.attention_pool, _pool_cases, _pool_hidden,

@@ -8,8 +8,7 @@ from ..nn import SelfAttention
 from . import Case, CheckFailed, Exercise, ExerciseSet, register, rows_sum_to_one
 
 def _normal(seed, *shapes):  # arrays of standard normal numbers, drawn in this order
-    rng = np.random.default_rng(seed)
-    return [rng.normal(size=shape) for shape in shapes]
+    return [rng.normal(size=shape) for rng in [np.random.default_rng(seed)] for shape in shapes]
 def _sa_with(x, W_q, W_k, W_v, *, by="d_k", power=0.5, swap=False, axis=-1, transposed=False, project=True):
     d = {"d_k": np.shape(W_k)[1], "d_model": np.shape(x)[-1], "d_v": np.shape(W_v)[1]}[by]  # scores / d ** power
     W_q, W_k, W_v = (np.asarray(W).T if transposed else np.asarray(W) for W in (W_q, W_k, W_v))
@@ -58,15 +57,17 @@ def _module_hidden():  # and SelfAttention(5, 3) in float32, d_v by default: its
 _NOT_BY = "divide by sqrt(d_k), the size of a key (W_k.shape[1]), not by sqrt"
 _SA = dict(params=["x", "W_q", "W_k", "W_v"], outputs=("output", "weights"), properties=[rows_sum_to_one()],
            wrong=_sa_with, mistakes=[
-    ({"power": 0}, "the scores were not scaled: divide q @ k.T by sqrt(d_k), where d_k = W_k.shape[1] is the size of a "
-     "key."), ({"by": "d_model"}, f"{_NOT_BY}(d_model), the size of a token."), ({"by": "d_v"}, f"{_NOT_BY}(d_v), "
-     "the size of a value."), ({"power": 1}, "divide the scores by the square root of d_k, not by d_k itself."),
+    ({"power": 0}, "the scores were not scaled: divide q @ k.T by sqrt(d_k), where d_k = W_k.shape[1] is the size of "
+     "a key."),
+    ({"by": "d_model"}, f"{_NOT_BY}(d_model), the size of a token."),
+    ({"by": "d_v"}, f"{_NOT_BY}(d_v), the size of a value."),
+    ({"power": 1}, "divide the scores by the square root of d_k, not by d_k itself."),
     ({"swap": True}, "scores[i, j] is the query of token i dotted with the key of token j: q @ k.T with q = x @ W_q "
-     "and k = x @ W_k (not k @ q.T, nor W_q and W_k swapped)."), ({"axis": -2}, "the softmax normalises each query's "
-     "scores over the keys: the last axis, axis=-1."), ({"transposed": True}, "the projections are x @ W_q, x @ W_k "
-     "and x @ W_v, with the weight matrices as given (not transposed)."), ({"project": False, "by": "d_model"}, "the "
-     "queries and keys must be projected too: q = x @ W_q and k = x @ W_k.")])
-
+     "and k = x @ W_k (not k @ q.T, nor W_q and W_k swapped)."),
+    ({"axis": -2}, "the softmax normalises each query's scores over the keys: the last axis, axis=-1."),
+    ({"transposed": True}, "the projections are x @ W_q, x @ W_k and x @ W_v, with the weight matrices as given (not "
+     "transposed)."),
+    ({"project": False, "by": "d_model"}, "the queries and keys must be projected too: q = x @ W_q and k = x @ W_k.")])
 def _sinusoids_with(T, d, *, power=2.0, start=0, cos_first=False, blocks=False, own_column_freq=False):
     pe = F.sinusoidal_positions(T + start, d, base=10000.0 ** (power / 2))[start:]  # frequencies 10000 ** (-power*i/d)
     if own_column_freq:  # column 2i+1 is cos(p * 10000 ** (-(2i + 1) / d)): column 4i+3 of the table of width 2d
@@ -102,27 +103,33 @@ EXERCISES = ExerciseSet(
     Exercise("self_attention", reference=F.self_attention, cases=_sa_cases, hidden=_sa_hidden, **_SA),
     Exercise("SelfAttention", reference=SelfAttention, run=_run, cases=lambda: _sa_cases(module=True),
              hidden=_module_hidden, grade_id="self-attention-module", **_SA),
-    Exercise("sinusoidal_positions", ["T", "d"], F.sinusoidal_positions, lambda: [Case(args, hint=hint) for args, hint
-             in [((3, 2), "by hand, with d = 2 row p is [sin(p), cos(p)]: row 0 is [0, 1], row 1 is [0.841, 0.540]."),
-                 ((3, 4), "with d = 4, row p is [sin(p), cos(p), sin(p / 100), cos(p / 100)]."),
-                 ((50, 16), _FREQ + "."), ((7, 128), None)]],
-             lambda: [Case(s) for s in [(1, 2), (10, 6), (128, 64), (1000, 8), (5, 256)]], wrong=_sinusoids_with, mistakes=[
-        ({"cos_first": True}, "the even columns hold sines and the odd columns cosines: you have them the other way "
-         "round."), ({"blocks": True}, "sines and cosines must alternate, column by column (sin, cos, sin, cos, ...): "
-         "you put all the sines first and then all the cosines."), ({"cos_first": True, "blocks": True}, "the columns "
-         "must alternate sin, cos, sin, cos, ...: you put all the cosines first, then the sines."),
-        ({"power": 1.0}, _FREQ + _SLOW), ({"power": 4.0}, _FREQ + _FAST.format("column")), ({"start": 1}, "positions "
-         "start at 0, so row 0 is [0, 1, 0, 1, ...]."), ({"power": -2.0}, f"{_FREQ}: divide the position by 10000 ** "
-         "(2i / d) rather than multiplying by it."), ({"own_column_freq": True}, "columns 2i and 2i+1 share one "
-         "frequency, 10000 ** (-2i / d): your cosine columns use a frequency of their own.")]),
+    Exercise("sinusoidal_positions", ["T", "d"], F.sinusoidal_positions, lambda: [
+        Case((3, 2), hint="by hand, with d = 2 row p is [sin(p), cos(p)]: row 0 is [0, 1], row 1 is [0.841, 0.540]."),
+        Case((3, 4), hint="with d = 4, row p is [sin(p), cos(p), sin(p / 100), cos(p / 100)]."),
+        Case((50, 16), hint=_FREQ + "."), Case((7, 128))],
+        lambda: [Case(s) for s in [(1, 2), (10, 6), (128, 64), (1000, 8), (5, 256)]], wrong=_sinusoids_with, mistakes=[
+            ({"cos_first": True}, "the even columns hold sines and the odd columns cosines: you have them the other "
+             "way round."),
+            ({"blocks": True}, "sines and cosines must alternate, column by column (sin, cos, sin, cos, ...): you put "
+             "all the sines first and then all the cosines."),
+            ({"cos_first": True, "blocks": True}, "the columns must alternate sin, cos, sin, cos, ...: you put all the "
+             "cosines first, then the sines."),
+            ({"power": 1.0}, _FREQ + _SLOW),
+            ({"power": 4.0}, _FREQ + _FAST.format("column")),
+            ({"start": 1}, "positions start at 0, so row 0 is [0, 1, 0, 1, ...]."),
+            ({"power": -2.0}, f"{_FREQ}: divide the position by 10000 ** (2i / d) rather than multiplying by it."),
+            ({"own_column_freq": True}, "columns 2i and 2i+1 share one frequency, 10000 ** (-2i / d): your cosine "
+             "columns use a frequency of their own.")]),
     Exercise("apply_rope", ["x", "positions"], F.apply_rope, _rope_cases, _rope_hidden, wrong=_rope_with, mistakes=[
         ({"half_split": True}, "you rotated the pairs (i, i + d/2), the half-split layout of GPT-NeoX and Hugging "
-         "Face's Llama; this exercise pairs adjacent features (2i, 2i+1)."), ({"sign": -1.0}, "you rotated the wrong "
-         "way: the pair (a, b) becomes (a cos - b sin, a sin + b cos)."), ({"given": False}, "rotate row t by the "
-         "angle positions[t] * theta_i: you used t itself instead of the positions given."),
-        ({"power": 1.0}, _THETA + _SLOW), ({"power": 4.0}, _THETA + _FAST.format("feature")), ({"power": -2.0},
-         f"{_THETA}: the angles shrink from p down to about p / 10000, so use a negative exponent."),
-        ({"own_feature_freq": True}, "both features of a pair are rotated by the same angle, "
-         "p * 10000 ** (-2i / d).")]),
+         "Face's Llama; this exercise pairs adjacent features (2i, 2i+1)."),
+        ({"sign": -1.0}, "you rotated the wrong way: the pair (a, b) becomes (a cos - b sin, a sin + b cos)."),
+        ({"given": False}, "rotate row t by the angle positions[t] * theta_i: you used t itself instead of the "
+         "positions given."),
+        ({"power": 1.0}, _THETA + _SLOW),
+        ({"power": 4.0}, _THETA + _FAST.format("feature")),
+        ({"power": -2.0}, f"{_THETA}: the angles shrink from p down to about p / 10000, so use a negative exponent."),
+        ({"own_feature_freq": True}, "both features of a pair are rotated by the same angle, p * 10000 ** "
+         "(-2i / d).")]),
 )
 check = EXERCISES.check

@@ -29,14 +29,12 @@ def _merge_hidden():
     rng = np.random.default_rng(402)
     y, x = rng.normal(size=(3, 4, 6, 5)), rng.normal(size=(2, 5, 12))
     return [Case((a,)) for a in [y, y[:, :1], y[:, :, :1]] + [F.split_heads(x, H) for H in (1, 2, 3, 4, 6, 12)]]
-
 def _mha_cases():
     I2, I4, tiny, rng = np.eye(2), np.eye(4), np.array([[[1.0, 0.0], [0.0, 1.0]]]), np.random.default_rng(43)
-    x = rng.normal(size=(1, 3, 4))
+    x, on = rng.normal(size=(1, 3, 4)), "x of shape (1, 3, 4), 2 heads, "
     S = [(a + a.T) / 2 for a in (rng.normal(size=(4, 4)) / 2 for _ in range(3))]  # symmetric
     W, xb = [rng.normal(size=(4, 4)) / 2 for _ in range(4)], rng.normal(size=(2, 5, 12))
     Wb, both = [rng.normal(size=(12, 12)) / np.sqrt(12) for _ in range(4)], F.padding_mask(np.array([5, 3]), 5)[:, None]
-    on = "x of shape (1, 3, 4), 2 heads, "
     return [Case((tiny, I2, I2, I2, I2, 1), about="x of shape (1, 2, 2), 1 head, identity matrices", hint="with one "
                  "head and identity matrices this is softmax(x @ x.T / sqrt(2)) @ x, with weights [[0.67, 0.33], "
                  "[0.33, 0.67]]; the weights have shape (B, H, T, T)."),
@@ -61,21 +59,24 @@ def _mha_hidden():
         masks = [F.causal_mask(T), F.causal_mask(T) & F.padding_mask(rng.integers(1, T + 1, B), T)[:, None]]
         cases += [Case((x, *W, H))] + [Case((x, *W, H), {"mask": m}) for m in masks]
     return cases
-
+# the parameter count and the FLOPs, with the usual mistakes as switches
 def _count_with(E, kdim=None, vdim=None, bias=True, *, biases=4, always=False, use_kv=True, square=False):
-    """The parameter count with the usual mistakes as switches: ``biases`` bias vectors, counted ``always``, ..."""
     kd, vd = (kdim or E, vdim or E) if use_kv else (E, E)
     return 2 * E * E + (kd * kd + vd * vd if square else (kd + vd) * E) + biases * E * (bias or always)
 def _flops_with(B, T, E, H, *, factor=2, projections=4, products=2, per_head=True):
-    """The FLOPs with the usual mistakes as switches: ``factor`` FLOPs per term, ``products`` per head, ..."""
     return factor * (projections * B * T * E * E + products * B * T * T * E * (1 if per_head else H))
 _OUT = "it leaves out the output projection"
+_FLOPS = [Case((1, 3, 2, 1), hint="by hand: four projections of 2*B*T*E*E = 2*1*3*2*2 = 24 FLOPs each (96), then the "
+               "scores and the weighted sum, 2*B*H*T*T*dh = 2*1*1*3*3*2 = 36 each (72): 168 in all."),
+          Case((2, 3, 4, 2), hint="with H heads each head has dh = E / H features: the scores cost 2*B*H*T*T*dh."),
+          Case((8, 1024, 768, 12)), Case((1, 4096, 64, 4))]
 
 EXERCISES = ExerciseSet(
     Exercise("split_heads", ["x", "num_heads"], F.split_heads, _split_cases, _split_hidden, mistakes=[
         (lambda x, H: x.reshape(x.shape[0], H, x.shape[1], x.shape[2] // H), "the result equals x.reshape(B, H, T, "
          "dh): a reshape alone puts features of different tokens into one head's rows; reshape to (B, T, H, dh) first, "
-         "then swap axes 1 and 2."), (lambda x, H: x.reshape(*x.shape[:2], x.shape[2] // H, H).transpose(0, 3, 1, 2),
+         "then swap axes 1 and 2."),
+        (lambda x, H: x.reshape(*x.shape[:2], x.shape[2] // H, H).transpose(0, 3, 1, 2),
          "each head takes every H-th feature: head h must take the contiguous block x[..., h*dh:(h+1)*dh], so reshape "
          "to (B, T, H, dh), not (B, T, dh, H).")]),
     Exercise("merge_heads", ["x"], F.merge_heads, _merge_cases, _merge_hidden, mistakes=[
@@ -98,25 +99,24 @@ EXERCISES = ExerciseSet(
                 p.numel() for p in torch.nn.MultiheadAttention(20, 4, kdim=6).parameters()))],
         wrong=_count_with, mistakes=[
             ({"biases": 0}, "it counts the weight matrices only: each of the four projections also has a bias vector "
-             "of E numbers."), ({"biases": 3}, "it counts three bias vectors: the output projection has a bias too, so "
-             "there are 4 * E bias numbers."), ({"always": True}, "it counts biases although bias=False."),
+             "of E numbers."),
+            ({"biases": 3}, "it counts three bias vectors: the output projection has a bias too, so there are 4 * E "
+             "bias numbers."),
+            ({"always": True}, "it counts biases although bias=False."),
             ({"use_kv": False}, "it ignores kdim and vdim: W_k is kdim x E and W_v is vdim x E."),
             ({"square": True}, "it counts as if W_k were kdim x kdim: every projection outputs E features, so W_k is "
              "kdim x E and W_v is vdim x E.")]),
-    Exercise("mha_flops", ["batch", "seq_len", "embed_dim", "num_heads"], mha_flops, lambda: [
-        Case((1, 3, 2, 1), hint="by hand: four projections of 2*B*T*E*E = 2*1*3*2*2 = 24 FLOPs each (96), then the "
-             "scores and the weighted sum, 2*B*H*T*T*dh = 2*1*1*3*3*2 = 36 each (72): 168 in all."),
-        Case((2, 3, 4, 2), hint="with H heads each head has dh = E / H features: the scores cost 2*B*H*T*T*dh."),
-        Case((8, 1024, 768, 12)), Case((1, 4096, 64, 4))],
-        lambda: [Case(c) for c in [(1, 1, 1, 1), (3, 7, 6, 3), (2, 5, 8, 8), (4, 128, 64, 4), (1, 8192, 4096, 32),
-                                   (16, 512, 768, 12), (1, 100, 10, 2)]],
-        wrong=_flops_with, mistakes=[
-            ({"factor": 1}, "it is half the expected count: a product of (m, k) and (k, n) matrices costs 2*m*k*n "
-             "FLOPs, one multiply and one add per term."), ({"projections": 3}, f"{_OUT}, another 2*B*T*E*E."),
-            ({"products": 1}, "it counts the scores but not the weighted sum of the values, which costs as much "
-             "again."), ({"products": 0}, "it counts the projections only: the scores and the weighted sum cost "
-             "2*B*H*T*T*dh each."), ({"per_head": False}, "it is H times too large in the attention part: each head "
-             "works on dh = E / H features, not E."), ({"projections": 3, "per_head": False}, f"{_OUT} and counts each "
-             "head as if it had E features, not dh = E / H.")]),
+    Exercise("mha_flops", ["batch", "seq_len", "embed_dim", "num_heads"], mha_flops, lambda: _FLOPS,
+             lambda: [Case(c) for c in [(1, 1, 1, 1), (3, 7, 6, 3), (2, 5, 8, 8), (4, 128, 64, 4), (1, 8192, 4096, 32),
+                                        (16, 512, 768, 12), (1, 100, 10, 2)]], wrong=_flops_with, mistakes=[
+        ({"factor": 1}, "it is half the expected count: a product of (m, k) and (k, n) matrices costs 2*m*k*n FLOPs, "
+         "one multiply and one add per term."),
+        ({"projections": 3}, f"{_OUT}, another 2*B*T*E*E."),
+        ({"products": 1}, "it counts the scores but not the weighted sum of the values, which costs as much again."),
+        ({"products": 0}, "it counts the projections only: the scores and the weighted sum cost 2*B*H*T*T*dh each."),
+        ({"per_head": False}, "it is H times too large in the attention part: each head works on dh = E / H features, "
+         "not E."),
+        ({"projections": 3, "per_head": False}, f"{_OUT} and counts each head as if it had E features, not "
+         "dh = E / H.")]),
 )
 check = EXERCISES.check

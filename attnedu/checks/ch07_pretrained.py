@@ -11,7 +11,6 @@ from ..pretrained.pooling import mean_pool
 from . import Case, CheckFailed, Exercise, ExerciseSet, register, rows_sum_to_one
 from .engine import with_article
 
-# ------------------------------------------------------------------ our_name: a string, or None
 def _compare_name(got, case, lead, ex):
     exp, kind = case.expected, with_article(type(got).__name__)
     if got is not None and not isinstance(got, str):
@@ -53,36 +52,62 @@ _NAMES = {  # the names the visible check tries, easiest first, with their hints
     "embeddings.position_ids": "embeddings.position_ids is not a weight but a saved buffer holding 0, 1, ..., 511; we "
     "compute torch.arange(T) instead, so return None.",
 }
-_POSITION_IDS = [("embeddings.position.weight", "embeddings.position_ids is not the position embedding (that is "
-                  "embeddings.position_embeddings.weight) but a saved buffer of 0, 1, ..., 511 that our model computes "
-                  "with torch.arange(T): return None.")]
+_NAME_MISTAKES = {"embeddings.position_ids": [("embeddings.position.weight", "embeddings.position_ids is not the "
+                  "position embedding (that is embeddings.position_embeddings.weight) but a saved buffer of 0, 1, "
+                  "..., 511 that our model computes with torch.arange(T): return None.")]}
 def _name_cases(names):
-    return [Case((n,), about=repr(n), hint=_NAMES.get(n), mistakes=_POSITION_IDS if n == "embeddings.position_ids"
-                 else ()) for n in names]
+    return [Case((n,), about=repr(n), hint=_NAMES.get(n), mistakes=_NAME_MISTAKES.get(n, ())) for n in names]
 _PARTS = {t[16:-7]: o[9:-7] for t, o in minilm_weight_map(1).items()  # "attention.self.query": "self_attn.q_proj"
           if t.startswith("encoder.") and t.endswith(".weight")}
 def _name_with(name, *, swap=(), moved={}, ends_with=False, layer=int, prefix="layers.", end="{}", norm="embeddings"):
-    """our_name with the usual mistakes as switches: two modules ``swap``-ped, some ``moved`` elsewhere, modules
-    matched by the ``ends_with`` of their names (shortest first), the layer number read by ``layer``, our layers'
-    ``prefix``, the parameter's ``end`` (``.weight`` kept), the embeddings' LayerNorm sent to ``norm``."""
-    match = re.fullmatch(r"encoder\.layer\.(\d+)\.(.+)\.(\w+)", name)
-    if not match:
+    # the usual mistakes as switches (ends_with: modules matched by the end of their names, shortest first)
+    if not (match := re.fullmatch(r"encoder\.layer\.(\d+)\.(.+)\.(\w+)", name)):
         return f"{norm}.norm.{name[21:]}" if name.startswith("embeddings.LayerNorm.") else our_name(name)
     i, module, p = match.groups()
     parts = {**_PARTS, **moved, **({swap[0]: _PARTS[swap[1]], swap[1]: _PARTS[swap[0]]} if swap else {})}
     module = next((m for m in sorted(parts, key=len) if module.endswith(m)), None) if ends_with else module
     return f"{prefix}{layer(i)}.{parts[module]}{end.format('.' + p)}" if module in parts else None
-# ------------------------------------------------------------------ mean_pool
-def _pool_with(h, mask, *, use_mask=True, invert=False, divide="count", pool="mean", unit=False):
-    """Mean pooling with the usual mistakes as switches: the mask ignored or ``invert``-ed, the sum divided by
-    ``divide`` (each sentence's count, ``"T"``, the whole ``"batch"``'s count, ``"none"``), ``pool="first"`` ([CLS])
-    or ``"max"``, the result scaled to ``unit`` length."""
+def _name_probes():  # every kind of name, to tell mistakes apart
+    return [Case((f"encoder.layer.{i}.{m}.{p}",)) for i in (2, 10) for m in _PARTS for p in ("weight", "bias")]
+_NAME = Exercise("our_name", ["checkpoint_name"], our_name, lambda: _name_cases(_NAMES),
+                 lambda: _name_cases([*minilm_weight_map(12), *UNUSED_WEIGHTS]),  # every tensor of BERT-base
+                 compare="name", options={"none_allowed": True}, wrong=_name_with, probes=_name_probes, mistakes=[
+    ({"ends_with": True}, "it matches a module by the end of its name, so `output.dense` also catches "
+     "`attention.output.dense` (and `output.LayerNorm` catches `attention.output.LayerNorm`): look the whole "
+     "module name up in a dict, or test the longer name first."),
+    ({"swap": ("attention.output.LayerNorm", "output.LayerNorm")}, "the two LayerNorms of a layer are swapped: "
+     "`attention.output.LayerNorm` follows the attention (res1.norm), `output.LayerNorm` follows the feed-forward "
+     "(res2.norm)."),
+    ({"swap": ("intermediate.dense", "output.dense")}, "the feed-forward's two layers are swapped: "
+     "`intermediate.dense` (384 -> 1536) is ff.fc1, `output.dense` (1536 -> 384) is ff.fc2; the shapes in the "
+     "listing tell them apart."),
+    ({"moved": {"attention.output.dense": "ff.fc2"}}, "`attention.output.dense` went to ff.fc2: it is the "
+     "attention's output projection, self_attn.out_proj (its shape is (384, 384), fc2's is (384, 1536))."),
+    ({"moved": {"attention.output.LayerNorm": "res2.norm"}}, "`attention.output.LayerNorm` went to res2.norm: it "
+     "is the norm after the attention, res1.norm."),
+    ({"swap": ("attention.self.query", "attention.self.key")}, "query and key are swapped: "
+     "`attention.self.query` is q_proj and `attention.self.key` is k_proj."),
+    ({"swap": ("attention.self.key", "attention.self.value")}, "key and value are swapped: `attention.self.key` "
+     "is k_proj and `attention.self.value` is v_proj."),
+    ({"end": ""}, "it leaves out the parameter's last part: keep `.weight` or `.bias` at the end."),
+    ({"end": ".weight"}, "it always ends the name with `.weight`: keep the checkpoint's own last part, `.bias` for "
+     "a bias."),
+    ({"layer": lambda i: 0}, "it always uses layer 0: take the layer number from the checkpoint's name."),
+    ({"layer": lambda i: i[0]}, "it reads only the first digit of the layer number: split the name on '.' and "
+     "take the whole third part."),
+    ({"layer": lambda i: int(i) + 1}, "the layer number is off by one: both count from 0, so encoder.layer.3 is "
+     "layers.3."),
+    ({"prefix": "encoder.layer."}, "it keeps the checkpoint's prefix `encoder.layer.{i}.`: our layers are called "
+     "`layers.{i}.`."),
+    ({"prefix": "layer."}, "our layers are called `layers.{i}.` (plural), not `layer.{i}.`."),
+    (lambda name: name, "it returns the checkpoint's own name: translate it into our model's parameter name."),
+    ({"norm": "res1"}, "the embeddings' LayerNorm is our `embeddings.norm`, not a layer's res1.norm.")])
+def _pool_with(h, mask, *, use_mask=True, invert=False, divide="count", pool="mean", unit=False):  # the usual mistakes
     m = mask.to(h.dtype).unsqueeze(-1)  # (B, T, 1)
     m = (1 - m) if invert else m if use_mask else torch.ones_like(m)
     if pool != "mean":
         return h[:, 0] if pool == "first" else h.masked_fill(m == 0, float("-inf")).amax(dim=1)
-    count = {"count": m.sum(dim=1).clamp(min=1e-9), "T": h.shape[1], "batch": m.sum(), "none": 1}[divide]
-    out = (h * m).sum(dim=1) / count
+    out = (h * m).sum(dim=1) / {"count": m.sum(1).clamp(min=1e-9), "T": h.shape[1], "batch": m.sum(), "none": 1}[divide]
     return torch.nn.functional.normalize(out, dim=-1) if unit else out
 def _randn(g, *shape, dtype=torch.float64):
     return torch.randn(*shape, generator=g, dtype=dtype)
@@ -107,17 +132,26 @@ def _pool_cases():
 def _pool_hidden():
     g, cases = torch.Generator().manual_seed(702), []
     for B, T, E in [(1, 1, 1), (2, 7, 5), (4, 9, 16), (3, 2, 384)]:
-        h, lengths = _randn(g, B, T, E) * 4 - 1, torch.randint(1, T + 1, (B,), generator=g)
-        m = (torch.arange(T)[None, :] < lengths[:, None]).long()  # padding at the end
-        cases += [Case((h, m)), Case((h, m.bool()))]
-    h = _randn(g, 3, 5, 4)
-    cases.append(Case((h, torch.tensor([[0, 1, 1, 0, 1], [0, 0, 0, 0, 0], [1, 0, 0, 0, 0]]))))  # padding anywhere
-    return cases + [Case((torch.randn(2, 6, 8, generator=g), torch.tensor([[1] * 6, [1, 1, 0, 0, 0, 0]])), atol=1e-6)]
-# ------------------------------------------------------------------ grouped_query_attention
-def _gqa_with(q, k, v, *, heads="interleave", mask="causal", power=0.5, dim=-1):
-    """GQA with the usual mistakes as switches: key/value heads ``"tile"``-d or always the ``"first"``, the causal
-    mask missing (``None``), ``"flipped"`` or applied ``"after"`` the softmax, the scores divided by ``d ** power``,
-    the softmax over ``dim``."""
+        h, m = _randn(g, B, T, E) * 4 - 1, torch.arange(T) < torch.randint(1, T + 1, (B, 1), generator=g)
+        cases += [Case((h, m.long())), Case((h, m))]  # padding at the end (below: anywhere)
+    return cases + [Case((_randn(g, 3, 5, 4), torch.tensor([[0, 1, 1, 0, 1], [0, 0, 0, 0, 0], [1, 0, 0, 0, 0]]))),
+                    Case((torch.randn(2, 6, 8, generator=g), torch.tensor([[1] * 6, [1, 1, 0, 0, 0, 0]])), atol=1e-6)]
+_POOL = Exercise("mean_pool", ["hidden", "mask"], mean_pool, _pool_cases, _pool_hidden, wrong=_pool_with, mistakes=[
+    ({"use_mask": False}, "it averages the padding positions too: multiply by the mask before summing over the "
+     "tokens, and divide by the number of real tokens."),
+    ({"divide": "none"}, "it sums the real tokens' vectors without dividing by how many there are: divide by "
+     "mask.sum(dim=1, keepdim=True)."),
+    ({"divide": "T"}, "it divides by T, the padded length: divide by the number of real tokens of each sentence, "
+     "mask.sum(dim=1, keepdim=True)."),
+    ({"divide": "batch"}, "it divides by the number of real tokens in the whole batch: count each sentence's own "
+     "tokens, mask.sum(dim=1, keepdim=True)."),
+    ({"invert": True}, "it averages the padding instead of the tokens: the mask is 1 on real tokens and 0 on "
+     "padding."),
+    ({"pool": "first"}, "it returns the first token's vector ([CLS] pooling): this model averages the real tokens."),
+    ({"unit": True}, "it also scales the result to unit length: mean_pool returns the mean; l2_normalize is the "
+     "separate next step."),
+    ({"pool": "max"}, "it takes the largest value of each feature (max pooling): average the real tokens instead.")])
+def _gqa_with(q, k, v, *, heads="interleave", mask="causal", power=0.5, dim=-1):  # the usual mistakes as switches
     (H, T, d), H_kv = q.shape, k.shape[0]
     index = {"interleave": torch.arange(H) // (H // H_kv), "tile": torch.arange(H) % H_kv, "first": torch.zeros(H)}
     k, v = k[index[heads].long()], v[index[heads].long()]  # (H, T, d)
@@ -129,9 +163,8 @@ def _gqa_with(q, k, v, *, heads="interleave", mask="causal", power=0.5, dim=-1):
 def _qkv(g, H, H_kv, T, d, scale=1.0, dtype=torch.float64):
     return tuple(_randn(g, n, T, d, dtype=dtype) * s for n, s in ((H, scale), (H_kv, scale), (H_kv, 1)))
 def _gqa_cases():
-    g, f64 = torch.Generator().manual_seed(72), torch.float64
-    q1 = torch.tensor([[[1.0, 0.0], [0.0, 1.0]], [[2.0, 1.0], [1.0, -1.0]]], dtype=f64)  # (2, 2, 2)
-    tiny = (q1, torch.zeros(1, 2, 2, dtype=f64), torch.tensor([[[1.0, 0.0], [0.0, 1.0]]], dtype=f64))
+    g, q1 = torch.Generator().manual_seed(72), torch.tensor([[[1.0, 0.0], [0.0, 1.0]], [[2.0, 1.0], [1.0, -1.0]]])
+    tiny = tuple(x.double() for x in (q1, torch.zeros(1, 2, 2), q1[:1]))  # q (2, 2, 2), k = 0, v: the first head of q
     return [Case(args, about=about, hint=hint) for args, about, hint in [
         (tiny, "2 query heads, 1 key/value head, T = 2, keys all 0", "by hand: every score is 0, so with the causal "
          "mask the weights of each head are [[1, 0], [0.5, 0.5]] and the output is [[1, 0], [0.5, 0.5]]; return "
@@ -148,74 +181,20 @@ def _gqa_hidden():
     cases = [Case(_qkv(g, *s, scale=2.0)) for s in [(1, 1, 1, 1), (2, 1, 4, 3), (6, 2, 7, 5), (8, 4, 3, 2),
                                                     (9, 3, 12, 64), (12, 1, 5, 4), (4, 4, 9, 8)]]
     return cases + [Case(tuple(torch.randn(n, 6, 4, generator=g) for n in (6, 3, 3)), rtol=1e-4, atol=1e-6)]  # float32
-EXERCISES = ExerciseSet(
-    Exercise("our_name", ["checkpoint_name"], our_name, lambda: _name_cases(_NAMES),
-             lambda: _name_cases([*minilm_weight_map(12), *UNUSED_WEIGHTS]),  # every tensor of BERT-base
-             compare="name", options={"none_allowed": True}, wrong=_name_with,
-             probes=lambda: [Case((f"encoder.layer.{i}.{m}.{p}",))  # every kind of name, to tell mistakes apart
-                             for i in (2, 10) for m in _PARTS for p in ("weight", "bias")], mistakes=[
-        ({"ends_with": True}, "it matches a module by the end of its name, so `output.dense` also catches "
-         "`attention.output.dense` (and `output.LayerNorm` catches `attention.output.LayerNorm`): look the whole "
-         "module name up in a dict, or test the longer name first."),
-        ({"swap": ("attention.output.LayerNorm", "output.LayerNorm")}, "the two LayerNorms of a layer are swapped: "
-         "`attention.output.LayerNorm` follows the attention (res1.norm), `output.LayerNorm` follows the feed-forward "
-         "(res2.norm)."),
-        ({"swap": ("intermediate.dense", "output.dense")}, "the feed-forward's two layers are swapped: "
-         "`intermediate.dense` (384 -> 1536) is ff.fc1, `output.dense` (1536 -> 384) is ff.fc2; the shapes in the "
-         "listing tell them apart."),
-        ({"moved": {"attention.output.dense": "ff.fc2"}}, "`attention.output.dense` went to ff.fc2: it is the "
-         "attention's output projection, self_attn.out_proj (its shape is (384, 384), fc2's is (384, 1536))."),
-        ({"moved": {"attention.output.LayerNorm": "res2.norm"}}, "`attention.output.LayerNorm` went to res2.norm: it "
-         "is the norm after the attention, res1.norm."),
-        ({"swap": ("attention.self.query", "attention.self.key")}, "query and key are swapped: "
-         "`attention.self.query` is q_proj and `attention.self.key` is k_proj."),
-        ({"swap": ("attention.self.key", "attention.self.value")}, "key and value are swapped: `attention.self.key` "
-         "is k_proj and `attention.self.value` is v_proj."),
-        ({"end": ""}, "it leaves out the parameter's last part: keep `.weight` or `.bias` at the end."),
-        ({"end": ".weight"}, "it always ends the name with `.weight`: keep the checkpoint's own last part, `.bias` for "
-         "a bias."),
-        ({"layer": lambda i: 0}, "it always uses layer 0: take the layer number from the checkpoint's name."),
-        ({"layer": lambda i: i[0]}, "it reads only the first digit of the layer number: split the name on '.' and "
-         "take the whole third part."),
-        ({"layer": lambda i: int(i) + 1}, "the layer number is off by one: both count from 0, so encoder.layer.3 is "
-         "layers.3."),
-        ({"prefix": "encoder.layer."}, "it keeps the checkpoint's prefix `encoder.layer.{i}.`: our layers are called "
-         "`layers.{i}.`."),
-        ({"prefix": "layer."}, "our layers are called `layers.{i}.` (plural), not `layer.{i}.`."),
-        (lambda name: name, "it returns the checkpoint's own name: translate it into our model's parameter name."),
-        ({"norm": "res1"}, "the embeddings' LayerNorm is our `embeddings.norm`, not a layer's res1.norm.")]),
-    Exercise("mean_pool", ["hidden", "mask"], mean_pool, _pool_cases, _pool_hidden, wrong=_pool_with, mistakes=[
-        ({"use_mask": False}, "it averages the padding positions too: multiply by the mask before summing over the "
-         "tokens, and divide by the number of real tokens."),
-        ({"divide": "none"}, "it sums the real tokens' vectors without dividing by how many there are: divide by "
-         "mask.sum(dim=1, keepdim=True)."),
-        ({"divide": "T"}, "it divides by T, the padded length: divide by the number of real tokens of each sentence, "
-         "mask.sum(dim=1, keepdim=True)."),
-        ({"divide": "batch"}, "it divides by the number of real tokens in the whole batch: count each sentence's own "
-         "tokens, mask.sum(dim=1, keepdim=True)."),
-        ({"invert": True}, "it averages the padding instead of the tokens: the mask is 1 on real tokens and 0 on "
-         "padding."),
-        ({"pool": "first"}, "it returns the first token's vector ([CLS] pooling): this model averages the real "
-         "tokens."),
-        ({"unit": True}, "it also scales the result to unit length: mean_pool returns the mean; l2_normalize is the "
-         "separate next step."),
-        ({"pool": "max"}, "it takes the largest value of each feature (max pooling): average the real tokens "
-         "instead.")]),
-    Exercise("grouped_query_attention", ["q", "k", "v"], grouped_query_attention, _gqa_cases, _gqa_hidden,
-             outputs=("out", "weights"), properties=[rows_sum_to_one()], wrong=_gqa_with, mistakes=[
-        ({"heads": "tile"}, "it tiles the key/value heads (0, 1, 0, 1, ...), as k.repeat does: query head i uses "
-         "key/value head i // (H // H_kv) (0, 0, 1, 1, ...), which is what k.repeat_interleave(H // H_kv, dim=0) "
-         "gives."),
-        ({"heads": "first"}, "every query head uses key/value head 0: query head i uses head i // (H // H_kv)."),
-        ({"mask": None}, "there is no causal mask: position t may attend only to the keys s <= t; set the scores above "
-         "the diagonal to -inf before the softmax."),
-        ({"mask": "flipped"}, "the causal mask is flipped: it hides the past instead of the future; mask the scores "
-         "above the diagonal (torch.triu(..., diagonal=1)), not below it."),
-        ({"power": 0}, "the scores are not scaled: divide q @ k^T by sqrt(d), d being the size of one head."),
-        ({"power": 1}, "the scores are divided by d: divide them by sqrt(d)."),
-        ({"mask": "after"}, "it masks after the softmax: the weights left no longer sum to 1; set the future scores to "
-         "-inf before the softmax instead."),
-        ({"dim": -2}, "the softmax runs over the queries (dim=-2): each query's weights over the keys must sum to 1, "
-         "dim=-1.")]),
-)
+_GQA = Exercise("grouped_query_attention", ["q", "k", "v"], grouped_query_attention, _gqa_cases, _gqa_hidden,
+                outputs=("out", "weights"), properties=[rows_sum_to_one()], wrong=_gqa_with, mistakes=[
+    ({"heads": "tile"}, "it tiles the key/value heads (0, 1, 0, 1, ...), as k.repeat does: query head i uses "
+     "key/value head i // (H // H_kv) (0, 0, 1, 1, ...), which is what k.repeat_interleave(H // H_kv, dim=0) gives."),
+    ({"heads": "first"}, "every query head uses key/value head 0: query head i uses head i // (H // H_kv)."),
+    ({"mask": None}, "there is no causal mask: position t may attend only to the keys s <= t; set the scores above "
+     "the diagonal to -inf before the softmax."),
+    ({"mask": "flipped"}, "the causal mask is flipped: it hides the past instead of the future; mask the scores "
+     "above the diagonal (torch.triu(..., diagonal=1)), not below it."),
+    ({"power": 0}, "the scores are not scaled: divide q @ k^T by sqrt(d), d being the size of one head."),
+    ({"power": 1}, "the scores are divided by d: divide them by sqrt(d)."),
+    ({"mask": "after"}, "it masks after the softmax: the weights left no longer sum to 1; set the future scores to "
+     "-inf before the softmax instead."),
+    ({"dim": -2}, "the softmax runs over the queries (dim=-2): each query's weights over the keys must sum to 1, "
+     "dim=-1.")])
+EXERCISES = ExerciseSet(_NAME, _POOL, _GQA)
 check = EXERCISES.check

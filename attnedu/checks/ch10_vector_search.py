@@ -14,8 +14,7 @@ def _cosine_with(a, b, *, unit_a=True, unit_b=True, axis=1, order=2, whole=False
 def _cosine_cases():
     rng = np.random.default_rng(10)
     a2 = rng.normal(size=(2, 3)) * np.array([[0.1], [10.0]])  # rows of very different lengths
-    b2 = rng.normal(size=(4, 3)) * np.array([[1.0], [5.0], [0.2], [3.0]])
-    x3 = rng.normal(size=(5, 8))
+    b2, x3 = rng.normal(size=(4, 3)) * np.array([[1.0], [5.0], [0.2], [3.0]]), rng.normal(size=(5, 8))
     return [Case(args, about=about, hint=hint) for args, about, hint in [
         ((np.array([[3.0, 4.0]]), np.array([[4.0, 3.0], [0.0, 2.0], [-3.0, -4.0]])),
          "a = [[3, 4]], b = [[4, 3], [0, 2], [-3, -4]]", "by hand: [3, 4] has length 5; cos with [4, 3] is 24 / 25 = "
@@ -47,25 +46,19 @@ _COSINE = Exercise("cosine_similarity", ["a", "b"], R.cosine_similarity, _cosine
      "rows."),
     ({"swap": True}, "the result is transposed: row i belongs to a[i] and column j to b[j], so compute a_unit @ "
      "b_unit.T.")])
-
 def _top_k_case(scores, k, about, hint=None):  # k > n must raise ValueError
-    if more := k > scores.shape[1]:
-        hint = ("there are fewer than k scores to choose from, so say so (raise ValueError(...) saying that k is "
-                "larger than the number of scores) rather than return fewer.")
-    return Case((scores, k), about=about, hint=hint, raises=ValueError if more else None)
+    return Case((scores, k), about=about, raises=ValueError if k > scores.shape[1] else None, hint="there are fewer "
+                "than k scores to choose from, so say so (raise ValueError(...) saying that k is larger than the "
+                "number of scores) rather than return fewer." if k > scores.shape[1] else hint)
 def _top_k_cases(hidden=False):
-    rng = np.random.default_rng(1002 if hidden else 11)
-    n, tie = rng.normal, [[0.5, 0.9, 0.5, 0.9, 0.1, 0.5]]
-    s0 = [[0.1, 0.9, 0.4, 0.7], [0.8, 0.2, 0.6, 0.3], [0.5, 0.4, 0.9, 0.1]]
+    rng, tie = np.random.default_rng(1002 if hidden else 11), [[0.5, 0.9, 0.5, 0.9, 0.1, 0.5]]
+    n, s0 = rng.normal, [[0.1, 0.9, 0.4, 0.7], [0.8, 0.2, 0.6, 0.3], [0.5, 0.4, 0.9, 0.1]]
     return [_top_k_case(*row) for row in ([
-        (np.array([[5.0]]), 1, "a single score"),
-        (n(size=(1, 7)), 7, "one query, k = n = 7"),
-        (n(size=(9, 40)), 1, "9 queries, k = 1"),
-        (n(size=(9, 40)), 39, "9 queries, k = n - 1"),
+        (np.array([[5.0]]), 1, "a single score"), (n(size=(1, 7)), 7, "one query, k = n = 7"),
+        (n(size=(9, 40)), 1, "9 queries, k = 1"), (n(size=(9, 40)), 39, "9 queries, k = n - 1"),
         (rng.integers(0, 3, size=(6, 25)).astype(float), 8, "many ties"),
         (-np.abs(n(size=(4, 30))), 5, "all scores negative"),
-        (n(size=(30, 5000)).astype(np.float32), 10, "30 x 5000, k = 10"),
-        (n(size=(3, 5)), 6, "k = n + 1"),
+        (n(size=(30, 5000)).astype(np.float32), 10, "30 x 5000, k = 10"), (n(size=(3, 5)), 6, "k = n + 1"),
         (n(size=(2, 1)), 10, "k much larger than n")] if hidden else [
         (np.array(s0), 2, f"scores = {s0}, k = 2", "by hand: in row 0 the two largest are 0.9 (column 1) and 0.7 "
          "(column 3); the answer is [[1, 3], [0, 2], [2, 0]]."),
@@ -78,11 +71,7 @@ def _top_k_cases(hidden=False):
          "only once."),
         (n(size=(20, 1000)).astype(np.float32), 10, "scores of shape (20, 1000), float32, k = 10"),
         (n(size=(2, 4)), 5, "scores of shape (2, 4), k = 5 (> n)")])]
-def _first(pairs):  # the text of the first true condition of (condition, text) pairs, or ""
-    return next((text for found, text in pairs if found), "")
-def _compare_top_k(got, case: Case, lead: str, ex) -> None:
-    """The ``"top-k"`` comparison: equal scores may come in any order, so the scores at the returned columns must be
-    the ``k`` largest of each row, largest first; else one sentence says what differs."""
+def _compare_top_k(got, case, lead, ex):  # equal scores may come in any order: the k largest scores, largest first
     (scores, k), srt = case.args, lambda v: np.sort(v, axis=1)
     (nq, n), scores = scores.shape, np.asarray(scores, dtype=np.float64)
     if isinstance(got, tuple):
@@ -91,42 +80,39 @@ def _compare_top_k(got, case: Case, lead: str, ex) -> None:
         _fail(f"{lead} returned numbers that are not whole: return the positions of the scores (np.argpartition, "
               "np.argsort), not the scores themselves.")
     if (s := ids.shape) != (nq, k):
-        why = _first([
+        why = next((text for found, text in [  # the text of the first true condition, or ""
             (s == (k, nq) and nq != k, " (transposed?)"),
             (s == (k, n), " It looks like the top k of each column (axis 0): rank along axis=1, each query's row."),
             (s == (nq, n), " It returns every column: keep only the first k."),
             (s in ((nq, k - 1), (nq, k + 1)), " Off by one: np.argpartition(-scores, k - 1) puts the k largest in the "
              "first k places (kth = k - 1 is an index), then keep [:, :k]."),
-            (s in ((k,), (nq * k,)), " Keep the query axis: work along axis=1 and slice [:, :k].")])
+            (s in ((k,), (nq * k,)), " Keep the query axis: work along axis=1 and slice [:, :k].")] if found), "")
         _fail(f"{lead} returned an array of shape {s}; expected {(nq, k)}, one row of k column indices per query.{why}")
     ids, lead = ids.astype(np.int64), f"{lead} returned an array that"
-    if ((ids < 0) | (ids >= n)).any():
-        raise CheckFailed(f"{lead} holds the column {ids[(ids < 0) | (ids >= n)][0]}, which is not a column of scores "
-                          f"(0 to {n - 1}).")
+    if (bad := (ids < 0) | (ids >= n)).any():
+        raise CheckFailed(f"{lead} holds the column {ids[bad][0]}, which is not a column of scores (0 to {n - 1}).")
     if (r := next((r for r, row in enumerate(ids.tolist()) if len(set(row)) < k), None)) is not None:
         raise CheckFailed(f"{lead} lists the same column twice in row {r} ({ids[r].tolist()}): each column is a result "
                           "only once; np.argpartition returns distinct positions.")
     got, best = np.take_along_axis(scores, ids, axis=1), -srt(-scores)[:, :k]  # (nq, k) each; the k best, best first
     if np.array_equal(got, best):
         return
-    cause = _first([
+    cause = next((text for found, text in [
         (np.array_equal(srt(got), srt(scores)[:, :k]), "it returns the k smallest scores: np.argsort and "
          "np.argpartition sort from smallest to largest, so work on -scores (or take the last k and reverse them)."),
         (np.array_equal(got, best[:, ::-1]), "the right columns, but smallest first: reverse them, the best result "
          "comes first."),
         (np.array_equal(srt(got), srt(best)), "the right columns, but not in order of score: np.argpartition only "
          "splits the k largest from the rest, in no promised order; sort those k by their scores (not by column), "
-         "largest first.")])
+         "largest first.")] if found), "")
     r, row = int(np.flatnonzero((got != best).any(axis=1))[0]), lambda v: "[" + ", ".join(f"{x:.3g}" for x in v) + "]"
     raise CheckFailed(f"{lead} picks columns whose scores in row {r} are {row(got[r])}; the {k} largest, largest "
                       f"first, are {row(best[r])}." + (f" Likely cause: {cause}" if cause else ""),
                       about_values=not cause)
 register("top-k", _compare_top_k, lambda a, b, ex=None: np.array_equal(np.asarray(a), np.asarray(b)))
 _TOP_K = Exercise("top_k", ["scores", "k"], R.top_k, _top_k_cases, lambda: _top_k_cases(True), compare="top-k")
-
 def _recall_with(found, truth, *, positional=False, pooled=False, returned=False, per_k=True, reduce=np.mean, scale=1):
-    f, t = np.asarray(found).tolist(), np.asarray(truth).tolist()
-    f, t = ([sum(f, [])], [sum(t, [])]) if pooled else (f, t)
+    f, t = ([sum(x, [])] if pooled else x for x in (np.asarray(found).tolist(), np.asarray(truth).tolist()))
     hits = [sum(map(int.__eq__, a, b)) if positional else len(set(a) & set(b)) for a, b in zip(f, t)]
     each = [h / (max(sum(x >= 0 for x in a), 1) if returned else len(b) if per_k else 1) for h, a, b in zip(hits, f, t)]
     return scale * (np.array(each) if reduce is np.array else float(reduce(each)))
@@ -149,9 +135,8 @@ def _recall_cases(hidden=False):
          "neighbours (3 and 1) were found, so the recall is 2/3."),
         ((a([[3, 2, 1], [4, 5, 6]]), a([[1, 2, 3], [6, 5, 4]])), "the same ids in a different order, 2 queries", "the "
          "order does not matter: every true neighbour was found, so the recall is 1."),
-        ((a([[0, 5, -1, -1]]), a([[5, 0, 2, 9]])),
-         "found = [[0, 5, -1, -1]] (two missing results), truth = [[5, 0, 2, 9]]", "-1 is a missing result, never a "
-         "true neighbour: 2 of 4 found, recall 0.5."),
+        ((a([[0, 5, -1, -1]]), a([[5, 0, 2, 9]])), "found = [[0, 5, -1, -1]] (two missing results), "
+         "truth = [[5, 0, 2, 9]]", "-1 is a missing result, never a true neighbour: 2 of 4 found, recall 0.5."),
         ((a([[1, 2], [3, 4]]), a([[3, 4], [1, 2]])), "found = [[1, 2], [3, 4]], truth = [[3, 4], [1, 2]]", "each query "
          "has its own neighbours: here no query found any of its own, so the recall is 0."),
         (cases[0].args, "50 queries, k = 10, ids up to 2000", "average the recalls of the queries, each between 0 and "
@@ -169,7 +154,6 @@ _RECALL = Exercise("recall_at_k", ["found", "truth"], R.recall_at_k, _recall_cas
     ({"per_k": False, "reduce": sum}, "it returns the number of true neighbours found: divide by k, then average over "
      "the queries."),
     ({"scale": 100}, "it returns a percentage: return a fraction between 0 and 1.")])
-
 def _filter_with(scores, ids, allowed, k, *, score_pad=-np.inf, id_pad=-1, first_k=False, invert=False, use=True):
     s, i, ok = np.asarray(scores, dtype=float), np.asarray(ids), np.asarray(allowed, dtype=bool)
     if first_k or not use:
@@ -188,14 +172,11 @@ def _filter_cases(hidden=False):
             s[short, m // 2:], i[short, m // 2:] = -np.inf, -1
         ok = rng.uniform(size=n) < p
         ok[-1] |= hidden  # hidden: the last document passes, allowed[-1] is True
-        about = None if hidden else "6 queries, 40 results fetched, 30% allowed, k = 10"
-        cases.append(Case((s, i, ok, k), about=about))
-    if hidden:
-        return cases
+        cases += [Case((s, i, ok, k), about=None if hidden else "6 queries, 40 results fetched, 30% allowed, k = 10")]
     s1, i1, a1 = a([[0.9, 0.8, 0.7, 0.6, 0.5]]), a([[4, 1, 0, 3, 2]]), np.isin(np.arange(5), [1, 2])
     s2, i2 = a([[0.9, 0.8, 0.7, -np.inf], [0.6, 0.5, -np.inf, -np.inf]]), a([[5, 1, 2, -1], [3, 4, -1, -1]])
-    a2 = np.isin(np.arange(6), [1, 2, 3])  # the last document is not allowed (and in the last case it is)
-    return [Case(args, about=about, hint=hint) for args, about, hint in [
+    a2, a3 = np.isin(np.arange(6), [1, 2, 3]), np.isin(np.arange(6), [1, 2, 3, 5])  # a3 allows the last document too
+    return cases if hidden else [Case(args, about=about, hint=hint) for args, about, hint in [
         ((s1, i1, a1, 2), "scores [[0.9, 0.8, 0.7, 0.6, 0.5]], ids [[4, 1, 0, 3, 2]], documents 1 and 2 allowed, k = 2",
          "by hand: going down the list, 4 is not allowed, 1 is, 0 and 3 are not, 2 is: keep ids [[1, 2]] with scores "
          "[[0.8, 0.5]]."),
@@ -203,9 +184,8 @@ def _filter_cases(hidden=False):
          "padded: scores -inf, ids -1, at the end."),
         ((s2, i2, a2, 2), "2 queries whose result lists end in missing results (-1)", "missing results (id -1) are "
          "never kept."),
-        ((s2, i2, np.append(a2[:-1], True), 3),
-         "missing results (-1) while the last document is allowed (allowed[-1] is True), k = 3", "a missing result is "
-         "not a document (allowed[-1] belongs to the last document): never keep id -1.")]] + cases
+        ((s2, i2, a3, 3), "missing results (-1) while the last document is allowed (allowed[-1] is True), k = 3",
+         "a missing result is not a document (allowed[-1] belongs to the last document): never keep id -1.")]] + cases
 _FILTER = Exercise("filter_after", ["scores", "ids", "allowed", "k"], R.filter_after, _filter_cases,
                    lambda: _filter_cases(True), outputs=("scores", "ids"), wrong=_filter_with, mistakes=[
     ({"id_pad": 0}, "it pads with id 0, which is a real document: pad the ids with -1."),
@@ -216,6 +196,5 @@ _FILTER = Exercise("filter_after", ["scores", "ids", "allowed", "k"], R.filter_a
      "dropped results leave gaps: filter all m results first, then move the first k that pass to the front."),
     ({"invert": True}, "it keeps the results that are not allowed: keep those whose allowed[id] is True."),
     ({"use": False}, "it ignores the filter: drop the results whose allowed[id] is False.")])
-
 EXERCISES = ExerciseSet(_COSINE, _TOP_K, _RECALL, _FILTER)
 check = EXERCISES.check

@@ -12,14 +12,12 @@ def _some(rng, pool, lo, hi):  # a random selection of lo to hi - 1 ids of the p
     return [str(d) for d in rng.permutation(pool)[: int(rng.integers(lo, hi))]]
 def _table(rows):  # cases from rows (args, kwargs, about, hint[, the Case's other fields])
     return [Case(a, kw, about=about, hint=hint, **(more[0] if more else {})) for a, kw, about, hint, *more in rows]
-
 def _bm25_with(f, n, doc_len, avgdl, n_docs, k1=1.2, b=0.75, *, idf="fts5", log=math.log, plus_one=True, flip=False,
                length=True, parens=True, saturate=True, fixed=False):  # the IDF, the log, each part of the fraction
     (k1, b), raw = (1.2, 0.75) if fixed else (k1, b), log((n_docs - n + 0.5) / (n + 0.5))
     classic, lucene = math.log(n_docs / n) if n else math.inf, math.log(1 + (n_docs - n + 0.5) / (n + 0.5))
     w = {"fts5": raw if raw > 0 else 1e-6, "raw": raw, "zero": max(raw, 0.0), "classic": classic, "lucene": lucene}[idf]
-    f, dl = np.asarray(f, dtype=float), np.asarray(doc_len, dtype=float)
-    ratio = avgdl / dl if flip else dl / avgdl
+    f, ratio = np.asarray(f, dtype=float), (avgdl / doc_len if flip else doc_len / avgdl)
     norm = (k1 * (1 - b + b * ratio) if length else k1) if parens else k1 * (1 - b) + b * ratio
     return w * (f * (k1 + 1 if plus_one else 1) / (f + norm) if saturate else f)
 def _bm25_cases():
@@ -68,7 +66,6 @@ _BM25 = Exercise("bm25_weight", ["f", "n", "doc_len", "avgdl", "n_docs"], R.bm25
     ({"saturate": False}, "it multiplies the IDF by the raw count f, which is TF-IDF: BM25 saturates the count, f * "
      "(k1 + 1) / (f + k1 * (...))."),
     ({"fixed": True}, "it ignores the k1 and b arguments and always uses 1.2 and 0.75.")])
-
 def _metrics_with(ranking, judged, k=10, *, over="relevant", recall_cut=True, rr_cut=False, gain=lambda g: max(g, 0),
                   ideal_from_run=False, ideal_cut=True, normalise=True):  # recall@k, RR and nDCG@k
     ranking, relevant = list(ranking), {d for d, g in judged.items() if g >= 1}
@@ -91,20 +88,16 @@ def _metrics_cases():
          "and the ideal ranking (2, 1, 1) gives 2 + 1/log2(3) + 1/log2(4) = 3.131, so nDCG@3 = 0.403."),
         ((long_r, long_j), {}, "25 results, 6 judgments (grades 0, 1 and 2), k = 10", "grade 0 is judged not relevant; "
          "a judged document the system missed still counts in recall and in the ideal ranking."),
-        (([f"n{i}" for i in range(11)] + ["hit", "n99"], {"hit": 1}), {"k": 5},
-         "the only relevant document at rank 12, k = 5", "recall@5 and nDCG@5 are 0, but the reciprocal rank looks "
-         "down the whole ranking: 1/12."),
+        (([f"n{i}" for i in range(11)] + ["hit", "n99"], {"hit": 1}), {"k": 5}, "the only relevant document "
+         "at rank 12, k = 5", "recall@5 and nDCG@5 are 0, but the reciprocal rank looks down the whole ranking: 1/12."),
         (([f"r{i}" for i in range(20)], many_j), {"k": 5}, "14 relevant documents (grades 1 and 2), k = 5", "the ideal "
          "DCG@5 takes the 5 best grades of all judged documents."),
-        ((["a", "b"], {"a": 0, "z": 0}), {}, "no relevant document at all",
-         "with no relevant document every metric is 0 (trec_eval's convention), not a division by zero.",
-         {"expected": (0.0, 0.0, 0.0)})])
+        ((["a", "b"], {"a": 0, "z": 0}), {}, "no relevant document at all", "with no relevant document "
+         "every metric is 0 (trec_eval's convention), not a division by zero.", {"expected": (0.0, 0.0, 0.0)})])
 def _metrics_hidden():
-    rng, pool, cases = np.random.default_rng(1102), [f"sec-{i:03d}" for i in range(60)], []
-    for _ in range(24):
-        ranking, judged = _some(rng, pool, 0, 40), rng.permutation(pool)[: int(rng.integers(1, 12))]
-        judged = {str(d): int(rng.choice([0, 1, 1, 2, 2, 3])) for d in judged}
-        cases.append(Case((ranking, judged), {"k": int(rng.choice([1, 3, 5, 10, 20, 100]))}))
+    rng, pool = np.random.default_rng(1102), [f"sec-{i:03d}" for i in range(60)]  # each case: a ranking, its grades
+    cases = [Case((_some(rng, pool, 0, 40), {d: int(rng.choice([0, 1, 1, 2, 2, 3])) for d in _some(rng, pool, 1, 12)}),
+                  {"k": int(rng.choice([1, 3, 5, 10, 20, 100]))}) for _ in range(24)]
     return cases + [Case(([], {"a": 2}), expected=(0.0,) * 3), Case((["a"], {"a": 1}), expected=(1.0,) * 3)]
 _METRICS = Exercise("query_metrics", ["ranking", "judged"], R.query_metrics, _metrics_cases, _metrics_hidden,
                     outputs=("recall", "rr", "ndcg"), wrong=_metrics_with, mistakes=[
@@ -121,9 +114,7 @@ _METRICS = Exercise("query_metrics", ["ranking", "judged"], R.query_metrics, _me
      "document by grade, including those it missed."),
     ({"ideal_cut": False}, "the ideal DCG is not cut at k: keep only the k best grades of the ideal ranking."),
     ({"normalise": False}, "it returns DCG@k without dividing by the ideal DCG@k: nDCG = DCG@k / IDCG@k.")])
-
-def _rrf_with(rankings, k=60, *, start=1, fixed=None, keep="any", combine=sum):
-    """RRF with the usual mistakes as switches: ranks from ``start``, a ``fixed`` k, which documents to ``keep``."""
+def _rrf_with(rankings, k=60, *, start=1, fixed=None, keep="any", combine=sum):  # the usual mistakes as switches
     lists, k = [list(r) for r in rankings], k if fixed is None else fixed
     docs = {"any": dict.fromkeys(d for r in lists for d in r), "first": lists[0] if lists else [],
             "all": [d for d in dict.fromkeys(d for r in lists for d in r) if all(d in r for r in lists)]}[keep]
@@ -161,11 +152,9 @@ _RRF = Exercise("reciprocal_rank_fusion", ["rankings"], R.rrf, _rrf_cases, _rrf_
     ({"combine": max}, "it keeps the best of a document's terms: RRF adds 1 / (k + rank) over the rankings."),
     ({"combine": lambda t: sum(t) / len(t)}, "it averages over the rankings that contain the document: RRF adds, so "
      "that being found by two rankings counts more than by one.")])
-
 def _fusion_with(bm25_scores, dense_scores, alpha, *, scale="minmax", equal=1.0, both=False, swap=False, fill=False):
-    """Min-max fusion with the usual mistakes as switches (``fill``: a missing document gets a raw 0 first)."""
     a, b, docs = dict(bm25_scores), dict(dense_scores), {**bm25_scores, **dense_scores}
-    a, b = ({d: s.get(d, 0.0) for d in docs} for s in (a, b)) if fill else (a, b)
+    a, b = ({d: s.get(d, 0.0) for d in docs} for s in (a, b)) if fill else (a, b)  # fill: a raw 0 for a missing one
     def norm(s):
         lo, hi = min(s.values(), default=0.0), max(s.values(), default=0.0)
         if scale == "max":

@@ -8,24 +8,17 @@ import numpy as np
 from .. import rag
 from . import Case, Exercise, ExerciseSet
 
-
 def _chunks_with(text, size, overlap=0, *, stride="size - overlap", stop=True, whole_only=False):
     words = text.split()
     step = {"size": size, "size + overlap": size + overlap, "overlap": overlap or size}.get(stride, size - overlap)
     starts = [s for s in range(0, len(words), step) if not stop or s < step or s - step + size < len(words)]
     return [" ".join(words[s:s + size]) for s in starts if not whole_only or s + size <= len(words)]
-
-
 def _sources_with(passages, *, start=1, form="[{}] {}", collapse=True, strip=False, sep="\n", trailing=""):
     ps = [" ".join(p.split()) if collapse else p.strip() if strip else p for p in passages]
     return sep.join(form.format(i, p) for i, p in enumerate(ps, start)) + (trailing if ps else "")
-
-
 def _cited_with(answer, *, pattern=r"\[\s*(\d+(?:\s*,\s*\d+)*)\s*\]", unique=True, sort=False):
     found = [int(n) for match in re.finditer(pattern, answer) for n in match.group(1).split(",")]
     return (sorted if sort else list)(dict.fromkeys(found) if unique else found)
-
-
 def _f1_with(prediction, gold, *, normalise=True, counts=True, score="f1"):
     p, g = ((rag.normalize_answer(t) if normalise else t).split() for t in (prediction, gold))
     p, g = (p, g) if counts else (list(set(p)), list(set(g)))
@@ -33,7 +26,6 @@ def _f1_with(prediction, gold, *, normalise=True, counts=True, score="f1"):
         return float(p == g)
     common = sum((Counter(p) & Counter(g)).values())
     return {"precision": common / len(p), "recall": common / len(g)}.get(score, 2 * common / (len(p) + len(g)))
-
 
 _TEN, _TWO = "a b c d e f g h i j", ["The capital of Veltria is Morsk.", "Morsk lies on the river Sarn."]
 _CHUNKS = [Case(args, about=about, hint=hint) for args, about, hint in [
@@ -101,8 +93,7 @@ EXERCISES = ExerciseSet(
     Exercise("format_sources", ["passages"], rag.format_sources, lambda: _SOURCES,
              lambda: [Case(([" ".join(r.choice(_PIECES, size=int(r.integers(1, 8)))) + " end." for _ in range(n)],))
                       for r in [np.random.default_rng(1202)] for n in (0, 1, 2, 3, 9, 10, 11, 25)]
-             + [Case((("a tuple", "of passages"),))],
-             compare="text", wrong=_sources_with, mistakes=[
+             + [Case((("a tuple", "of passages"),))], compare="text", wrong=_sources_with, mistakes=[
         ({"start": 0}, "the numbering starts at 0: the first source is [1], as people count; use enumerate(passages, "
          "start=1)."),
         ({"collapse": False}, "the white space inside a passage is kept: collapse it to single spaces with "

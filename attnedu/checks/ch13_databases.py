@@ -12,6 +12,8 @@ from . import COMPARISONS, REFERENCE as REF, Case, CheckFailed, Exercise, Exerci
 from .compare import _fail
 from .engine import with_article
 
+def _table(rows):  # cases from rows (args, expected, about, hint)
+    return [Case(args, expected=expected, about=about, hint=hint) for args, expected, about, hint in rows]
 _INT = (int, np.integer)  # a bool is never one (see _items)
 def _items(got, lead, what, types, bad):  # got as a list of 2-tuples of `types` (ints made int), or a CheckFailed
     if not isinstance(got, (list, tuple)):
@@ -30,9 +32,8 @@ def _first(lead, *problems):  # raise the first problem (a sentence; a false val
 def _compare_pairs(got, case, lead, ex):
     pairs = _items(got, lead, "(i, j) pairs", [_INT, _INT], "a pair; each pair must be two integers (i, j).")
     back, (missing, extra, more, other) = [p for p in pairs if p[0] >= p[1]], _diff(pairs, case.expected)
-    _first(lead,
-           back and f"returned the pair {back[0]}; list each pair once, as (i, j) with i < j (a vector is not a "
-                    "duplicate of itself).",
+    _first(lead, back and f"returned the pair {back[0]}; list each pair once, as (i, j) with i < j (a vector is not "
+                          "a duplicate of itself).",
            len(set(pairs)) != len(pairs) and "lists a pair twice.",
            missing and f"misses the pair {missing[0]}{more}.",
            extra and f"returns the pair {extra[0]}, whose cosine is below the threshold{other}.",
@@ -43,9 +44,8 @@ def _compare_rows(got, case, lead, ex):
     names, hops = [n for n, _ in rows], dict(case.expected)
     twice, (missing, extra, more, _) = sorted({n for n in names if names.count(n) > 1}), _diff(names, hops)
     wrong = [(n, h) for n, h in rows if n in hops and hops[n] != h]
-    _first(lead,
-           twice and f"lists {twice[0]!r} {names.count(twice[0])} times: keep each concept once, with its fewest hops "
-                     "(GROUP BY name with min(hops)).",
+    _first(lead, twice and f"lists {twice[0]!r} {names.count(twice[0])} times: keep each concept once, with its "
+                           "fewest hops (GROUP BY name with min(hops)).",
            missing and f"misses {missing[0]!r}{more}.",
            extra and f"returns {extra[0]!r}, which the concept does not require.",
            wrong and f"gives {wrong[0][0]!r} {wrong[0][1]} hop(s); the fewest `requires` edges that lead to it are "
@@ -54,10 +54,6 @@ def _compare_rows(got, case, lead, ex):
                                            "(ORDER BY hops, name).")
 register("pairs", _compare_pairs, COMPARISONS["value"].same)
 register("rows", _compare_rows, COMPARISONS["value"].same)
-
-def _table(rows):  # cases from rows (args, expected, about, hint)
-    return [Case(args, expected=expected, about=about, hint=hint) for args, expected, about, hint in rows]
-
 def _normalise_with(text, *, nfkc=True, fold=str.casefold, pattern=r"[\W_]+", strip=True):
     text = re.sub(pattern, " ", fold(unicodedata.normalize("NFKC", text) if nfkc else text))
     return text.strip() if strip else text
@@ -87,7 +83,6 @@ _NORMALISE_EX = Exercise("normalise_for_hash", ["text"], G.normalise_text, lambd
     ({"strip": False}, "the spaces at the ends are kept: finish with .strip()."),
     ({"pattern": r"[\W_]"}, "each character is replaced by its own space, so runs of them leave several spaces: use a "
      "run, [\\W_]+.")])
-
 def _pairs_with(vectors, threshold, *, score="cosine", strict=False):
     x = np.asarray(vectors, dtype=float)
     u = x / np.linalg.norm(x, axis=1, keepdims=True)
@@ -95,8 +90,7 @@ def _pairs_with(vectors, threshold, *, score="cosine", strict=False):
     keep = np.triu(s > threshold if strict else s >= threshold - 1e-9, k=1)  # (n, n), i < j
     return [(int(i), int(j)) for i, j in zip(*np.nonzero(keep))]
 def _pairs_cases():
-    rng = np.random.default_rng(1302)
-    hand = np.array([[1.0, 0.0], [2.0, 0.1], [0.0, 1.0], [0.6, 0.8]])  # (4, 2)
+    rng, hand = np.random.default_rng(1302), np.array([[1.0, 0.0], [2.0, 0.1], [0.0, 1.0], [0.6, 0.8]])  # (4, 2)
     exact = np.array([[3.0, 4.0], [0.6, 0.8], [4.0, 3.0]])  # cos(0, 1) = 1, cos(0, 2) = 0.96 exactly
     base = rng.normal(size=(6, 16))  # many: (9, 16), 3 noisy copies
     many = np.concatenate([base, base[[0, 2, 2]] + rng.normal(scale=0.05, size=(3, 16))])
@@ -124,7 +118,6 @@ _PAIRS = Exercise("near_duplicate_pairs", ["vectors", "threshold"], G.near_dupli
      "(np.linalg.norm(..., axis=1, keepdims=True))."),
     ({"strict": True}, "it keeps cos > threshold; a pair exactly at the threshold counts too (>=)."),
     ({"score": "distance"}, "it uses the Euclidean distance, not the cosine similarity.")])
-
 def _pr_with(predicted, gold, *, swapped=False, once=True, empty=1.0, key=slice(None)):
     p, g = list(predicted), list(gold)
     tp = len({s[key] for s in p} & {s[key] for s in g})
@@ -147,8 +140,7 @@ def _pr_hidden():
     rng, cases = np.random.default_rng(1303), []
     for trial in range(25):
         pool = [(int(rng.integers(0, 6)), int(a), int(a) + int(rng.integers(1, 4)),
-                 str(rng.choice(["email", "phone", "name"])))
-                for a in rng.integers(0, 30, size=12)]
+                 str(rng.choice(["email", "phone", "name"]))) for a in rng.integers(0, 30, size=12)]
         gold, pred = ([pool[i] for i in rng.choice(12, size=int(rng.integers(0, 8)), replace=False)] for _ in "gp")
         cases.append(Case((pred + pred[: int(rng.integers(0, 2))], gold), about=f"trial {trial}"))  # a span twice
     return cases + [Case(([], []), expected=(1.0, 1.0), about="nothing predicted, nothing to find")]
@@ -160,7 +152,6 @@ _PRECISION = Exercise("precision_recall", ["predicted", "gold"], G.span_precisio
     ({"empty": 0.0}, "with nothing to count it returns 0; here an empty prediction has precision 1.0 (it claimed "
      "nothing wrong) and an empty gold set recall 1.0 (nothing was missed)."),
     ({"key": slice(2)}, "it compares positions only: a span is right only if its kind is right too.")])
-
 def _prerequisites_with(graph, concept, *, depth=50, agg="min", rel="r.rel = ?", itself=False):
     sql = REACHABLE_SQL.format(frm="src", to="dst").replace("min(", f"{agg}(").replace("r.rel = ?", rel)
     rows = [(n, int(h)) for n, h in graph.query(sql, [concept, "requires", "requires", depth])]

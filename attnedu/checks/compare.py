@@ -135,7 +135,6 @@ def _same_arrays(got, wrong, ex=None) -> bool:
 
 def rows_sum_to_one(axis: int = -1, allow_zero_rows: bool = False) -> Callable:
     """A property: the array is non-negative and sums to 1 along ``axis`` (or the case's ``axis``)."""
-
     def prop(arr: np.ndarray, case: Case) -> str | None:
         ax = case.kwargs.get("axis", axis)
         if arr.ndim == 0:
@@ -149,7 +148,6 @@ def rows_sum_to_one(axis: int = -1, allow_zero_rows: bool = False) -> Callable:
                     f"{float(np.ravel(sums)[np.argmin(np.ravel(ok))]):.4g}): divide by the sum over that axis, "
                     "with keepdims=True.")
         return None
-
     return prop
 
 register("array", _compare_arrays, _same_arrays)
@@ -199,7 +197,8 @@ def close(a, b) -> bool:
     if isinstance(b, (list, tuple)):
         return isinstance(a, (list, tuple)) and len(a) == len(b) and all(close(x, y) for x, y in zip(a, b))
     if isinstance(b, (float, int)) and not isinstance(b, bool):
-        if not isinstance(a, numbers.Real if isinstance(b, float) else numbers.Integral) or isinstance(a, (bool, np.bool_)):
+        number = numbers.Real if isinstance(b, float) else numbers.Integral
+        if not isinstance(a, number) or isinstance(a, (bool, np.bool_)):
             return False
         return math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12) if isinstance(b, float) else int(a) == b
     return type(a) is type(b) and a == b
@@ -213,16 +212,15 @@ register("value", _compare_value, lambda a, b, ex=None: close(a, b))
 def _compare_scores(got, case: Case, lead: str, ex) -> None:
     expected = case.expected
     if not isinstance(got, Mapping):
-        extra = " (one score for each document, not a ranked list)" if isinstance(got, (list, tuple, np.ndarray)) else ""
+        ranked = isinstance(got, (list, tuple, np.ndarray))
+        extra = " (one score for each document, not a ranked list)" if ranked else ""
         _fail(f"{lead} returned {with_article(type(got).__name__)}; expected a dict {{doc_id: score}}{extra}.")
     for doc, value in got.items():
         number = np.asarray(value) if not isinstance(value, (bool, np.bool_)) else None
         if number is None or number.shape != () or number.dtype.kind not in "iuf":
             _fail(f"{lead} returned {value!r} as the score of {doc!r}; a score must be a number.")
-
     def first(ids) -> str:
         return f"{ids[0]!r}" + (f" (and {len(ids) - 1} more)" if len(ids) > 1 else "")
-
     missing, extra = [d for d in expected if d not in got], [d for d in got if d not in expected]
     if missing:
         raise CheckFailed(f"{lead} gives no score to {first(missing)}, which should get {expected[missing[0]]:.6g}.")
@@ -245,13 +243,10 @@ def _same_scores(got, wrong, ex=None) -> bool:
 
 register("scores", _compare_scores, _same_scores)
 
-
 def _compare_choice(got, case: Case, lead: str, ex) -> None:
     choices = ex.options["choices"]
     if got not in choices:
         _fail(f"{lead} returned {short(got)}; answer with one of {', '.join(map(repr, choices))}.")
     if got != case.expected:
         raise CheckFailed(f"{lead} returned {got!r}, which is not what happens.")
-
-
 register("choice", _compare_choice, lambda a, b, ex=None: a == b)

@@ -138,11 +138,9 @@ class ExerciseSet(dict):
     """A chapter's exercises by name; ``check(name, fn)`` runs one of them."""
 
     def __init__(self, *exercises: Exercise):
-        super().__init__()
-        for ex in exercises:
-            if ex.name in self:
-                raise ValueError(f"two exercises are called {ex.name!r}")
-            self[ex.name] = ex
+        super().__init__((ex.name, ex) for ex in exercises)
+        if len(self) < len(exercises):
+            raise ValueError(f"two exercises have the same name among {[ex.name for ex in exercises]}")
 
     def check(self, name: str, fn, *, hidden: bool = False) -> None:
         """Check the learner's ``fn`` on exercise ``name``'s visible cases (one line printed on
@@ -184,10 +182,8 @@ def _time_limit(seconds: float | None):
     if seconds is None or not hasattr(signal, "setitimer") or threading.current_thread() is not threading.main_thread():
         yield
         return
-
     def on_alarm(signum, frame):
         raise _TimeLimit()
-
     previous = signal.signal(signal.SIGALRM, on_alarm)
     try:
         signal.setitimer(signal.ITIMER_REAL, seconds)
@@ -257,14 +253,13 @@ def run_cases(ex: Exercise, fn, cases: Sequence[Case]) -> list[Outcome]:
 
 # ------------------------------------------------------------------ the grader's side
 def _require_callable(ex: Exercise, fn) -> None:
-    if isinstance(fn, type) if ex.name[:1].isupper() else callable(fn):  # a class exercise needs a class
+    is_class = ex.name[:1].isupper()  # a class exercise needs a class
+    if isinstance(fn, type) if is_class else callable(fn):
         return
+    what, cell = (("a class derived from torch.nn.Module", f"`class {ex.name}(nn.Module)`") if is_class
+                  else ("a function", f"`def {ex.name}(...)`"))
     kind = "None" if fn is None else with_article(type(fn).__name__)
-    if ex.name[:1].isupper():
-        raise CheckFailed(f"`{ex.name}` should be a class derived from torch.nn.Module, but it is {kind}: "
-                          f"run the cell that defines `class {ex.name}(nn.Module)` first.")
-    raise CheckFailed(f"`{ex.name}` should be a function, but it is {kind}: run the cell that defines "
-                      f"`def {ex.name}(...)` first.")
+    raise CheckFailed(f"`{ex.name}` should be {what}, but it is {kind}: run the cell that defines {cell} first.")
 
 def expected_of(ex: Exercise, case: Case) -> Case:
     """``case`` with its expected result computed by the reference where not given."""
@@ -282,7 +277,6 @@ def _named_mistake(ex: Exercise, case: Case, got, others: list[tuple[Case, Outco
     from .compare import COMPARISONS
 
     same = COMPARISONS[case.compare or ex.compare].same
-
     def result(make, on: Case):  # a mistake's result on a case, or an exception
         args, kwargs = _args(ex, on)
         with np.errstate(all="ignore"):
@@ -297,7 +291,6 @@ def _named_mistake(ex: Exercise, case: Case, got, others: list[tuple[Case, Outco
                 candidates.append((sentence, make if callable(make) else None))
         except Exception:
             continue
-
     def agreement(make) -> int:
         n = 0
         for other, outcome in others if make else ():
@@ -306,7 +299,6 @@ def _named_mistake(ex: Exercise, case: Case, got, others: list[tuple[Case, Outco
             except Exception:
                 continue
         return n
-
     if len(candidates) <= 1:
         return candidates[0][0] if candidates else None
     return max(candidates, key=lambda c: agreement(c[1]))[0]
