@@ -68,7 +68,7 @@ release: setup
 	$(BIN)/python -m attnedu.grading release
 
 # Grades never depend on how well a chapter's model trained, so grading trains for at most
-# this many seconds per training run (chapter 6 trains for 90 s otherwise).
+# this many seconds per training run (chapter 6 trains for about 30-45 s otherwise).
 ATTNEDU_MAX_TRAIN_SECONDS ?= 10
 grade: setup
 	ATTNEDU_MAX_TRAIN_SECONDS=$(ATTNEDU_MAX_TRAIN_SECONDS) $(BIN)/python -m attnedu.grading grade

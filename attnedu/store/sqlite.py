@@ -3,8 +3,8 @@
 * Keyword search: an FTS5 table over the chunks' text, ranked by ``bm25()`` (the
   ranking chapter 11 rebuilds as :class:`~attnedu.retrieval.BM25`).
 * Vector search: embeddings are float32 BLOBs in the ``chunks`` table. Python's
-  ``sqlite3`` cannot load extensions such as sqlite-vec, so the search happens in
-  NumPy: every embedding is read once into a matrix (kept until the table changes)
+  ``sqlite3`` may be built without extension loading (so it is here), so the store
+  does not count on sqlite-vec and searches in NumPy: every embedding is read once into a matrix (kept until the table changes)
   and searched exactly with :func:`~attnedu.retrieval.exact_search`.
 * Hybrid search: both rankings fused with :func:`~attnedu.retrieval.rrf` in Python.
 * Transactions: ``BEGIN IMMEDIATE ... COMMIT``; a file store uses write-ahead
