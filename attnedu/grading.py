@@ -89,17 +89,58 @@ def _check(result: dict, what: str) -> None:
         raise RuntimeError(f"nbgrader failed to {what}:\n{result.get('error') or result.get('log')}")
 
 
+STUB = "# YOUR CODE HERE\nraise NotImplementedError()"
+
+
+def exercise_meta(cell: dict) -> dict:
+    """A solution cell's course metadata, ``{"kind": "code" | "predict" | "debug" | "measure", ...}``
+    (a debug exercise also has ``"given"``: the buggy lines the student version shows)."""
+    return cell.get("metadata", {}).get("attnedu", {})
+
+
+def give_debug_code(notebook: Path) -> int:
+    """In a student version, put each debug exercise's given (buggy) lines where nbgrader wrote
+    its stub, so the learner starts from the code with the bug; returns how many cells changed.
+    The stub's indentation is the solution region's, and so is that of the given lines."""
+    nb = json.loads(notebook.read_text(encoding="utf-8"))
+    changed = 0
+    for cell in nb["cells"]:
+        meta = exercise_meta(cell)
+        if meta.get("kind") != "debug" or not cell.get("metadata", {}).get("nbgrader", {}).get("solution"):
+            continue
+        source = "".join(cell["source"])
+        lines = source.splitlines(keepends=True)
+        out, i = [], 0
+        while i < len(lines):  # the stub is two lines: "# YOUR CODE HERE", "raise NotImplementedError()"
+            if lines[i].strip() == "# YOUR CODE HERE" and i + 1 < len(lines) and \
+                    lines[i + 1].strip() == "raise NotImplementedError()":
+                given = meta["given"] if meta["given"].endswith("\n") or i + 2 == len(lines) else meta["given"] + "\n"
+                out.append(given)
+                i += 2
+                changed += 1
+            else:
+                out.append(lines[i])
+                i += 1
+        cell["source"] = "".join(out)
+    if changed:
+        notebook.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    return changed
+
+
+def _generate(api, chapter: str, what: str) -> Path:
+    """nbgrader's student version of ``chapter``, with the debug exercises' given code; its path."""
+    _check(api.generate_assignment(chapter, force=True, create=True), f"{what} {chapter}")
+    path = Path(api.coursedir.format_path(api.coursedir.release_directory, ".", chapter)) / f"{chapter}.ipynb"
+    give_debug_code(path)
+    return path
+
+
 def release(root: Path | str = ".", config=None) -> list[Path]:
     """Write the student version of every chapter; return their paths."""
     root = Path(root).resolve()
     config = config or load_config(root)
     api = _api(config)
-    out = []
-    for chapter in chapters(root):
-        _check(api.generate_assignment(chapter, force=True, create=True), f"release {chapter}")
-        release_dir = Path(api.coursedir.format_path(api.coursedir.release_directory, ".", chapter))
-        out.append(release_dir / f"{chapter}.ipynb")
-    return out
+    return [_generate(api, chapter, "release") for chapter in chapters(root)]
 
 
 def submissions(root: Path | str = ".", config=None) -> list[tuple[str, str]]:
@@ -123,7 +164,7 @@ def autograde_all(root: Path | str = ".", config=None) -> list[tuple[str, str]]:
     api = _api(config)
     graded = []
     for chapter in chapters(root):  # the gradebook needs each assignment before grading it
-        _check(api.generate_assignment(chapter, force=True, create=True), f"register {chapter}")
+        _generate(api, chapter, "register")
     for student, chapter in submissions(root, config):
         _check(api.autograde(chapter, student, force=True, create=True), f"autograde {student}/{chapter}")
         _check(api.generate_feedback(chapter, student, force=True), f"write feedback for {student}/{chapter}")
@@ -149,25 +190,25 @@ def export_grades(path: Path | str, config) -> Path:
     return Path(path)
 
 
-def _exercise_of_each_cell(root: Path, chapter: str) -> dict[str, tuple[int, str]]:
-    """grade_id -> (position in the source notebook, grade_id of the exercise's solution cell)."""
+def _exercise_of_each_cell(root: Path, chapter: str) -> dict[str, tuple[int, str, str]]:
+    """grade_id -> (position in the source notebook, grade_id of the exercise's solution cell, its kind)."""
     path = root / "notebooks" / chapter / f"{chapter}.ipynb"
     if not path.exists():
         return {}
-    out, exercise = {}, ""
+    out, exercise, kind = {}, "", ""
     for i, cell in enumerate(json.loads(path.read_text(encoding="utf-8"))["cells"]):
         meta = cell.get("metadata", {}).get("nbgrader", {})
         if meta.get("solution"):
-            exercise = meta["grade_id"]
+            exercise, kind = meta["grade_id"], exercise_meta(cell).get("kind", "code")
         if meta.get("grade_id"):
-            out[meta["grade_id"]] = (i, exercise)
+            out[meta["grade_id"]] = (i, exercise, kind)
     return out
 
 
 def export_grades_by_exercise(path: Path | str, config) -> Path:
     """One row per student and graded cell, in notebook order: which exercise lost which points."""
     root = Path(config.CourseDirectory.root)
-    fields = ["student_id", "assignment", "notebook", "exercise", "grade_id", "score", "max_score"]
+    fields = ["student_id", "assignment", "notebook", "exercise", "kind", "grade_id", "score", "max_score"]
     with _gradebook(config) as gb, open(path, "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=fields)
         writer.writeheader()
@@ -175,13 +216,14 @@ def export_grades_by_exercise(path: Path | str, config) -> Path:
             where = _exercise_of_each_cell(root, assignment.name)
             for submission in sorted(assignment.submissions, key=lambda s: s.student.id):
                 for notebook in submission.notebooks:
-                    grades = sorted(notebook.grades, key=lambda g: (where.get(g.name, (1e9, ""))[0], g.name))
+                    grades = sorted(notebook.grades, key=lambda g: (where.get(g.name, (1e9,))[0], g.name))
                     for grade in grades:
                         writer.writerow({
                             "student_id": submission.student.id,
                             "assignment": assignment.name,
                             "notebook": notebook.name,
-                            "exercise": where.get(grade.name, (0, ""))[1],
+                            "exercise": where.get(grade.name, (0, "", ""))[1],
+                            "kind": where.get(grade.name, (0, "", ""))[2],
                             "grade_id": grade.name,
                             "score": grade.score,
                             "max_score": grade.max_score,

@@ -30,10 +30,10 @@ from __future__ import annotations
 
 import importlib
 
-from .engine import REFERENCE, Case, CheckFailed, Exercise, ExerciseSet, Outcome, describe, judge, run_cases
+from .engine import KINDS, REFERENCE, Case, CheckFailed, Exercise, ExerciseSet, Outcome, describe, judge, run_cases
 from .compare import COMPARISONS, register, rows_sum_to_one
 
-__all__ = ["COMPARISONS", "REFERENCE", "Case", "CheckFailed", "Exercise", "ExerciseSet", "Outcome", "describe",
+__all__ = ["COMPARISONS", "KINDS", "REFERENCE", "Case", "CheckFailed", "Exercise", "ExerciseSet", "Outcome", "describe",
            "exercises_of", "judge", "register", "rows_sum_to_one", "run_cases"]
 
 def exercises_of(chapter: str) -> ExerciseSet:

@@ -11,6 +11,7 @@ naming the first difference (``lead`` starts the sentence: "`name` on x = ..."),
 ``list``   a list of ``options["item"]`` of type ``options["kind"]``, item by item
 ``scores`` a dict ``{doc_id: score}``: the same keys, scores within tolerance
 ``value``  plain Python values (numbers within 1e-9, tuples, lists)
+``number`` a real number within the case's ``rtol``/``atol`` (a numeric prediction or measurement)
 ``choice`` one of ``options["choices"]`` (a prediction); a wrong choice's sentence is a case's mistake
 ========== ===========================================================================
 
@@ -185,7 +186,8 @@ def _compare_list(got, case: Case, lead: str, ex) -> None:
         if g != e:
             raise CheckFailed(f"{lead} returned {item} {i} as {short(g)}; expected {short(e)}.")
     if len(got) != len(expected):
-        raise CheckFailed(f"{lead} returned {len(got)} {item}s, {'more' if len(got) > len(expected) else 'fewer'} "
+        raise CheckFailed(f"{lead} returned {len(got)} {item}{'' if len(got) == 1 else 's'}, "
+                          f"{'more' if len(got) > len(expected) else 'fewer'} "
                           f"than the {len(expected)} expected ({short(got)} instead of {short(expected)}).")
 
 register("text", _compare_text, lambda a, b, ex=None: a == b)
@@ -208,6 +210,18 @@ def _compare_value(got, case: Case, lead: str, ex) -> None:
         raise CheckFailed(f"{lead} returned {short(got)}; expected {short(case.expected)}.")
 
 register("value", _compare_value, lambda a, b, ex=None: close(a, b))
+
+def _is_number(a) -> bool:
+    return isinstance(a, numbers.Real) and not isinstance(a, (bool, np.bool_))
+
+def _compare_number(got, case: Case, lead: str, ex) -> None:
+    if not _is_number(got):
+        _fail(f"{lead} returned {short(got)}; expected a number.")
+    if not math.isclose(float(got), float(case.expected), rel_tol=case.rtol, abs_tol=case.atol):
+        within = f"within {case.rtol:.0%} of" if case.rtol >= 1e-3 else "close to"
+        raise CheckFailed(f"{lead} returned {short(got)}, which is not {within} what happens.")
+
+register("number", _compare_number, lambda a, b, ex=None: _is_number(a) and _is_number(b) and math.isclose(a, b))
 
 def _compare_scores(got, case: Case, lead: str, ex) -> None:
     expected = case.expected

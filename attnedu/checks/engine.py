@@ -28,11 +28,14 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-__all__ = ["Case", "CheckFailed", "Exercise", "ExerciseSet", "Outcome", "REFERENCE", "check", "describe",
-           "judge", "run_cases", "with_article"]
+__all__ = ["KINDS", "Case", "CheckFailed", "Exercise", "ExerciseSet", "Outcome", "REFERENCE", "check", "describe",
+           "judge", "reveal", "run_cases", "with_article"]
 
 #: Seconds a learner's function may run on one case before the check gives up.
 DEFAULT_TIME_LIMIT = 10.0
+
+#: What an exercise may ask of the learner (an :class:`Exercise`'s ``kind``).
+KINDS = ("code", "predict", "debug", "measure")
 
 #: A case's ``expected`` by default: the exercise's reference called on the case's arguments.
 REFERENCE = type("Reference", (), {"__repr__": lambda self: "REFERENCE"})()
@@ -100,6 +103,14 @@ class Exercise:
             mistakes that agree on a case.
         copy_args, time_limit, timeout_hint: deep-copy the arguments (not a database connection);
             seconds per call; what to add when the time limit stops a call.
+        kind: what the exercise asks (:data:`KINDS`): ``"code"`` (write the mechanism), ``"predict"``
+            (a function of no arguments returns a prediction, made before the chapter's experiment:
+            the visible check confirms only its form, the hidden one grades it), ``"debug"`` (fix
+            a given function with a bug: the student version shows the buggy code, which the
+            release takes from the solution cell's ``attnedu.given`` metadata) or ``"measure"`` (a
+            conclusion from an experiment, judged against the reference on the same data). The
+            solution cell's metadata says the same: ``"attnedu": {"kind": ...}``.
+        explain: for a prediction, what the experiment shows and why (printed by :meth:`ExerciseSet.reveal`).
     """
 
     name: str
@@ -120,8 +131,12 @@ class Exercise:
     time_limit: float | None = DEFAULT_TIME_LIMIT
     copy_args: bool = True
     timeout_hint: str = ""
+    kind: str = "code"
+    explain: str = ""
 
     def __post_init__(self):
+        if self.kind not in KINDS:
+            raise ValueError(f"exercise {self.name!r}: kind must be one of {', '.join(KINDS)}, not {self.kind!r}")
         if self.grade_id is None:
             self.grade_id = self.name.lower().replace("_", "-")
         if not self.library:  # the reference is the library's version
@@ -130,6 +145,8 @@ class Exercise:
     def all_cases(self, hidden: bool = False) -> list[Case]:
         """The visible cases, or the hidden ones (``hidden=True``)."""
         make = self.hidden if hidden else self.cases
+        if make is None and self.kind == "predict":  # a prediction is one case, graded when hidden
+            make = self.cases
         if make is None:
             raise ValueError(f"exercise {self.name!r} has no {'hidden' if hidden else 'visible'} cases")
         return list(make())
@@ -148,6 +165,13 @@ class ExerciseSet(dict):
         if name not in self:
             raise KeyError(f"no exercise called {name!r} here; the exercises are {', '.join(self)}")
         check(self[name], fn, hidden=hidden)
+
+    def reveal(self, name: str, fn) -> None:
+        """After the experiment: print the learner's prediction beside the right answer and why.
+        Never raises (an unanswered or broken prediction is said so)."""
+        if name not in self:
+            raise KeyError(f"no exercise called {name!r} here; the exercises are {', '.join(self)}")
+        reveal(self[name], fn)
 
 # ------------------------------------------------------------------ messages
 def with_article(word: str) -> str:
@@ -361,10 +385,67 @@ def judge(ex: Exercise, cases: Sequence[Case], outcomes: Sequence[Outcome], *, p
             raise CheckFailed(f"`{ex.name}` changed its argument `{outcome.changed}` in place on {where}: work on a "
                               "copy (x = x - ..., not x -= ...), so that the caller's data stay as they were.")
 
+def _answer_form(ex: Exercise, got) -> str | None:
+    """What is wrong with the form of a prediction (None when it has the right form)."""
+    if ex.compare == "choice":
+        choices = ex.options["choices"]
+        if isinstance(got, str) and got.strip().lower() in [str(c).lower() for c in choices] and got not in choices:
+            return f"answer with exactly one of {', '.join(map(repr, choices))} (as written there), not {got!r}."
+        return None if got in choices else f"answer with one of {', '.join(map(repr, choices))}, not {describe(got)}."
+    if isinstance(got, (bool, np.bool_)) or not isinstance(got, (int, float, np.integer, np.floating)):
+        return f"answer with a number, not {describe(got)}."
+    return None if np.isfinite(got) else f"answer with a finite number, not {got!r}."
+
+def _prediction(ex: Exercise, fn) -> Outcome:
+    """The learner's prediction: ``fn()`` run once, as a check runs a case."""
+    return run_one(ex, fn, Case())
+
+def check_prediction_form(ex: Exercise, fn) -> Any:
+    """The visible check of a prediction: its form only (a choice, a number); returns it."""
+    outcome = _prediction(ex, fn)
+    failure = _failure(ex, Case(), outcome, "no arguments")
+    if failure:
+        raise failure
+    problem = _answer_form(ex, outcome.value)
+    if problem:
+        raise CheckFailed(f"`{ex.name}()` returned {describe(outcome.value)}: {problem}", about_values=False)
+    return outcome.value
+
+def reveal(ex: Exercise, fn) -> None:
+    """Print the learner's prediction, the answer and the exercise's explanation; never raises."""
+    right = ex.reference()
+    try:
+        outcome = _prediction(ex, fn) if callable(fn) else Outcome("raised", error="not a function")
+    except BaseException as exc:  # noqa: BLE001 (a reveal must never stop the chapter)
+        outcome = Outcome("raised", error=f"{type(exc).__name__}: {exc}")
+    shown = {"stub": "you have not answered yet", "timeout": "your function did not return in time",
+             "raised": f"your function raised {outcome.error}"}
+    if outcome.kind != "value":
+        print(f"The answer: {right!r} ({shown[outcome.kind]}).")
+    elif _answer_form(ex, outcome.value):
+        print(f"You answered {outcome.value!r}, which is not an answer of the right form; the answer: {right!r}.")
+    else:
+        from .compare import COMPARISONS
+
+        try:
+            COMPARISONS[ex.compare].compare(outcome.value, replace(ex.all_cases(True)[0] if ex.hidden else
+                                                                   ex.all_cases()[0], expected=right), "", ex)
+            verdict = "right"
+        except CheckFailed:
+            verdict = "not what happens"
+        print(f"You predicted {outcome.value!r}; the answer: {right!r} ({verdict}).")
+    if ex.explain:
+        print(ex.explain)
+
 def check(ex: Exercise, fn, *, hidden: bool = False) -> None:
     """Run the exercise ``ex`` on the learner's ``fn`` in this process: its visible cases
     (printing one line on success) or its hidden cases (``hidden=True``, quietly)."""
     _require_callable(ex, fn)
+    if ex.kind == "predict" and not hidden:  # the experiment has not run yet: the form only
+        got = check_prediction_form(ex, fn)
+        print(f"\u2713 Your prediction, {got!r}, is recorded. The experiment below decides it; it is graded "
+              "with your work.")
+        return
     cases = ex.all_cases(hidden)
     outcomes = run_cases(ex, fn, cases)
     probes = []
