@@ -9,41 +9,56 @@ chapter  modules                                                         exercis
 1        ``functional``: softmax, weighted sums, kernels, attention      ``checks.ch01_weighted_sums``
          pooling, ``soft_lookup``; ``data``; ``plot``
 2        ``functional``: ``scaled_dot_product_attention``,               ``checks.ch02_scaled_dot_product``
-         ``causal_mask``, ``padding_mask``, ``additive_scores``
+         ``causal_mask``, ``padding_mask``, ``attention_mask``,
+         ``additive_scores``, ``saturating_dk``
 3        ``functional``: ``self_attention``, ``sinusoidal_positions``,   ``checks.ch03_self_attention``
          ``apply_rope``; ``nn``: ``SelfAttention``; ``rope``, RoPE
-         in PyTorch
-4        ``functional``: ``split_heads``, ``multi_head_attention``;      ``checks.ch04_multi_head_attention``
-         ``nn``: ``MultiHeadAttention`` (equal to torch's, with
-         torch's interface), ``mha_parameter_count``, ``mha_flops``
-5        ``nn``: ``layer_norm``, ``encoder_block``, ``FeedForward``,     ``checks.ch05_transformer``
+         in PyTorch; ``diagrams``: ``qkv_flow``
+4        ``functional``: ``split_heads``, ``merge_heads``,               ``checks.ch04_multi_head_attention``
+         ``multi_head_attention``; ``nn``: ``MultiHeadAttention``
+         (equal to torch's, with torch's interface),
+         ``mha_parameter_count``, ``mha_flops``; ``diagrams``:
+         ``heads_by_reshaping``
+5        ``nn``: ``layer_norm``, ``encoder_block``,                      ``checks.ch05_transformer``
+         ``cross_attention``, ``decoder_block``, ``FeedForward``,
          ``EncoderBlock``, ``DecoderBlock``, ``KVCache``;
          ``functional``: ``attention_pattern``; ``train``: the one
-         training loop, ``sequence_accuracy``
-6        ``models``: ``GPTConfig``, ``GPT``, ``next_token_loss``,        ``checks.ch06_gpt``
-         ``gpt_parameter_count``, sampling, ``generate``; ``train``:
-         ``make_batch``, ``get_batch``, ``lm_batches``, ``lm_losses``;
-         ``corpus``
+         training loop, ``sequence_accuracy``; ``diagrams``:
+         ``transformer_block``
+6        ``models``: ``GPTConfig``, ``GPT``, ``CausalSelfAttention``,    ``checks.ch06_gpt``
+         ``kv_cache_step``, ``next_token_loss``, ``parameter_count``,
+         sampling, ``generate``; ``train``: ``make_batch``,
+         ``get_batch``, ``lm_batches``, ``lm_losses``; ``corpus``
 7        ``llama``: ``grouped_query_attention``,                         ``checks.ch07_pretrained``
          ``GroupedQueryAttention``, ``RMSNorm``, ``SwiGLU``,
-         ``LlamaConfig``, ``Llama``; ``rope``; ``pretrained``:
-         ``minilm`` (all-MiniLM-L6-v2 on ``nn``, ``our_name``),
-         ``smollm`` (SmolLM2 on ``llama``), ``gguf``, ``heads``,
-         ``pooling`` (``mean_pool``)
+         ``LlamaConfig``, ``kv_cache_mib``, ``Llama``; ``rope``;
+         ``pretrained``: ``minilm`` (all-MiniLM-L6-v2 on ``nn``,
+         ``our_name``), ``smollm`` (SmolLM2 on ``llama``), ``gguf``,
+         ``heads``, ``pooling`` (``mean_pool``)
 8, 9     not written yet                                                 (none yet)
 10       ``retrieval``: ``vector`` (exact and FAISS search,              ``checks.ch10_vector_search``
          ``cosine_similarity``, ``top_k``, ``filter_after``),
-         ``evaluation`` (``recall_at_k``)
+         ``evaluation`` (``recall_at_k``, ``setting_for_recall``)
 11       ``retrieval``: ``bm25`` (equal to SQLite's ``fts5``,            ``checks.ch11_hybrid_search``
-         ``bm25_weight``), ``fusion`` (``rrf``, ``min_max_fusion``),
-         ``evaluation`` (equal to trec_eval, ``query_metrics``);
+         ``bm25_weight``), ``fusion`` (``rrf``, ``min_max_fusion``,
+         ``rrf_on_keyword_questions``), ``evaluation`` (equal to
+         trec_eval, ``query_metrics``, ``helped_and_hurt``);
          ``coursebook``: the book's sections as passages
-12       ``rag``: ``chunking``, ``prompt``, ``reader`` (the tiny         ``checks.ch12_rag``
-         reader), ``grounding``, ``ask`` ("ask the course");
-         ``store``; ``coursebook``
-13       ``store``: SQLite or PostgreSQL with pgvector, a replica,       ``checks.ch13_databases``
-         a sharded table; ``governance``: duplicates, personal
-         data, encryption, versions, a knowledge graph
+12       ``rag``: ``chunking`` (``chunk_words``,                         ``checks.ch12_rag``
+         ``chunks_vs_sections``), ``prompt``, ``reader`` (the tiny
+         reader), ``grounding`` (``cited_sources``,
+         ``cited_passages``, ``token_f1``), ``ask`` ("ask the
+         course"); ``store``; ``coursebook``; ``diagrams``:
+         ``rag_pipeline``
+13       ``store``: SQLite or PostgreSQL with pgvector;                  ``checks.ch13_databases``
+         ``governance``: ``portable``, ``dedup``
+         (``exact_duplicate_groups``), ``redact``, ``versions``,
+         ``graph`` (a knowledge graph, ``prerequisites``)
+14       ``store``: pgvector's HNSW search, ``cluster`` (a replica,      ``checks.ch14_databases_at_scale``
+         a sharded table), ``quorum`` (N, W, R), ``sharding``
+         (``ring_owner``, ``measure_movement``); ``governance``:
+         ``access`` (``authorised_rows``), ``crypto`` (field and
+         envelope encryption, ``rotate_key``)
 =======  ==============================================================  ==================================
 
 Across chapters: ``checks`` (one record per exercise, one loop that checks them all and

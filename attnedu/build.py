@@ -20,7 +20,7 @@ How it works:
   build then finds every chapter there and starts no kernel. A notebook is not executed
   again while the cache holds the outputs of its current source, made with the current
   library (``library_fingerprint``: the ``attnedu`` package, ``data/`` and the versions of
-  Python, NumPy, PyTorch, Matplotlib; the book's pages, which chapters 11-13 search, are not
+  Python, NumPy, PyTorch, Matplotlib; the book's pages, which chapters 10-14 search, are not
   in it: ``--force`` executes anyway). Older entries of the same notebook are removed; a
   notebook that fails leaves no entry, so the book never shows stale outputs.
 - Each execution writes a report, ``_build/execution/NN-slug.json``: total seconds (kernel

@@ -8,7 +8,8 @@ Chapter 1 (weighted sums) puts here what every later chapter builds on:
   Nadaraya-Watson kernel regression, the oldest attention mechanism there is.
 
 Chapter 2 adds :func:`scaled_dot_product_attention` with :func:`causal_mask` and
-:func:`padding_mask`; chapter 3 adds :func:`self_attention`, :func:`sinusoidal_positions` and
+:func:`padding_mask` (both at once: :func:`attention_mask`), and :func:`saturating_dk`, where an
+unscaled softmax saturates; chapter 3 adds :func:`self_attention`, :func:`sinusoidal_positions` and
 :func:`apply_rope`; chapter 4 adds :func:`split_heads`, :func:`merge_heads` and
 :func:`multi_head_attention`; chapter 5 adds :func:`attention_pattern`, who may attend to whom in
 BERT, GPT and T5.
@@ -24,7 +25,7 @@ from typing import Callable
 
 import numpy as np
 
-from ._validate import as_float_array, non_negative_int, normalize_axis, positive_int, positive_number
+from ._validate import as_float_array, non_negative_int, normalize_axis, positive_int, positive_number, probability
 
 __all__ = [
     "softmax",
@@ -38,6 +39,8 @@ __all__ = [
     "additive_scores",
     "causal_mask",
     "padding_mask",
+    "attention_mask",
+    "saturating_dk",
     "PATTERN_KINDS",
     "attention_pattern",
     "scaled_dot_product_attention",
@@ -579,3 +582,55 @@ def multi_head_attention(x, W_q, W_k, W_v, W_o, num_heads: int, mask=None):
     q, k, v = (split_heads(x @ W[name], num_heads) for name in ("W_q", "W_k", "W_v"))  # (B, H, T, dh) each
     out, weights = scaled_dot_product_attention(q, k, v, mask=mask)  # (B, H, T, dh), (B, H, T, T)
     return merge_heads(out) @ W["W_o"], weights  # (B, T, E), (B, H, T, T)
+
+
+# ------------------------------------- chapter 2, its exercises: a batch's mask, saturation
+def attention_mask(lengths, T: int, causal: bool = False) -> np.ndarray:
+    """``(B, T, T)`` boolean mask of a padded batch, True where query ``i`` of sequence ``b`` may attend to key ``j``.
+
+    Key ``j`` must be a real token of sequence ``b``, ``j < lengths[b]`` (:func:`padding_mask`), and
+    with ``causal=True`` it must not lie in the future, ``j <= i`` (:func:`causal_mask`). Padding
+    hides keys, not queries: the row of a padding query still lists the real keys (its output is
+    computed, then ignored). Equal to ``causal_mask(T) & padding_mask(lengths, T)``, or to
+    ``padding_mask(lengths, T)`` alone, broadcast to the full shape.
+    """
+    if not isinstance(causal, (bool, np.bool_)):
+        raise ValueError(f"causal must be True or False, got {causal!r}")
+    mask = padding_mask(lengths, T)  # (B, 1, T): the real keys
+    if causal:
+        mask = mask & causal_mask(T)  # (B, T, T): and not the future
+    return np.broadcast_to(mask, (mask.shape[0], T, T)).copy()  # (B, T, T)
+
+
+def saturating_dk(q, k, threshold: float):
+    r"""The smallest width ``d_k`` at which the *unscaled* softmax saturates (chapter 2's measurement).
+
+    Query ``i``, ``q[i]``, has its own ``m`` keys, the rows of ``k[i]``. At each width
+    ``d_k = 1, 2, 4, ...`` up to ``D``, the first ``d_k`` coordinates of every vector give the
+    scores :math:`s_{ij} = q_i \cdot k_{ij}`, *not* divided by :math:`\sqrt{d_k}`, and their
+    softmax over the ``m`` keys gives the weights of query ``i``. The result is the smallest
+    width at which the mean, over the queries, of each query's largest weight exceeds
+    ``threshold``; ``None`` if no width up to ``D`` does. (Taking the first coordinates of one
+    draw, rather than a new draw per width, makes the answer a function of the data alone.)
+
+    Args:
+        q: ``(n, D)``, one query per row.
+        k: ``(n, m, D)``, the ``m`` keys of each query.
+        threshold: in ``(0, 1]``; ``1 / m`` is uniform weights, 1 a one-hot.
+
+    Returns:
+        An ``int``, a power of 2 no larger than ``D``, or ``None``.
+    """
+    q = as_float_array(q, "q", min_ndim=2, max_ndim=2)
+    k = as_float_array(k, "k", min_ndim=3, max_ndim=3)
+    if k.shape[0] != q.shape[0] or k.shape[2] != q.shape[1]:
+        raise ValueError(f"need q (n, D) and k (n, m, D); got q {q.shape} and k {k.shape}")
+    threshold = probability(threshold, "threshold")
+    d_k = 1
+    while d_k <= q.shape[1]:
+        scores = np.einsum("nd,nmd->nm", q[:, :d_k], k[:, :, :d_k])  # (n, m), unscaled
+        if softmax(scores, axis=-1).max(axis=-1).mean() > threshold:
+            return d_k
+        d_k *= 2
+    return None
+

@@ -7,7 +7,8 @@ Read it top to bottom, like chapter 6's GPT (:mod:`attnedu.models`):
   :func:`grouped_query_attention` is its equation for one sequence (chapter 7's exercise);
 * :class:`RMSNorm`: LayerNorm without the centring and the bias;
 * :class:`SwiGLU`: the gated feed-forward block;
-* :class:`LlamaConfig`: the numbers that define the model;
+* :class:`LlamaConfig`: the numbers that define the model; :func:`kv_cache_mib`, the memory
+  its KV cache takes (what grouped-query attention saves);
 * :class:`LlamaBlock`: pre-norm residual blocks,
   :math:`x \leftarrow x + \mathrm{GQA}(\mathrm{RMSNorm}(x))`, then
   :math:`x \leftarrow x + \mathrm{SwiGLU}(\mathrm{RMSNorm}(x))`;
@@ -38,7 +39,8 @@ from attnedu.models import _generation_options, _sample
 from attnedu.nn import KVCache
 from attnedu.rope import RotaryEmbedding
 
-__all__ = ["grouped_query_attention", "GroupedQueryAttention", "RMSNorm", "SwiGLU", "LlamaConfig", "LlamaBlock", "Llama"]
+__all__ = ["grouped_query_attention", "GroupedQueryAttention", "RMSNorm", "SwiGLU", "LlamaConfig", "kv_cache_mib",
+           "LlamaBlock", "Llama"]
 
 
 def _fused_weight(module: nn.Module, layers: tuple[nn.Linear, ...]) -> Tensor:
@@ -301,6 +303,30 @@ class LlamaConfig:
         positive_number(self.rope_base, "LlamaConfig.rope_base")
         if self.n_head % self.n_kv_head:
             raise ValueError(f"n_head={self.n_head} is not divisible by n_kv_head={self.n_kv_head}")
+
+
+def kv_cache_mib(config: LlamaConfig | None = None, tokens: int | None = None, *, n_kv_head: int | None = None,
+                 bytes_per_number: int = 4) -> float:
+    r"""The memory a KV cache takes, in MiB (:math:`2^{20}` bytes): a key and a value of ``head_dim``
+    numbers for every key/value head of every layer, for every token.
+
+    .. math:: 2 \cdot n_{layer} \cdot n_{kv\_head} \cdot d_h \cdot T \cdot \text{bytes per number} \,/\, 2^{20}
+
+    Args:
+        config: the model's shape (default: ``LlamaConfig()``, SmolLM2-135M).
+        tokens: ``T``, the tokens cached (default: a full context, ``config.context``).
+        n_kv_head: key/value heads (default: the config's; ``config.n_head`` gives the cache of
+            ordinary multi-head attention).
+        bytes_per_number: 4 for float32, 2 for float16.
+
+    ``kv_cache_mib()`` is SmolLM2's cache for a full context of 8,192 tokens in float32: 360 MiB
+    (with 9 key/value heads instead of 3, 1,080 MiB).
+    """
+    config = LlamaConfig() if config is None else config
+    tokens = config.context if tokens is None else positive_int(tokens, "tokens")
+    n_kv_head = config.n_kv_head if n_kv_head is None else positive_int(n_kv_head, "n_kv_head")
+    numbers = 2 * config.n_layer * n_kv_head * config.head_dim * tokens  # keys and values
+    return numbers * positive_int(bytes_per_number, "bytes_per_number") / 2**20
 
 
 class LlamaBlock(nn.Module):

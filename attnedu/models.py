@@ -6,6 +6,10 @@ Read it top to bottom, like nanoGPT's model file:
 * :class:`GPT`: token embedding + learned position embedding, a stack of
   :class:`attnedu.nn.DecoderBlock` (causal self-attention, no cross-attention, pre-norm), a
   final LayerNorm and an output layer that *shares* the token embedding's matrix;
+* :class:`CausalSelfAttention`: the GPT's attention written for itself (chapter 6's exercise),
+  with the parameter names of the blocks' attention, and :func:`kv_cache_step`, one decoding
+  step of it with a KV cache; ``GPT(config, attention=CausalSelfAttention)`` builds its blocks
+  around it;
 * :func:`parameter_count`: the number of parameters, derived from the config by formula
   (:func:`gpt_parameter_count` from the sizes alone);
 * :func:`next_token_loss`: the mean cross-entropy of the next token, the loss :meth:`GPT.forward` returns;
@@ -35,10 +39,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from attnedu._validate import dropout_rate, non_negative_int, non_negative_number, positive_int, probability
+from attnedu.functional import causal_mask
 from attnedu.nn import DecoderBlock, KVCache
 
-__all__ = ["GPTConfig", "GPT", "parameter_count", "gpt_parameter_count", "next_token_loss", "top_k_filter",
-           "top_p_filter", "sample_next", "SHIPPED_CHECKPOINT"]
+__all__ = ["GPTConfig", "GPT", "CausalSelfAttention", "kv_cache_step", "parameter_count", "gpt_parameter_count",
+           "next_token_loss", "top_k_filter", "top_p_filter", "sample_next", "SHIPPED_CHECKPOINT"]
 
 #: A small trained GPT that the project ships (3.2 MB, float32), for chapter 6: the chapter's model
 #: (4 blocks, 4 heads, d_model 128, context 64, no biases, 808,064 parameters) trained for nanoGPT's
@@ -275,28 +280,212 @@ def _sample(logits: Tensor, temperature: float, top_k: int | None, top_p: float 
     return torch.multinomial(probs, num_samples=1, generator=generator)  # (B, 1)
 
 
+# ----------------------------------------------------------------------------- the GPT's attention
+class CausalSelfAttention(nn.Module):
+    r"""Multi-head causal self-attention, the attention of a GPT block, written for that case alone.
+
+    ``forward(x)``: ``x`` ``(B, T, d_model)`` -> ``(B, T, d_model)``. With ``H = n_head`` heads of
+    ``d_head = d_model / H`` features each:
+
+    .. math::
+        q, k, v = x W_q, x W_k, x W_v \quad \text{split into } H \text{ heads, } (B, H, T, d_{head}) \\
+        \mathrm{out} = \mathrm{concat}_h\!\left(\mathrm{softmax}\!\left(\frac{q_h k_h^\top}{\sqrt{d_{head}}}
+            + M\right) v_h\right) W_o, \qquad M_{ij} = 0 \text{ if } j \le i \text{ else } -\infty
+
+    Its layers are named as those of the blocks' :class:`attnedu.nn.MultiHeadAttention`
+    (``q_proj``, ``k_proj``, ``v_proj``, ``out_proj``, each ``nn.Linear(d_model, d_model)``), so
+    the weights of a :class:`GPT` built either way load into the other. It has no KV cache of its
+    own: :func:`kv_cache_step` is one decoding step of it.
+
+    Args:
+        d_model: ``C``, the width of every token's vector; divisible by ``n_head``.
+        n_head: ``H``, the number of heads.
+        bias: biases in the four projections.
+    """
+
+    def __init__(self, d_model: int, n_head: int, bias: bool = True):
+        super().__init__()
+        d_model, n_head = positive_int(d_model, "d_model"), positive_int(n_head, "n_head")
+        if d_model % n_head:
+            raise ValueError(f"d_model={d_model} is not divisible by n_head={n_head}: "
+                             "each head needs d_model / n_head features")
+        self.n_head = n_head
+        self.q_proj = nn.Linear(d_model, d_model, bias=bias)  # W_q of all heads side by side
+        self.k_proj = nn.Linear(d_model, d_model, bias=bias)
+        self.v_proj = nn.Linear(d_model, d_model, bias=bias)
+        self.out_proj = nn.Linear(d_model, d_model, bias=bias)  # W_o
+
+    def forward(self, x: Tensor) -> Tensor:
+        C = self.q_proj.in_features
+        if not isinstance(x, Tensor) or x.dim() != 3 or x.shape[-1] != C:
+            got = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+            raise ValueError(f"x must be (B, T, {C}), got {got}")
+        B, T, _ = x.shape
+        H, d_head = self.n_head, C // self.n_head
+        q, k, v = (proj(x).view(B, T, H, d_head).transpose(1, 2)  # (B, T, C) -> (B, H, T, d_head)
+                   for proj in (self.q_proj, self.k_proj, self.v_proj))
+        scores = q @ k.transpose(-2, -1) / math.sqrt(d_head)  # (B, H, T, T)
+        allowed = torch.from_numpy(causal_mask(T)).to(x.device)  # (T, T), True where a query may attend
+        scores = scores.masked_fill(~allowed, float("-inf"))  # the future gets probability 0
+        weights = torch.softmax(scores, dim=-1)  # (B, H, T, T): each query's weights over the keys
+        out = (weights @ v).transpose(1, 2).reshape(B, T, C)  # the heads side by side again: (B, T, C)
+        return self.out_proj(out)  # (B, T, C)
+
+
+def kv_cache_step(attn: nn.Module, x_new: Tensor, cache: tuple[Tensor, Tensor] | None = None
+                  ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+    r"""One decoding step of causal self-attention with a KV cache: the newest position only.
+
+    The new position's query attends over every cached key and its own: as the last position,
+    it may see all of them, so no mask is needed. Stepping through a sequence one position at
+    a time, from ``cache=None``, gives exactly ``attn(x)`` on the whole sequence.
+
+    Args:
+        attn: a :class:`CausalSelfAttention` (or a module with its ``n_head`` and four layers).
+        x_new: ``(B, 1, C)``, the newest position's input.
+        cache: ``(k, v)``, the keys and values of the ``t`` positions before it, each
+            ``(B, H, t, d_head)``; ``None`` when there are none yet.
+
+    Returns:
+        ``(out, (k, v))``: ``out`` ``(B, 1, C)``, and the cache with the new position appended
+        at the end, each ``(B, H, t + 1, d_head)``.
+    """
+    C = attn.q_proj.in_features
+    if not isinstance(x_new, Tensor) or x_new.dim() != 3 or x_new.shape[1:] != (1, C):
+        got = tuple(x_new.shape) if isinstance(x_new, Tensor) else type(x_new).__name__
+        raise ValueError(f"x_new must be (B, 1, {C}): one new position, got {got}")
+    B, H = x_new.shape[0], attn.n_head
+    q, k, v = (proj(x_new).view(B, 1, H, C // H).transpose(1, 2)  # (B, H, 1, d_head) each
+               for proj in (attn.q_proj, attn.k_proj, attn.v_proj))
+    if cache is not None:
+        k_old, v_old = cache
+        if k_old.shape[:2] != (B, H) or k_old.shape[-1] != C // H or v_old.shape != k_old.shape:
+            raise ValueError(f"cache must be two (B, H, t, d_head) = ({B}, {H}, t, {C // H}) tensors, got "
+                             f"{tuple(k_old.shape)} and {tuple(v_old.shape)}")
+        k, v = torch.cat([k_old, k], dim=2), torch.cat([v_old, v], dim=2)  # (B, H, t + 1, d_head)
+    weights = torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(C // H), dim=-1)  # (B, H, 1, t + 1)
+    out = (weights @ v).transpose(1, 2).reshape(B, 1, C)  # (B, 1, C)
+    return attn.out_proj(out), (k, v)
+
+
+class _StepCache:
+    """The ``(k, v)`` pair of one block whose attention steps with a ``kv_step`` function."""
+
+    def __init__(self):
+        self.pair: tuple[Tensor, Tensor] | None = None
+
+    def __len__(self) -> int:
+        return 0 if self.pair is None else self.pair[0].shape[2]
+
+
+class _AttentionBlock(DecoderBlock):
+    """A GPT block whose self-attention is any module ``(B, T, C) -> (B, T, C)`` (with a cache:
+    stepped one position at a time by ``kv_step``). It is built as a pre-norm
+    :class:`DecoderBlock` whose ``self_attn`` is then replaced, so the names of its parameters are
+    a ``DecoderBlock``'s and the weights of either load into the other."""
+
+    def __init__(self, attention, kv_step, d_model: int, n_head: int, d_ff: int, dropout: float, bias: bool):
+        super().__init__(d_model, n_head, d_ff, dropout=dropout, norm_first=True, bias=bias)
+        self.self_attn = attention(d_model, n_head, bias=bias)
+        self.kv_step = kv_step
+
+    def forward(self, x: Tensor, cache: _StepCache | None = None) -> Tensor:
+        def attend(h):  # h: (B, T, C)
+            if cache is None:
+                return self.drop(self.self_attn(h))
+            outs = []
+            for t in range(h.shape[1]):  # one new position at a time, each appended to the cache
+                out, cache.pair = self.kv_step(self.self_attn, h[:, t:t + 1], cache.pair)
+                outs.append(out)
+            return self.drop(torch.cat(outs, dim=1))
+
+        x = self.res1(x, attend)  # x + attention(LN(x)): (B, T, C)
+        return self.res3(x, self.ff)  # x + feed-forward(LN(x)): (B, T, C)
+
+
+def _check_attention(attn, d_model: int, n_head: int, bias: bool) -> None:
+    """A ``ValueError`` naming what a GPT's own attention module lacks: the four ``(d_model, d_model)``
+    layers (their weights load by name) and ``n_head``."""
+    if not isinstance(attn, nn.Module):
+        raise ValueError(f"attention(d_model, n_head, bias=...) must build an nn.Module, got {type(attn).__name__}")
+    for name in ("q_proj", "k_proj", "v_proj", "out_proj"):
+        layer = getattr(attn, name, None)
+        if not isinstance(layer, nn.Linear) or (layer.in_features, layer.out_features) != (d_model, d_model) \
+                or (layer.bias is not None) != bias:
+            raise ValueError(f"the attention module needs `{name} = nn.Linear({d_model}, {d_model}, bias={bias})`, "
+                             f"got {layer!r}")
+    if getattr(attn, "n_head", None) != n_head:
+        raise ValueError(f"the attention module needs `n_head = {n_head}`, got {getattr(attn, 'n_head', None)!r}")
+
+
 # ----------------------------------------------------------------------------- the model
 class GPT(nn.Module):
-    """A decoder-only Transformer language model. See the module docstring for the picture."""
+    """A decoder-only Transformer language model. See the module docstring for the picture.
 
-    def __init__(self, config: GPTConfig):
+    Args:
+        config: its sizes, a :class:`GPTConfig`.
+        attention: ``None`` (the default): the blocks are :class:`attnedu.nn.DecoderBlock`, whose
+            attention is :class:`attnedu.nn.MultiHeadAttention`, with its fast path and its
+            :class:`~attnedu.nn.KVCache`. Or a class (or factory) called as
+            ``attention(d_model, n_head, bias=config.bias)``, such as :class:`CausalSelfAttention`
+            or the learner's own: a module ``(B, T, C) -> (B, T, C)`` with the layers ``q_proj``,
+            ``k_proj``, ``v_proj``, ``out_proj`` and the attribute ``n_head``; every block's
+            self-attention is then one of these (``config.dropout`` still applies to the residual
+            branches and the embeddings, not to the attention weights). The parameters have the
+            same names either way, so the weights of one load into the other.
+        kv_step: with ``attention``, the function of one decoding step that :meth:`generate` uses
+            with its cache, ``kv_step(attn, x_new, cache) -> (out, cache)`` (default
+            :func:`kv_cache_step`).
+    """
+
+    def __init__(self, config: GPTConfig, *, attention=None, kv_step=None):
         super().__init__()
         if not isinstance(config, GPTConfig):
             raise ValueError(f"GPT needs a GPTConfig, got {type(config).__name__}")
+        if attention is None and kv_step is not None:
+            raise ValueError("kv_step is the decoding step of a given attention: pass attention=... too")
+        if attention is not None and not callable(attention):
+            raise ValueError(f"attention must be a class or a function that builds the module, got "
+                             f"{type(attention).__name__}")
+        if kv_step is not None and not callable(kv_step):
+            raise ValueError(f"kv_step must be a function, got {type(kv_step).__name__}")
         self.config = config
         C = config.d_model
         self.wte = nn.Embedding(config.vocab_size, C)  # token embedding
         self.wpe = nn.Embedding(config.context, C)  # learned position embedding
         self.drop = nn.Dropout(config.dropout)
-        self.blocks = nn.ModuleList(
-            DecoderBlock(C, config.n_head, config.d_ff, dropout=config.dropout, norm_first=True, bias=config.bias)
-            for _ in range(config.n_layer)
-        )
+        if attention is None:
+            self.blocks = nn.ModuleList(
+                DecoderBlock(C, config.n_head, config.d_ff, dropout=config.dropout, norm_first=True,
+                             bias=config.bias)
+                for _ in range(config.n_layer)
+            )
+        else:
+            self.blocks = nn.ModuleList(
+                _AttentionBlock(attention, kv_step or kv_cache_step, C, config.n_head, config.d_ff,
+                                config.dropout, config.bias)
+                for _ in range(config.n_layer)
+            )
+            _check_attention(self.blocks[0].self_attn, C, config.n_head, config.bias)
         self.ln_f = nn.LayerNorm(C, bias=config.bias)
         self.lm_head = nn.Linear(C, config.vocab_size, bias=False)
         # Weight tying: reading a token in and writing it out use one matrix, (V, C).
         self.lm_head.weight = self.wte.weight
         self._init_weights()
+
+    @property
+    def kv_step(self):
+        """The decoding step used with the cache (blocks built with ``attention=`` only; else ``None``)."""
+        return getattr(self.blocks[0], "kv_step", None)
+
+    @kv_step.setter
+    def kv_step(self, step) -> None:
+        if not isinstance(self.blocks[0], _AttentionBlock):
+            raise ValueError("only a GPT built with attention=... steps with a kv_step")
+        if not callable(step):
+            raise ValueError(f"kv_step must be a function, got {type(step).__name__}")
+        for block in self.blocks:
+            block.kv_step = step
 
     def _init_weights(self) -> None:
         """GPT-2's initialisation, as in nanoGPT: N(0, 0.02) weights, zero biases, and the
@@ -379,7 +568,9 @@ class GPT(nn.Module):
         With ``use_cache`` (the fast path), a :class:`~attnedu.nn.KVCache` per block keeps the
         keys and values of the positions already read: the prompt is read once (the
         *prefill*), then each step feeds in only the newest token. Without it (the readable
-        path) every step reads the whole window again. Both give the same tokens.
+        path) every step reads the whole window again. Both give the same tokens. (A GPT built
+        with ``attention=`` keeps a ``(k, v)`` pair per block instead, and feeds every position,
+        the prompt's too, through its ``kv_step`` one at a time.)
 
         Past the context window: once the sequence is longer than ``context``, the window
         slides, and every token moves to a new position. With learned *absolute* position
@@ -423,7 +614,7 @@ class GPT(nn.Module):
         T_max = self.config.context
         caches = None
         if use_cache and max_new_tokens:
-            caches = [KVCache() for _ in self.blocks]
+            caches = [_StepCache() if isinstance(block, _AttentionBlock) else KVCache() for block in self.blocks]
             h = self._hidden(idx[:, -T_max:], caches)  # prefill: (B, T, C), fills every cache
         for step in range(max_new_tokens):
             if caches is not None and step > 0:

@@ -12,7 +12,8 @@ therefore torch's (``embed_dim``, ``num_heads``, boolean masks True where attent
 
 Chapter 5 builds the Transformer's blocks on top of it: :func:`layer_norm`, :class:`FeedForward`,
 :class:`EncoderBlock` (and :func:`encoder_block`, the same block written from its parts) and
-:class:`DecoderBlock` (causal self-attention, optional cross-attention), each with pre-norm or
+:class:`DecoderBlock` (causal self-attention, optional cross-attention; :func:`cross_attention`
+and :func:`decoder_block` write them out from their parts), each with pre-norm or
 post-norm residual connections; a
 :class:`KVCache` lets a decoder generate one token at a time without recomputing the past.
 The blocks speak the course's vocabulary (``d_model``, ``n_head``, ``d_ff``; a boolean mask is
@@ -452,7 +453,7 @@ def mha_flops(batch: int, seq_len: int, embed_dim: int, num_heads: int) -> int:
 
 
 # --------------------------------------------------------------------------- chapter 5
-__all__ += ["layer_norm", "encoder_block"]
+__all__ += ["layer_norm", "encoder_block", "cross_attention", "decoder_block"]
 
 
 def layer_norm(x, gamma, beta, eps: float = 1e-5) -> Tensor:
@@ -524,6 +525,88 @@ def encoder_block(x, attn, ff, norm1, norm2, norm_first: bool = True) -> Tensor:
         return x + ff(norm2(x))
     x = norm1(x + self_attend(x))
     return norm2(x + ff(x))
+
+
+def cross_attention(x, memory, attn, memory_mask=None) -> tuple[Tensor, Tensor]:
+    r"""Multi-head cross-attention written out: the queries come from the decoder's states ``x``,
+    the keys and values from the encoder's output ``memory``, through ``attn``'s four projections.
+
+    .. math::
+        \mathrm{head}_i = \mathrm{softmax}\!\left(\frac{(x W_q^i)(m W_k^i)^\top}{\sqrt{d_h}} + M\right) m W_v^i,
+        \qquad \mathrm{out} = \mathrm{concat}(\mathrm{head}_1, \dots, \mathrm{head}_H)\, W_o
+
+    with :math:`M = -\infty` at the padded memory positions and 0 elsewhere, so that padding gets
+    weight 0. It is what ``attn(x, memory, memory, key_padding_mask=~memory_mask,
+    average_attn_weights=False)`` computes (without dropout), and what :class:`DecoderBlock`'s
+    cross-attention sublayer computes on ``LN2(x)``.
+
+    Args:
+        x: ``(B, T, d_model)``, the decoder's states: one query per position.
+        memory: ``(B, S, d_model)``, the encoder's output: one key and one value per position.
+        attn: a :class:`MultiHeadAttention`, whose ``q_proj``, ``k_proj``, ``v_proj``, ``out_proj``
+            and ``num_heads`` are used (not its forward).
+        memory_mask: ``(B, S)`` booleans (or 0/1), True for the real memory positions and False
+            for padding, the course's convention; ``None``: every position is real. Every
+            sequence needs at least one real position (a row of zero weights cannot sum to 1).
+
+    Returns:
+        ``(output, weights)``: ``(B, T, d_model)`` and the per-head weights ``(B, H, T, S)``,
+        each row summing to 1, zero at the padded positions.
+    """
+    if not all(hasattr(attn, name) for name in ("q_proj", "k_proj", "v_proj", "out_proj", "num_heads")):
+        raise ValueError(f"attn must be an attnedu.nn.MultiHeadAttention, got {type(attn).__name__} "
+                         "(convert torch's with MultiHeadAttention.from_torch)")
+    _check_x(x, attn.embed_dim)
+    if not isinstance(memory, Tensor) or memory.dim() != 3 or memory.shape[0] != x.shape[0] \
+            or memory.shape[-1] != attn.kdim:
+        got = tuple(memory.shape) if isinstance(memory, Tensor) else type(memory).__name__
+        raise ValueError(f"memory must be (B={x.shape[0]}, S, {attn.kdim}) to go with x of shape {tuple(x.shape)}, "
+                         f"got {got}")
+    (B, T, _), S, H = x.shape, memory.shape[1], attn.num_heads
+    blocked = _blocked(memory_mask, "memory_mask", (B, S))  # (B, S), True = padding
+
+    def heads(t: Tensor) -> Tensor:  # (B, L, d_model) -> (B, H, L, d_h)
+        return t.view(B, t.shape[1], H, attn.head_dim).transpose(1, 2)
+
+    q = heads(attn.q_proj(x))  # (B, H, T, d_h): the decoder asks
+    k, v = heads(attn.k_proj(memory)), heads(attn.v_proj(memory))  # (B, H, S, d_h): the encoder answers
+    scores = q @ k.transpose(-2, -1) / math.sqrt(attn.head_dim)  # (B, H, T, S)
+    if blocked is not None:  # (B, 1, 1, S): the same keys hidden from every head and every query
+        scores = scores.masked_fill(blocked[:, None, None, :], float("-inf"))
+    weights = torch.softmax(scores, dim=-1)  # (B, H, T, S), rows sum to 1
+    out = (weights @ v).transpose(1, 2).reshape(B, T, H * attn.head_dim)  # (B, T, d_model): heads side by side
+    return attn.out_proj(out), weights
+
+
+def decoder_block(x, memory, self_attn, cross_attn, ff, norm1, norm2, norm3, memory_mask=None) -> Tensor:
+    r"""A pre-norm Transformer decoder block written from its parts: what
+    :class:`DecoderBlock` ``(cross_attention=True)`` computes (without dropout, cache or padding of
+    ``x``), and ``torch.nn.TransformerDecoderLayer(norm_first=True)`` given the same parts.
+
+    .. math::
+        h_1 = x + \mathrm{SelfAttn}_\text{causal}(\mathrm{LN}_1(x)), \qquad
+        h_2 = h_1 + \mathrm{CrossAttn}(\mathrm{LN}_2(h_1), m), \qquad
+        y = h_2 + \mathrm{FF}(\mathrm{LN}_3(h_2))
+
+    Args:
+        x: ``(B, T, d_model)``, the decoder's input; position ``t`` sees positions ``<= t`` only.
+        memory: ``(B, S, d_model)``, the encoder's output ``m`` (not normalised again here).
+        self_attn, cross_attn: :class:`MultiHeadAttention` modules; the cross-attention is
+            :func:`cross_attention` with ``cross_attn``'s weights.
+        ff: the feed-forward module; norm1, norm2, norm3: the layer norms of the three sublayers.
+        memory_mask: ``(B, S)``, True for the memory's real positions (the course's convention).
+
+    Returns:
+        ``(B, T, d_model)``.
+    """
+    x = torch.as_tensor(x)
+    if x.dim() != 3:
+        raise ValueError(f"x must be (B, T, d_model), got shape {tuple(x.shape)}")
+    blocked = ~torch.from_numpy(causal_mask(x.shape[1])).to(x.device)  # (T, T): torch's convention, True = blocked
+    h = norm1(x)
+    x = x + self_attn(h, h, h, attn_mask=blocked, need_weights=False)[0]  # causal self-attention
+    x = x + cross_attention(norm2(x), memory, cross_attn, memory_mask)[0]  # read the encoder's output
+    return x + ff(norm3(x))  # (B, T, d_model)
 
 
 class FeedForward(nn.Module):
@@ -624,7 +707,10 @@ class DecoderBlock(nn.Module):
       positions, which attend to every cached one and causally among themselves.
 
     Every mask is in the course's convention (True = may attend); the block converts them
-    once to :class:`MultiHeadAttention`'s torch convention.
+    once to :class:`MultiHeadAttention`'s torch convention. With cross-attention and pre-norm,
+    it computes :func:`decoder_block` on its parts (``self_attn``, ``cross_attn``, ``ff``, and
+    ``res1.norm``, ``res2.norm``, ``res3.norm``), whose cross-attention sublayer is
+    :func:`cross_attention`; the tests hold the two equal.
 
     With ``need_weights=True``, ``self.attn_weights`` (self-attention) and
     ``self.cross_weights`` hold the per-head weights.

@@ -110,6 +110,32 @@ def test_chapter_page_has_all_its_figures(built_book, notebook):
         assert target.exists() and target.stat().st_size > 5000, f"figure {img['src']} is missing or empty"
 
 
+# Where each drawn diagram (attnedu.diagrams) appears.
+DIAGRAMS = {"03-self-attention": "qkv_flow", "04-multi-head-attention": "heads_by_reshaping",
+            "05-transformer": "transformer_block", "12-rag": "rag_pipeline"}
+
+
+@pytest.mark.parametrize("chapter, name", DIAGRAMS.items())
+def test_drawn_diagrams_are_on_their_pages_with_alt_text(built_book, chapter, name):
+    from attnedu.diagrams import ALT
+
+    soup = page(REPO / "notebooks" / chapter / f"{chapter}.ipynb")
+    alts = [img.get("alt", "") for img in soup.select("div.cell_output img")]
+    assert ALT[name] in alts, f"{chapter}'s page has no figure with the alt text of attnedu.diagrams.{name}"
+
+
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=[p.parent.name for p in NOTEBOOKS])
+def test_hints_are_folded_and_rendered_as_markdown(built_book, notebook):
+    soup = page(notebook)
+    hints = [d for d in soup.find_all("details") if d.find("summary") and
+             d.find("summary").get_text(strip=True).startswith("Hint")]
+    n_exercises = sum(bool(c.get("metadata", {}).get("nbgrader", {}).get("solution")) for c in cells(notebook))
+    assert len(hints) >= n_exercises, f"{len(hints)} folded hints for {n_exercises} exercises"
+    for hint in hints:
+        assert not hint.has_attr("open"), "a hint must be folded until opened"
+        assert hint.find("p"), f"the inside of {hint.find('summary').get_text()} was not rendered as markdown"
+
+
 @pytest.mark.parametrize("notebook", NOTEBOOKS, ids=[p.parent.name for p in NOTEBOOKS])
 def test_chapter_page_shows_check_results_and_no_errors(built_book, notebook):
     soup = page(notebook)

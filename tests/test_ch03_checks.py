@@ -402,3 +402,48 @@ class DefaultDvIsDModel(SelfAttention):
 )
 def test_the_hidden_module_check_tries_the_default_d_v_and_the_gradients_in_float32(cls, message):
     fails_with(partial(ch03.check, "SelfAttention", hidden=True), cls, message)
+
+
+# ------------------------------------------------------------------ the prediction about word order
+def test_the_word_order_experiment_says_b_each_word_keeps_its_output_in_another_row():
+    assert ch03._word_order() == "b"
+    x, *W = np.random.default_rng(5).normal(size=(4, 6, 6))  # a bigger version of the experiment
+    perm = np.array([5, 2, 0, 4, 1, 3])
+    assert np.allclose(F.self_attention(x[perm], *W)[0], F.self_attention(x, *W)[0][perm])
+
+
+def test_a_word_order_prediction_is_recorded_by_the_visible_check_and_graded_by_the_hidden_one(capsys):
+    for answer in "abcd":  # any answer of the right form is recorded; the experiment has not run yet
+        ch03.check("predict_word_order", lambda answer=answer: answer)
+    assert capsys.readouterr().out.count("is recorded") == 4
+    ch03.check("predict_word_order", lambda: "b", hidden=True)
+
+
+@pytest.mark.parametrize("answer, message", [
+    ("a", r"returned 'a', which is not what happens\. Likely cause: a token's output depends only on its own query"),
+    ("c", r"Likely cause: \"dog\" keeps its output too: nothing in the computation depends on where a token stands"),
+    ("d", r"Likely cause: the rows are not left as they were: .*equivariant, not invariant"),
+])
+def test_a_wrong_word_order_prediction_is_named_when_graded(answer, message):
+    fails_with(partial(ch03.check, "predict_word_order", hidden=True), lambda: answer, message)
+
+
+def unanswered():
+    raise NotImplementedError()
+
+
+@pytest.mark.parametrize("fn, message", [
+    (lambda: "e", r"answer with one of 'a', 'b', 'c', 'd', not 'e'"),
+    (lambda: "B", r"answer with exactly one of"),
+    (lambda: 2, r"answer with one of"),
+    (unanswered, r"is not written yet"),
+    (None, r"should be a function, but it is None"),
+])
+def test_the_word_order_visible_check_answers_a_prediction_of_the_wrong_form(fn, message):
+    fails_with(partial(ch03.check, "predict_word_order"), fn, message)
+
+
+def test_revealing_the_word_order_prints_the_answer_and_why(capsys):
+    ch03.reveal("predict_word_order", lambda: "a")
+    out = capsys.readouterr().out
+    assert "You predicted 'a'; the answer: 'b' (not what happens)" in out and "permutation equivariant" in out

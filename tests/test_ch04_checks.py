@@ -1,5 +1,6 @@
 """Chapter 4's checks: the library passes them, typical mistakes get the sentence meant for them,
-and garbage never crashes a check."""
+the debug exercise's given code fails naming its bug, a prediction is recorded by its visible
+check and graded by its hidden one, and garbage never crashes a check."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from functools import partial
 import numpy as np
 import pytest
 
-from conftest import assert_one_sentence, garbage  # what learners typically get wrong
+from conftest import REPO, assert_one_sentence, garbage, load_notebook  # what learners typically get wrong
 import torch
 
 from attnedu import functional as F
@@ -54,10 +55,6 @@ def merge_interleaved(x):
     return x.transpose(0, 2, 3, 1).reshape(B, T, H * dh)
 
 
-def merge_wrong_axis(x):
-    return np.concatenate(list(x.transpose(1, 0, 2, 3)), axis=1)  # stacks heads along tokens
-
-
 def _mha(x, W_q, W_k, W_v, W_o, num_heads, mask=None, *, scale=None, split=split_ref, merge=merge_ref,
          use_mask=True, use_out=True, right=True, average=False):
     """The reference with one typical mistake switched on."""
@@ -98,26 +95,16 @@ def mha_output_only(x, W_q, W_k, W_v, W_o, num_heads, mask=None):
     return _mha(x, W_q, W_k, W_v, W_o, num_heads, mask)[0]
 
 
-def count_no_biases(embed_dim, kdim=None, vdim=None, bias=True):
-    kd, vd = kdim or embed_dim, vdim or embed_dim
-    return 2 * embed_dim**2 + kd * embed_dim + vd * embed_dim
+def mha_merged_by_reshape(x, W_q, W_k, W_v, W_o, num_heads, mask=None):
+    return _mha(x, W_q, W_k, W_v, W_o, num_heads, mask, merge=merge_reshape_only)
 
 
-def count_three_biases(embed_dim, kdim=None, vdim=None, bias=True):
-    return count_no_biases(embed_dim, kdim, vdim) + (3 * embed_dim if bias else 0)
+def mha_merged_interleaved(x, W_q, W_k, W_v, W_o, num_heads, mask=None):
+    return _mha(x, W_q, W_k, W_v, W_o, num_heads, mask, merge=merge_interleaved)
 
 
-def count_biases_always(embed_dim, kdim=None, vdim=None, bias=True):
-    return count_no_biases(embed_dim, kdim, vdim) + 4 * embed_dim
-
-
-def count_ignores_kdim_vdim(embed_dim, kdim=None, vdim=None, bias=True):
-    return 4 * embed_dim**2 + (4 * embed_dim if bias else 0)
-
-
-def count_square_kv(embed_dim, kdim=None, vdim=None, bias=True):
-    kd, vd = kdim or embed_dim, vdim or embed_dim
-    return 2 * embed_dim**2 + kd * kd + vd * vd + (4 * embed_dim if bias else 0)
+def mha_not_merged(x, W_q, W_k, W_v, W_o, num_heads, mask=None):
+    return _mha(x, W_q, W_k, W_v, W_o, num_heads, mask, merge=merge_transpose_only, use_out=False)
 
 
 def flops_without_factor_two(batch, seq_len, embed_dim, num_heads):
@@ -149,9 +136,9 @@ def test_the_library_passes_every_chapter_4_check_visible_and_hidden(capsys):
         ch04.check(name, ex.reference)
         ch04.check(name, ex.reference, hidden=True)
     out = capsys.readouterr().out
-    for name, n in [("split_heads", 5), ("merge_heads", 4), ("multi_head_attention", 7), ("mha_parameter_count", 6),
-                    ("mha_flops", 4)]:
+    for name, n in [("split_heads", 5), ("multi_head_attention", 7), ("mha_flops", 4)]:
         assert f"`{name}` passes all {n} checks" in out
+    assert "Your prediction, 16640, is recorded" in out
 
 
 def test_the_notebooks_own_solutions_pass(capsys):
@@ -160,16 +147,20 @@ def test_the_notebooks_own_solutions_pass(capsys):
         B, T, E = x.shape
         return x.reshape(B, T, num_heads, E // num_heads).transpose(0, 2, 1, 3)
 
-    def merge_heads(x):
-        B, H, T, dh = x.shape
-        return x.transpose(0, 2, 1, 3).reshape(B, T, H * dh)
+    def multi_head_attention(x, W_q, W_k, W_v, W_o, num_heads, mask=None):  # the merge written in place
+        q, k, v = (split_heads(x @ W, num_heads) for W in (W_q, W_k, W_v))
+        out, weights = F.scaled_dot_product_attention(q, k, v, mask=mask)
+        B, H, T, dh = out.shape
+        return out.transpose(0, 2, 1, 3).reshape(B, T, H * dh) @ W_o, weights
 
     def mha_flops(batch, seq_len, embed_dim, num_heads):
         dh = embed_dim // num_heads
         return 8 * batch * seq_len * embed_dim**2 + 4 * batch * num_heads * seq_len**2 * dh
 
     partial(ch04.check, "split_heads")(split_heads)
-    partial(ch04.check, "merge_heads")(merge_heads)
+    partial(ch04.check, "multi_head_attention")(multi_head_attention)
+    partial(ch04.check, "multi_head_attention", hidden=True)(multi_head_attention)
+    partial(ch04.check, "predict_eight_heads", hidden=True)(lambda: 16_640)
     partial(ch04.check, "mha_flops")(mha_flops)
     partial(ch04.check, "mha_flops")(lambda *a: float(mha_flops(*a)))  # a float is fine too
     partial(ch04.check, "split_heads")(lambda x, h: torch.from_numpy(split_heads(x, h)))  # so is a tensor
@@ -180,7 +171,7 @@ def test_the_notebooks_own_solutions_pass(capsys):
 @pytest.mark.parametrize(
     "fn, message",
     [
-        (split_reshape_only, r"Likely cause: the result equals x\.reshape\(B, H, T, dh\).*reshape to \(B, T, H, dh\) first, then swap"),
+        (split_reshape_only, r"Likely cause: this is the given code's bug: x\.reshape\(B, H, T, dh\) pours"),
         (split_without_transpose, r"shape \(1, 3, 2, 2\); expected shape \(1, 2, 3, 2\).*Hint: by hand, head 0"),
         (split_strided, r"Likely cause: each head takes every H-th feature.*contiguous block"),
         (split_fixed_dh, r"raised ValueError: cannot reshape .* \(on x = an array of shape \(1, 3, 4\), num_heads = 1\)"),
@@ -191,30 +182,47 @@ def test_split_heads_mistakes_get_their_sentence(fn, message):
         partial(ch04.check, "split_heads")(fn)
 
 
-# ------------------------------------------------------------------ merge_heads
-@pytest.mark.parametrize(
-    "fn, message",
-    [
-        (merge_reshape_only, r"Likely cause: the result equals x\.reshape\(B, T, H \* dh\).*transpose to \(B, T, H, dh\) first"),
-        (merge_transpose_only, r"shape \(1, 3, 2, 2\); expected shape \(1, 3, 4\).*then reshape"),
-        (merge_interleaved, r"Likely cause: the heads' features are interleaved"),
-        (merge_wrong_axis, r"shape \(1, 6, 2\); expected shape \(1, 3, 4\)"),
-    ],
-)
-def test_merge_heads_mistakes_get_their_sentence(fn, message):
-    with pytest.raises(CheckFailed, match=message):
-        partial(ch04.check, "merge_heads")(fn)
+def given_code(grade_id: str) -> str:
+    """The buggy lines the student version of chapter 4 shows in a debug exercise's cell."""
+    nb = load_notebook(REPO / "notebooks" / "04-multi-head-attention" / "04-multi-head-attention.ipynb")
+    [cell] = [c for c in nb["cells"] if c["metadata"].get("nbgrader", {}).get("grade_id") == grade_id]
+    assert cell["metadata"]["attnedu"]["kind"] == "debug"
+    return cell["metadata"]["attnedu"]["given"]
+
+
+def test_the_given_split_heads_runs_gives_the_right_shape_and_fails_naming_its_bug():
+    scope = {}
+    exec("def split_heads(x, num_heads):\n" + given_code("split-heads") + "\n", scope)
+    buggy = scope["split_heads"]
+    assert buggy(np.zeros((2, 5, 12)), 3).shape == (2, 3, 5, 4)  # no error, the right shape
+    assert_one_sentence(partial(ch04.check, "split_heads"), buggy,
+                        r"off by up to .*Likely cause: this is the given code's bug: x\.reshape\(B, H, T, dh\) pours "
+                        r"the numbers into the new shape in memory order")
+    assert_one_sentence(partial(ch04.check, "split_heads", hidden=True), buggy, r"Likely cause: this is the given")
+
+
+def test_the_fixed_split_heads_passes_and_is_the_given_code_with_the_transpose():
+    scope = {}
+    given = given_code("split-heads").replace("return x.reshape(B, num_heads, T, dh)",
+                                              "return x.reshape(B, T, num_heads, dh).transpose(0, 2, 1, 3)")
+    exec("def split_heads(x, num_heads):\n" + given + "\n", scope)
+    ch04.check("split_heads", scope["split_heads"])
+    ch04.check("split_heads", scope["split_heads"], hidden=True)
 
 
 # ------------------------------------------------------------------ multi_head_attention
 @pytest.mark.parametrize(
     "fn, message",
     [
-        (mha_scale_by_E, r"symmetric W_q.*Hint: divide each head's scores by sqrt\(dh\)"),
-        (mha_no_output_projection, r"four random matrices.*Hint: the merged heads go through the output projection"),
-        (mha_heads_interleaved, r"W_q = 0.*Hint: W_q = 0 makes every weight 1/T.*split_heads and merge_heads"),
-        (mha_torch_orientation, r"Hint: the matrices act from the right: queries = x @ W_q"),
-        (mha_ignores_mask, r"causal mask.*Hint: pass `mask` on"),
+        (mha_scale_by_E, r"symmetric W_q.*Likely cause: each head's scores are divided by sqrt\(dh\)"),
+        (mha_no_output_projection, r"four random matrices.*Likely cause: the merged heads still go through the output "
+                                   r"projection"),
+        (mha_merged_by_reshape, r"W_q = 0.*Likely cause: the heads were merged with a reshape alone"),
+        (mha_merged_interleaved, r"W_q = 0.*Likely cause: the heads' features are interleaved"),
+        (mha_not_merged, r"returned `output` of shape \(1, 2, 1, 2\); expected shape \(1, 2, 2\)"),
+        (mha_heads_interleaved, r"W_q = 0.*Hint: W_q = 0 makes every weight 1/T.*merged back"),
+        (mha_torch_orientation, r"Likely cause: the matrices act from the right as given, x @ W_q"),
+        (mha_ignores_mask, r"causal mask.*Likely cause: the mask was left out"),
         (mha_averaged_weights, r"returned `weights` of shape \(1, 2, 2\); expected shape \(1, 1, 2, 2\)"),
         (mha_output_only, r"returned 1 value\(s\); expected a tuple of 2: `return output, weights`"),
     ],
@@ -224,20 +232,41 @@ def test_multi_head_attention_mistakes_get_their_sentence(fn, message):
         partial(ch04.check, "multi_head_attention")(fn)
 
 
-# ------------------------------------------------------------------ parameter count
-@pytest.mark.parametrize(
-    "fn, message",
-    [
-        (count_no_biases, r"Likely cause: it counts the weight matrices only: each of the four projections also has a bias"),
-        (count_three_biases, r"Likely cause: it counts three bias vectors: the output projection has a bias too"),
-        (count_biases_always, r"bias = False returned a result .*Likely cause: it counts biases although bias=False"),
-        (count_ignores_kdim_vdim, r"kdim = 3, vdim = 5 returned a result .*Likely cause: it ignores kdim and vdim"),
-        (count_square_kv, r"Likely cause: it counts as if W_k were kdim x kdim"),
-    ],
-)
-def test_parameter_count_mistakes_get_their_sentence(fn, message):
-    with pytest.raises(CheckFailed, match=message):
-        partial(ch04.check, "mha_parameter_count")(fn)
+# ------------------------------------------------------------------ the prediction about eight heads
+def test_the_eight_heads_experiment_counts_what_torch_allocates_the_same_as_one_head():
+    assert ch04._eight_heads() == 16_640 == sum(p.numel() for p in torch.nn.MultiheadAttention(64, 1).parameters())
+
+
+def test_an_eight_heads_prediction_is_recorded_whatever_the_number_and_graded_when_hidden(capsys):
+    for answer in (16_640, 133_120, 0.5, 16_640.0):
+        ch04.check("predict_eight_heads", lambda answer=answer: answer)
+    assert capsys.readouterr().out.count("is recorded") == 4
+    for right in (16_640, 16_640.0, np.int64(16_640)):
+        ch04.check("predict_eight_heads", lambda right=right: right, hidden=True)
+
+
+@pytest.mark.parametrize("answer, message", [
+    (133_120, r"Likely cause: the heads do not bring matrices of their own"),
+    (2_080, r"Likely cause: the layer does not shrink either"),
+    (16_641, r"returned 16641, which is not"),
+])
+def test_a_wrong_eight_heads_prediction_is_named_when_graded(answer, message):
+    assert_one_sentence(partial(ch04.check, "predict_eight_heads", hidden=True), lambda: answer, message)
+
+
+@pytest.mark.parametrize("fn, message", [
+    (lambda: "16640", r"answer with a number, not '16640'"),
+    (lambda: float("inf"), r"answer with a finite number"),
+    (lambda: True, r"answer with a number"),
+] + garbage(None)[:2] + garbage(None)[-2:])  # the stub, None, and names bound to no function
+def test_the_eight_heads_visible_check_answers_a_prediction_of_the_wrong_form(fn, message):
+    assert_one_sentence(partial(ch04.check, "predict_eight_heads"), fn, message)
+
+
+def test_revealing_the_eight_heads_prints_the_count_and_why(capsys):
+    ch04.reveal("predict_eight_heads", lambda: 133_120)
+    out = capsys.readouterr().out
+    assert "You predicted 133120; the answer: 16640 (not what happens)" in out and "smaller slices" in out
 
 
 # ------------------------------------------------------------------ FLOPs
@@ -259,8 +288,8 @@ def test_flop_mistakes_get_their_sentence(fn, message):
 # ------------------------------------------------------------------ garbage never crashes
 @pytest.mark.parametrize(
     "check",
-    [partial(ch04.check, "split_heads"), partial(ch04.check, "merge_heads"), partial(ch04.check, "multi_head_attention"),
-     partial(ch04.check, "mha_parameter_count"), partial(ch04.check, "mha_flops")],
+    [partial(ch04.check, "split_heads"), partial(ch04.check, "multi_head_attention"),
+     partial(ch04.check, "mha_flops")],
 )
 @pytest.mark.parametrize("fn, message", garbage("not an array of numbers|returned 1 value"))
 def test_garbage_gets_a_sentence_not_a_crash(check, fn, message):

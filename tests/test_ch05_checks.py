@@ -1,9 +1,11 @@
 """Chapter 5's checks: the library passes them, visible and hidden, typical mistakes get the sentence meant for
-them, and garbage never crashes a check. (The library's versions are tested against torch and attnedu.nn's blocks
-in test_blocks.py, test_functional_attention.py and test_train.py.)"""
+them, a stub is told it is not written yet, and garbage never crashes a check. (The library's versions are tested
+against torch and attnedu.nn's blocks in test_blocks.py, test_nn.py and test_functional_attention.py.)"""
 
 from __future__ import annotations
 
+import math
+import re
 from functools import partial
 
 import numpy as np
@@ -14,54 +16,13 @@ from conftest import assert_one_sentence, garbage  # what learners typically get
 from attnedu.checks import CheckFailed
 from attnedu.checks import ch05_transformer as ch05
 from attnedu.functional import attention_pattern as pat_ref
+from attnedu.nn import DecoderBlock
+from attnedu.nn import cross_attention as ca_ref
+from attnedu.nn import decoder_block as db_ref
 from attnedu.nn import encoder_block as eb_ref
-from attnedu.nn import layer_norm as ln_ref
 
 
 # ------------------------------------------------------------------ wrong learner functions
-def ln_unbiased(x, gamma, beta, eps=1e-5):
-    return (x - x.mean(-1, keepdim=True)) / torch.sqrt(x.var(-1, keepdim=True) + eps) * gamma + beta
-
-
-def ln_std_plus_eps(x, gamma, beta, eps=1e-5):
-    mean = x.mean(-1, keepdim=True)
-    std = ((x - mean) ** 2).mean(-1, keepdim=True).sqrt()
-    return (x - mean) / (std + eps) * gamma + beta
-
-
-def ln_no_eps(x, gamma, beta, eps=1e-5):
-    mean = x.mean(-1, keepdim=True)
-    return (x - mean) / ((x - mean) ** 2).mean(-1, keepdim=True).sqrt() * gamma + beta
-
-
-def ln_batch_norm(x, gamma, beta, eps=1e-5):
-    mean = x.mean(0, keepdim=True)
-    var = ((x - mean) ** 2).mean(0, keepdim=True)
-    return (x - mean) / torch.sqrt(var + eps) * gamma + beta
-
-
-def ln_no_affine(x, gamma, beta, eps=1e-5):
-    return ln_ref(x, torch.ones_like(gamma), torch.zeros_like(beta), eps)
-
-
-def ln_swapped(x, gamma, beta, eps=1e-5):
-    return ln_ref(x, beta, gamma, eps)
-
-
-def rms_norm(x, gamma, beta, eps=1e-5):
-    return x / torch.sqrt((x**2).mean(-1, keepdim=True) + eps) * gamma + beta
-
-
-def ln_fixed_eps(x, gamma, beta, eps=1e-5):
-    return ln_ref(x, gamma, beta)
-
-
-def ln_numpy(x, gamma, beta, eps=1e-5):
-    x, gamma, beta = (np.asarray(a) for a in (x, gamma, beta))
-    mean = x.mean(-1, keepdims=True)
-    return (x - mean) / np.sqrt(x.var(-1, keepdims=True) + eps) * gamma + beta
-
-
 def sa(attn, h):
     return attn(h, h, h)[0]
 
@@ -117,24 +78,87 @@ def eb_keeps_tuple(x, attn, ff, norm1, norm2, norm_first=True):
     return x + attn(h, h, h)  # forgot that attention returns (output, weights)
 
 
-def acc_token(pred, target):
-    return (pred == target).float().mean().item()
+# cross-attention, written as a learner would: the solution, then one slip each
+def ca_solution(x, memory, attn, memory_mask=None, *, slip=None):
+    B, T, d = x.shape
+    H = 1 if slip == "one head" else attn.num_heads
+    dh = d // H
+    queries, keys = (memory, x) if slip == "swapped" else (x, memory)
+    q = attn.q_proj(queries).view(B, queries.shape[1], H, dh).transpose(1, 2)
+    k = attn.k_proj(keys).view(B, keys.shape[1], H, dh).transpose(1, 2)
+    v = attn.v_proj(keys).view(B, keys.shape[1], H, dh).transpose(1, 2)
+    scores = q @ k.transpose(-2, -1) / math.sqrt(d if slip == "sqrt d_model" else dh)
+    if memory_mask is not None and slip != "no mask":
+        hidden = memory_mask[:, None, None, :] if slip == "inverted" else ~memory_mask[:, None, None, :]
+        scores = scores.masked_fill(hidden, 0.0 if slip == "zero fill" else float("-inf"))
+    weights = torch.softmax(scores, dim=-1)
+    out = weights @ v
+    out = (out if slip == "no transpose" else out.transpose(1, 2)).reshape(B, queries.shape[1], d)
+    out = out if slip == "no out_proj" else attn.out_proj(out)
+    return out if slip == "output only" else (out, weights)
 
 
-def acc_any(pred, target):
-    return (pred == target).any(dim=1).float().mean().item()
+def ca_einsum(x, memory, attn, memory_mask=None):
+    # the heads split with unflatten and einsum instead of view and transpose: fine too
+    H = attn.num_heads
+    q, k, v = (t.unflatten(-1, (H, -1)) for t in (attn.q_proj(x), attn.k_proj(memory), attn.v_proj(memory)))
+    scores = torch.einsum("bthd,bshd->bhts", q, k) / math.sqrt(q.shape[-1])
+    if memory_mask is not None:
+        scores = torch.where(memory_mask[:, None, None, :], scores, -torch.inf)
+    weights = scores.softmax(-1)
+    return attn.out_proj(torch.einsum("bhts,bshd->bthd", weights, v).flatten(2)), weights
 
 
-def acc_count(pred, target):
-    return (pred == target).all(dim=1).sum().item()
+def ca_calls_the_module(x, memory, attn, memory_mask=None):
+    pad = None if memory_mask is None else ~memory_mask
+    return attn(x, memory, memory, key_padding_mask=pad, average_attn_weights=False)
 
 
-def acc_error_rate(pred, target):
-    return 1 - (pred == target).all(dim=1).float().mean().item()
+# the decoder block, written as a learner would: the solution, then one slip each
+def db_solution(x, memory, self_attn, cross_attn, ff, norm1, norm2, norm3, memory_mask=None, *, slip=None):
+    allowed = torch.from_numpy(np.tril(np.ones((x.shape[1], x.shape[1]), dtype=bool)))
+    mask = {"no causal mask": None, "mask not inverted": allowed}.get(slip, ~allowed)
+    norms = [norm1, norm1, norm1] if slip == "norm1 everywhere" else [norm1, norm2, norm3]
+
+    def self_sub(h):
+        return self_attn(h, h, h, attn_mask=mask)[0]
+
+    def cross_sub(h):
+        kv = h if slip == "keys from x" else norms[1](memory) if slip == "normalised memory" else memory
+        module = self_attn if slip == "self_attn for cross" else cross_attn
+        return ca_ref(h, kv, module, None if slip == "ignores the mask" else memory_mask)[0]
+
+    order = [(self_sub, norms[0]), (cross_sub, norms[1])]
+    order = order[::-1] if slip == "cross first" else order
+    order += [] if slip == "no feed-forward" else [(ff, norms[2])]
+    for f, norm in order:
+        if slip == "post-norm":
+            x = norm(x + f(x))
+        elif slip == "no residual":
+            x = f(norm(x))
+        else:
+            x = x + f(norm(x))
+    return x
 
 
-def acc_per_position(pred, target):
-    return (pred == target).all(dim=0).float()
+def db_with_the_modules(x, memory, self_attn, cross_attn, ff, norm1, norm2, norm3, memory_mask=None):
+    # the cross-attention through the module's own forward, in torch's convention: fine too
+    causal = ~torch.tril(torch.ones(x.shape[1], x.shape[1], dtype=torch.bool))
+    h = norm1(x)
+    x = x + self_attn(h, h, h, attn_mask=causal)[0]
+    pad = None if memory_mask is None else ~memory_mask
+    h = norm2(x)
+    x = x + cross_attn(h, memory, memory, key_padding_mask=pad)[0]
+    return x + ff(norm3(x))
+
+
+def db_tilde_of_none(x, memory, self_attn, cross_attn, ff, norm1, norm2, norm3, memory_mask=None):
+    h = norm2(x)
+    return x + cross_attn(h, memory, memory, key_padding_mask=~memory_mask)[0]  # ~None
+
+
+def db_keeps_tuple(x, memory, self_attn, cross_attn, ff, norm1, norm2, norm3, memory_mask=None):
+    return x + ca_ref(norm2(x), memory, cross_attn, memory_mask)  # forgot [0]
 
 
 def pat_transposed(kind, n_in, n_out):
@@ -187,18 +211,13 @@ def test_the_library_passes_every_chapter_5_check_visible_and_hidden(capsys):
         ch05.check(name, ex.reference)
         ch05.check(name, ex.reference, hidden=True)
     out = capsys.readouterr().out
-    assert out.count("passes all") == 4
-    for name, n in [("layer_norm", 5), ("encoder_block", 4), ("sequence_accuracy", 4), ("attention_pattern", 7)]:
+    assert out.count("passes all") == 4 and out.count("is recorded") == 1
+    for name, n in [("encoder_block", 4), ("cross_attention", 4), ("decoder_block", 5), ("attention_pattern", 7)]:
         assert f"`{name}` passes all {n} checks" in out
 
 
 def test_the_notebooks_own_solutions_pass(capsys):
     # written the way the chapter's solution cells write them
-    def layer_norm(x, gamma, beta, eps=1e-5):
-        mean = x.mean(dim=-1, keepdim=True)
-        var = ((x - mean) ** 2).mean(dim=-1, keepdim=True)
-        return (x - mean) / torch.sqrt(var + eps) * gamma + beta
-
     def encoder_block(x, attn, ff, norm1, norm2, norm_first=True):
         if norm_first:
             h = norm1(x)
@@ -207,8 +226,33 @@ def test_the_notebooks_own_solutions_pass(capsys):
         x = norm1(x + attn(x, x, x)[0])
         return norm2(x + ff(x))
 
-    def sequence_accuracy(pred, target):
-        return (pred == target).all(dim=1).float().mean().item()
+    def cross_attention(x, memory, attn, memory_mask=None):
+        B, T, d_model = x.shape
+        S, H = memory.shape[1], attn.num_heads
+        d_head = d_model // H
+
+        def heads(t):
+            return t.view(B, t.shape[1], H, d_head).transpose(1, 2)
+
+        q = heads(attn.q_proj(x))
+        k, v = heads(attn.k_proj(memory)), heads(attn.v_proj(memory))
+        scores = q @ k.transpose(-2, -1) / math.sqrt(d_head)
+        if memory_mask is not None:
+            scores = scores.masked_fill(~memory_mask[:, None, None, :], float("-inf"))
+        weights = torch.softmax(scores, dim=-1)
+        out = (weights @ v).transpose(1, 2).reshape(B, T, d_model)
+        return attn.out_proj(out), weights
+
+    def decoder_block(x, memory, self_attn, cross_attn, ff, norm1, norm2, norm3, memory_mask=None):
+        T = x.shape[1]
+        blocked = ~torch.from_numpy(np.tril(np.ones((T, T), dtype=bool)))
+        h = norm1(x)
+        x = x + self_attn(h, h, h, attn_mask=blocked)[0]
+        x = x + ca_ref(norm2(x), memory, cross_attn, memory_mask)[0]
+        return x + ff(norm3(x))
+
+    def predict_norm_placement():
+        return "b"
 
     def attention_pattern(kind, n_in, n_out):
         T = n_in + n_out
@@ -222,35 +266,15 @@ def test_the_notebooks_own_solutions_pass(capsys):
         mask[n_in:, n_in:] = np.tril(np.ones((n_out, n_out), dtype=bool))
         return mask
 
-    ch05.check("layer_norm", layer_norm)
-    ch05.check("layer_norm", ln_numpy)  # NumPy operations on the tensors are fine too
-    ch05.check("encoder_block", encoder_block)
-    ch05.check("sequence_accuracy", sequence_accuracy)
-    ch05.check("sequence_accuracy", lambda p, t: (p == t).all(dim=1).float().mean())  # a 0-d tensor
-    ch05.check("attention_pattern", attention_pattern)
-    assert capsys.readouterr().out.count("passes all") == 6
-    for name, fn in [("layer_norm", layer_norm), ("encoder_block", encoder_block),
-                     ("sequence_accuracy", sequence_accuracy), ("attention_pattern", attention_pattern)]:
+    solutions = [("encoder_block", encoder_block), ("cross_attention", cross_attention),
+                 ("cross_attention", ca_einsum), ("decoder_block", decoder_block),
+                 ("decoder_block", db_with_the_modules), ("predict_norm_placement", predict_norm_placement),
+                 ("attention_pattern", attention_pattern)]
+    for name, fn in solutions:
+        ch05.check(name, fn)
         ch05.check(name, fn, hidden=True)
-
-
-# ------------------------------------------------------------------ layer norm
-@pytest.mark.parametrize(
-    "fn, message",
-    [
-        (ln_unbiased, r"Likely cause: it divides the squared deviations by d - 1"),
-        (ln_std_plus_eps, r"Likely cause: it adds eps to the standard deviation"),
-        (ln_no_eps, r"Likely cause: it leaves out eps: a row whose entries are all equal"),
-        (ln_batch_norm, r"Likely cause: it normalises each feature over the batch \(axis 0\), which is batch norm"),
-        (ln_no_affine, r"other gamma and beta.*Likely cause: it forgets gamma and beta"),
-        (ln_swapped, r"Likely cause: gamma and beta are swapped"),
-        (rms_norm, r"Likely cause: .*that is RMSNorm"),
-        (ln_fixed_eps, r"eps = 0\.5.*Likely cause: it ignores the eps argument"),
-    ],
-)
-def test_layer_norm_mistakes_get_their_sentence(fn, message):
-    with pytest.raises(CheckFailed, match=message):
-        ch05.check("layer_norm", fn)
+    out = capsys.readouterr().out
+    assert out.count("passes all") == 6 and out.count("is recorded") == 1
 
 
 # ------------------------------------------------------------------ encoder block
@@ -273,20 +297,111 @@ def test_encoder_block_mistakes_get_their_sentence(fn, message):
         ch05.check("encoder_block", fn)
 
 
-# ------------------------------------------------------------------ sequence accuracy
+# ------------------------------------------------------------------ cross-attention
+@pytest.mark.parametrize(
+    "slip, message",
+    [
+        ("swapped", r"three queries.*Likely cause: the queries come from memory"),
+        ("no mask", r"identity projections returned `output`.*Likely cause: memory_mask is ignored"),
+        ("inverted", r"Likely cause: the mask is inverted"),
+        ("zero fill", r"Likely cause: the padded scores are set to 0 instead of -inf"),
+        ("sqrt d_model", r"2 heads.*Likely cause: it divides the scores by sqrt\(d_model\)"),
+        ("one head", r"2 heads.*Likely cause: it attends with one head of size d_model"),
+        ("no transpose", r"Likely cause: it merges the heads without transposing"),
+        ("no out_proj", r"one head, no mask.*Likely cause: it leaves out the output projection"),
+        ("output only", r"returned 1 value\(s\); expected a tuple of 2: `return output, weights`"),
+    ],
+)
+def test_cross_attention_mistakes_get_their_sentence(slip, message):
+    with pytest.raises(CheckFailed, match=message):
+        ch05.check("cross_attention", partial(ca_solution, slip=slip))
+
+
+def test_cross_attention_is_written_not_called():
+    with pytest.raises(CheckFailed, match=r"raised RuntimeError: here you write the attention yourself"):
+        ch05.check("cross_attention", ca_calls_the_module)
+
+
+def test_every_cross_attention_mistake_is_caught_and_named_by_the_visible_cases():
+    ex = ch05.EXERCISES["cross_attention"]
+    for settings, sentence in ex.mistakes:
+        with pytest.raises(CheckFailed, match=re.escape(sentence)):
+            ch05.check("cross_attention", partial(ex.wrong, **settings))
+
+
+# ------------------------------------------------------------------ decoder block
+@pytest.mark.parametrize(
+    "slip, message",
+    [
+        ("no causal mask", r"Likely cause: the self-attention has no causal mask"),
+        ("mask not inverted", r"NaN.*Likely cause: the causal mask is passed in the course's convention"),
+        ("no residual", r"Likely cause: the residual connections are missing"),
+        ("post-norm", r"Likely cause: it is post-norm"),
+        ("keys from x", r"Likely cause: the cross-attention takes its keys and values from the decoder's stream"),
+        ("normalised memory", r"Likely cause: it normalises the memory with norm2"),
+        ("ignores the mask", r"memory_mask hiding 4 positions.*Likely cause: it ignores memory_mask"),
+        ("cross first", r"Likely cause: the cross-attention comes before the self-attention"),
+        ("norm1 everywhere", r"Likely cause: it uses norm1 for every sublayer"),
+        ("no feed-forward", r"Likely cause: the feed-forward sublayer is missing"),
+        ("self_attn for cross", r"Likely cause: the cross-attention uses self_attn's weights"),
+    ],
+)
+def test_decoder_block_mistakes_get_their_sentence(slip, message):
+    with pytest.raises(CheckFailed, match=message):
+        ch05.check("decoder_block", partial(db_solution, slip=slip))
+
+
 @pytest.mark.parametrize(
     "fn, message",
     [
-        (acc_token, r"2 of them right.*Likely cause: that is the token accuracy"),
-        (acc_any, r"Likely cause: it counts a sequence as right when any position is right"),
-        (acc_count, r"Likely cause: it returns the number of right sequences"),
-        (acc_error_rate, r"Likely cause: it returns the fraction of wrong sequences"),
-        (acc_per_position, r"shape \(3,\); expected shape \(\).*Hint: by hand.*dim=1"),
+        (db_tilde_of_none, r"raised TypeError.*memory_mask=None\)\. Hint: .*memory_mask=None means no padding"),
+        (db_keeps_tuple, r"raised TypeError.*Hint: .*return a tuple \(output, weights\)"),
     ],
 )
-def test_sequence_accuracy_mistakes_get_their_sentence(fn, message):
+def test_decoder_block_errors_get_the_cases_hint(fn, message):
     with pytest.raises(CheckFailed, match=message):
-        ch05.check("sequence_accuracy", fn)
+        ch05.check("decoder_block", fn)
+
+
+def test_every_decoder_block_mistake_is_caught_and_named_by_the_visible_cases():
+    ex = ch05.EXERCISES["decoder_block"]
+    for settings, sentence in ex.mistakes:
+        with pytest.raises(CheckFailed, match=re.escape(sentence)):
+            ch05.check("decoder_block", partial(ex.wrong, **settings))
+
+
+def test_the_library_decoder_block_is_what_the_decoder_block_module_computes():
+    torch.manual_seed(0)
+    block = DecoderBlock(8, 2, 16, cross_attention=True).double().eval()
+    x, memory = torch.randn(2, 5, 8, dtype=torch.float64), torch.randn(2, 3, 8, dtype=torch.float64)
+    mask = torch.tensor([[True, True, True], [True, False, False]])
+    parts = (block.self_attn, block.cross_attn, block.ff, block.res1.norm, block.res2.norm, block.res3.norm)
+    with torch.no_grad():
+        torch.testing.assert_close(db_ref(x, memory, *parts, mask), block(x, memory, memory_padding_mask=mask))
+
+
+# ------------------------------------------------------------------ a prediction
+def test_a_prediction_is_recorded_when_visible_and_graded_when_hidden(capsys):
+    for answer in "abcd":
+        ch05.check("predict_norm_placement", lambda a=answer: a)
+    assert capsys.readouterr().out.count("is recorded") == 4
+    ch05.check("predict_norm_placement", lambda: "b", hidden=True)
+    for answer, sentence in [("a", "both train, you said"), ("c", "post-norm is the one that fails"),
+                             ("d", "pre-norm does train")]:
+        with pytest.raises(CheckFailed, match=rf"returned '{answer}', which is not what happens.*Likely cause: "
+                                              rf"{sentence}"):
+            ch05.check("predict_norm_placement", lambda a=answer: a, hidden=True)
+    with pytest.raises(CheckFailed, match="one of 'a', 'b', 'c', 'd'"):
+        ch05.check("predict_norm_placement", lambda: "pre-norm")
+
+
+def test_reveal_shows_the_answer_and_why(capsys):
+    def stub():
+        raise NotImplementedError()
+    for answer, said in [(lambda: "b", "(right)"), (lambda: "c", "not what happens"), (stub, "not answered yet")]:
+        ch05.reveal("predict_norm_placement", answer)
+        out = capsys.readouterr().out
+        assert said in out and "'b'" in out and "Xiong et al." in out
 
 
 # ------------------------------------------------------------------ attention patterns
@@ -309,6 +424,15 @@ def test_attention_pattern_mistakes_get_their_sentence(fn, message):
 
 # ------------------------------------------------------------------ garbage never crashes
 @pytest.mark.parametrize("name", list(ch05.EXERCISES))
-@pytest.mark.parametrize("fn, message", garbage("not an array of numbers"))
+@pytest.mark.parametrize("fn, message", garbage("not an array of numbers|expected a tuple of 2|answer with one of"))
 def test_garbage_gets_a_sentence_not_a_crash(name, fn, message):
     assert_one_sentence(partial(ch05.check, name), fn, message)
+
+
+@pytest.mark.parametrize("name", list(ch05.EXERCISES))
+def test_a_stub_is_told_it_is_not_written_yet_visible_and_hidden(name):
+    def stub(*args, **kwargs):
+        raise NotImplementedError()
+    for hidden in (False, True):
+        with pytest.raises(CheckFailed, match="is not written yet"):
+            ch05.check(name, stub, hidden=hidden)

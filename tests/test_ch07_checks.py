@@ -1,5 +1,6 @@
 """Chapter 7's checks: the library's versions pass them, typical mistakes get the sentence meant
-for them, and garbage never crashes a check. (That the references are the real thing, the name
+for them, and garbage never crashes a check; the prediction's visible check records any number and its
+hidden check grades it against the KV cache the chapter then computes. (That the references are the real thing, the name
 table that loads all-MiniLM-L6-v2, sentence-transformers' pooling, one step of
 attnedu.llama.GroupedQueryAttention, is tested in test_pretrained_minilm.py and test_pretrained_smollm.py.)"""
 
@@ -18,11 +19,13 @@ from conftest import assert_one_sentence, garbage, returns_none, returns_text, s
 from attnedu.checks import CheckFailed
 from attnedu.checks import ch07_pretrained as ch07
 from attnedu.checks.engine import check as run_check
+from attnedu.llama import LlamaConfig, kv_cache_mib
 from attnedu.llama import grouped_query_attention as gqa_ref
 from attnedu.pretrained.minilm import our_name as name_ref
 from attnedu.pretrained.pooling import mean_pool as pool_ref
 
-check_our_name, check_mean_pool, check_gqa = (partial(ch07.check, n) for n in ch07.EXERCISES)
+check_our_name, check_mean_pool, check_kv, check_gqa = (partial(ch07.check, n) for n in (
+    "our_name", "mean_pool", "predict_kv_cache_mib", "grouped_query_attention"))
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -81,10 +84,12 @@ def test_the_library_passes_every_chapter_7_check_visible_and_hidden(capsys):
         ch07.check(name, ex.reference, hidden=True)
     out = capsys.readouterr().out
     assert out.count("passes all") == 3 and "passes all 16 checks" in out
+    assert "Your prediction, 360.0, is recorded" in out
 
 
 def test_the_references_are_the_librarys_versions():
-    assert [ex.reference for ex in ch07.EXERCISES.values()] == [name_ref, pool_ref, gqa_ref]
+    assert [ex.reference for ex in ch07.EXERCISES.values()] == [name_ref, pool_ref, kv_cache_mib, gqa_ref]
+    assert [ex.kind for ex in ch07.EXERCISES.values()] == ["code", "code", "predict", "code"]
 
 
 @pytest.mark.parametrize("name, wrong, sentence", [(n, w, t) for n, ex in ch07.EXERCISES.items() for w, t in ex.mistakes])
@@ -96,12 +101,19 @@ def test_every_typical_mistake_is_named_with_its_own_sentence(name, wrong, sente
     assert str(info.value).endswith(f"Likely cause: {sentence}")
 
 
+def predict_kv_cache_mib():
+    return 2 * 30 * 3 * 64 * 8192 * 4 / 2**20
+
+
 def test_the_notebooks_own_solutions_pass(capsys):
     check_our_name(our_name)
     check_mean_pool(mean_pool)
+    check_kv(predict_kv_cache_mib)
+    check_kv(predict_kv_cache_mib, hidden=True)
     check_gqa(grouped_query_attention)
     check_gqa(grouped_query_attention_numpy)  # NumPy is fine too
-    assert capsys.readouterr().out.count("passes all") == 4
+    out = capsys.readouterr().out
+    assert out.count("passes all") == 4 and "Your prediction, 360.0, is recorded" in out
 
 
 # ------------------------------------------------------------------ our_name: typical mistakes
@@ -343,6 +355,68 @@ def gqa_swapped_outputs(q, k, v):
 def test_grouped_query_attention_mistakes_get_their_sentence(fn, message):
     with pytest.raises(CheckFailed, match=message):
         check_gqa(fn)
+
+
+# ------------------------------------------------------------------ predict the KV cache
+def test_the_kv_cache_of_smollm2_is_360_mib_and_1080_without_grouping():
+    c = LlamaConfig()  # SmolLM2-135M's shape
+    assert kv_cache_mib() == kv_cache_mib(c, c.context) == 360.0
+    assert kv_cache_mib(n_kv_head=c.n_head) == 1080.0
+    toy = LlamaConfig(n_layer=2, n_head=2, n_kv_head=1, head_dim=4)
+    assert kv_cache_mib(toy, 10) == 2 * 2 * 1 * 4 * 10 * 4 / 2**20
+    assert kv_cache_mib(c, bytes_per_number=2) == 180.0
+    with pytest.raises(ValueError, match="tokens"):
+        kv_cache_mib(c, 0)
+
+
+@pytest.mark.parametrize("answer", [360, 360.0, 1080, 0.5, np.float64(12.0)])
+def test_the_visible_check_of_the_prediction_records_any_number(answer, capsys):
+    check_kv(lambda: answer)
+    assert f"Your prediction, {answer!r}, is recorded" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("answer", [360, 360.0, 2 * 30 * 3 * 64 * 8192 * 4 / 1e6, 350, 370])
+def test_a_prediction_within_5_percent_passes_the_hidden_check(answer):
+    check_kv(lambda: answer, hidden=True)  # 377.5: MB for MiB, close enough
+
+
+@pytest.mark.parametrize("answer, sentence", [
+    (1080, "1,080 MiB is the cache of multi-head attention"), (180, "that counts the keys only"),
+    (720, "720 MiB is what grouped-query attention saves"), (12, "that is one layer's cache"),
+    (90, "that counts numbers, not bytes"), (2 * 30 * 3 * 64 * 4 / 2**20, "that is the cache of a single token"),
+])
+def test_a_wrong_prediction_fails_the_hidden_check_naming_its_mistake(answer, sentence):
+    with pytest.raises(CheckFailed, match=rf"returned {answer!r}, which is not within 5% of what happens\. "
+                                          rf"Likely cause: {sentence}"):
+        check_kv(lambda: answer, hidden=True)
+
+
+def test_an_unlisted_wrong_prediction_fails_without_a_cause():
+    with pytest.raises(CheckFailed, match=r"returned 500, which is not within 5% of what happens\.$"):
+        check_kv(lambda: 500, hidden=True)
+
+
+@pytest.mark.parametrize("fn, visible, hidden", [
+    (stub, "is not written yet", "is not written yet"),
+    (returns_none, "answer with a number, not None", r"returned None: did you forget to `return`"),
+    (returns_text, "answer with a number, not", "returned '42'; expected a number"),
+    (lambda: float("nan"), "answer with a finite number", "returned nan, which is not within 5%"),
+    (lambda: True, "answer with a number", "returned True; expected a number"),
+    (lambda: [360], "answer with a number", r"returned \[360\]; expected a number"),
+    (None, "should be a function, but it is None", "should be a function, but it is None"),
+    (360, "should be a function, but it is an int", "should be a function, but it is an int"),
+])
+def test_a_prediction_of_the_wrong_form_gets_a_sentence(fn, visible, hidden):
+    assert_one_sentence(check_kv, fn, visible)
+    assert_one_sentence(partial(check_kv, hidden=True), fn, hidden)
+
+
+def test_reveal_gives_the_answer_and_why_and_never_raises(capsys):
+    for answer, said in [(predict_kv_cache_mib, "(right)"), (lambda: 1080, "not what happens"),
+                         (stub, "not answered yet"), (lambda: "lots", "not an answer of the right form")]:
+        ch07.reveal("predict_kv_cache_mib", answer)
+        out = capsys.readouterr().out
+        assert said in out and "360.0" in out and "grouped-query attention keeps a third of the cache" in out
 
 
 # ------------------------------------------------------------------ garbage never crashes

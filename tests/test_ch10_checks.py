@@ -1,7 +1,8 @@
 """Chapter 10's checks: the library's versions pass them, visible and hidden, typical mistakes get the
-sentence meant for them, and garbage never crashes a check. (That the references are the real thing, the
-cosine what VectorIndex scores, top_k what exact_search ranks, filter_after what VectorIndex.search(...,
-filtering="after") keeps, is tested in test_retrieval_vector.py and test_retrieval_eval.py.)"""
+sentence meant for them, and garbage never crashes a check; the prediction's visible check records any answer
+of the right form and its hidden check grades it against a run of the experiment. (That the references are the
+real thing, top_k what exact_search ranks, filter_after what VectorIndex.search(..., filtering="after") keeps,
+recall@k what setting_for_recall builds on, is tested in test_retrieval_vector.py and test_retrieval_eval.py.)"""
 
 from __future__ import annotations
 
@@ -11,12 +12,13 @@ from functools import partial
 import numpy as np
 import pytest
 
-from conftest import assert_one_sentence, garbage  # what learners typically get wrong
+from conftest import assert_one_sentence, garbage, stub  # what learners typically get wrong
 from attnedu.checks import CheckFailed
 from attnedu.checks import ch10_vector_search as ch10
 from attnedu.checks.engine import check as run_check
 from attnedu.retrieval import filter_after as filter_ref
 from attnedu.retrieval import recall_at_k as recall_ref
+from attnedu.retrieval import setting_for_recall as setting_ref
 from attnedu.retrieval import top_k as topk_ref
 
 
@@ -25,42 +27,6 @@ def checker(name):
 
 
 # ------------------------------------------------------------------ wrong learner functions
-def unit(x, axis=1):
-    return x / np.linalg.norm(x, axis=axis, keepdims=True)
-
-
-def cos_dot(a, b):
-    return a @ b.T
-
-
-def cos_only_a(a, b):
-    return unit(a) @ b.T
-
-
-def cos_only_b(a, b):
-    return a @ unit(b).T
-
-
-def cos_axis0(a, b):
-    return unit(a, 0) @ unit(b, 0).T
-
-
-def cos_distance(a, b):
-    return 1 - unit(a) @ unit(b).T
-
-
-def cos_l1(a, b):
-    return (a / np.abs(a).sum(1, keepdims=True)) @ (b / np.abs(b).sum(1, keepdims=True)).T
-
-
-def cos_whole_norms(a, b):
-    return a @ b.T / (np.linalg.norm(a) * np.linalg.norm(b))
-
-
-def cos_transposed(a, b):
-    return unit(b) @ unit(a).T
-
-
 def topk_smallest(scores, k):
     return np.argsort(scores, axis=1)[:, :k]
 
@@ -126,32 +92,67 @@ def topk_flat(scores, k):
     return np.argsort(-scores[0])[:k]
 
 
-def recall_positionwise(found, truth):
-    return (found == truth).mean()
+def setting_positionwise(found, truth, target=0.9):
+    good = [s for s, f in found.items() if (f == truth).mean() >= target]
+    return min(good) if good else None
 
 
-def recall_over_returned(found, truth):
-    return np.mean([len(set(f) & set(t)) / max((f >= 0).sum(), 1) for f, t in zip(found, truth)])
+def setting_over_returned(found, truth, target=0.9):
+    def recall(f):
+        return np.mean([len(set(a) & set(b)) / max(sum(x >= 0 for x in a), 1)
+                        for a, b in zip(f.tolist(), truth.tolist())])
+    good = [s for s, f in found.items() if recall(f) >= target]
+    return min(good) if good else None
 
 
-def recall_pooled(found, truth):
-    return len(set(found.ravel()) & set(truth.ravel())) / truth.size
+def setting_strictly_above(found, truth, target=0.9):
+    good = [s for s, f in found.items() if recall_ref(f, truth) > target]
+    return min(good) if good else None
 
 
-def recall_per_query(found, truth):
-    return np.array([len(set(f) & set(t)) / len(t) for f, t in zip(found, truth)])
+def setting_first_in_the_dict(found, truth, target=0.9):
+    for s, f in found.items():
+        if recall_ref(f, truth) >= target:
+            return s
+    return None
 
 
-def recall_sum(found, truth):
-    return sum(len(set(f) & set(t)) / len(t) for f, t in zip(found, truth))
+def setting_largest(found, truth, target=0.9):
+    good = [s for s, f in found.items() if recall_ref(f, truth) >= target]
+    return max(good) if good else None
 
 
-def recall_count(found, truth):
-    return sum(len(set(f) & set(t)) for f, t in zip(found, truth))
+def setting_every_query(found, truth, target=0.9):
+    good = [s for s, f in found.items()
+            if all(len(set(a) & set(b)) / len(b) >= target for a, b in zip(f.tolist(), truth.tolist()))]
+    return min(good) if good else None
 
 
-def recall_percent(found, truth):
-    return 100 * recall_ref(found, truth)
+def setting_zero_when_none(found, truth, target=0.9):
+    return setting_ref(found, truth, target) or 0
+
+
+def setting_last_when_none(found, truth, target=0.9):
+    answer = setting_ref(found, truth, target)
+    return max(found) if answer is None else answer
+
+
+def setting_returns_the_recall(found, truth, target=0.9):
+    answer = setting_ref(found, truth, target)
+    return None if answer is None else recall_ref(found[answer], truth)
+
+
+def setting_all_recalls(found, truth, target=0.9):
+    return {s: recall_ref(f, truth) for s, f in found.items()}
+
+
+def setting_as_float(found, truth, target=0.9):
+    answer = setting_ref(found, truth, target)
+    return None if answer is None else float(answer)
+
+
+def setting_forgets_return(found, truth, target=0.9):
+    setting_ref(found, truth, target)
 
 
 def filter_pad_zero_id(scores, ids, allowed, k):
@@ -198,17 +199,19 @@ def test_the_library_passes_every_chapter_10_check_visible_and_hidden(capsys):
         ch10.check(name, ex.reference)
         ch10.check(name, ex.reference, hidden=True)
     out = capsys.readouterr().out
-    for name, n in [("cosine_similarity", 4), ("top_k", 7), ("recall_at_k", 5), ("filter_after", 5)]:
+    for name, n in [("top_k", 7), ("setting_for_recall", 6), ("filter_after", 5)]:
         assert f"`{name}` passes all {n} checks" in out
+    assert "Your prediction, 'c', is recorded" in out
+
+
+def test_the_exercises_are_these_and_of_these_kinds():
+    assert {name: ex.kind for name, ex in ch10.EXERCISES.items()} == {
+        "top_k": "code", "predict_uniform_cells": "predict", "setting_for_recall": "measure", "filter_after": "code"}
+    assert ch10.EXERCISES["setting_for_recall"].reference is setting_ref
 
 
 def test_the_notebooks_own_solutions_pass(capsys):
     # written the way the chapter's solution cells write them
-    def cosine_similarity(a, b):
-        a = a / np.linalg.norm(a, axis=1, keepdims=True)
-        b = b / np.linalg.norm(b, axis=1, keepdims=True)
-        return a @ b.T
-
     def top_k(scores, k):
         n = scores.shape[1]
         if k > n:
@@ -218,9 +221,16 @@ def test_the_notebooks_own_solutions_pass(capsys):
         order = np.argsort(-part_scores, axis=1)
         return np.take_along_axis(part, order, axis=1)
 
-    def recall_at_k(found, truth):
-        per_query = [len(set(f) & set(t)) / len(t) for f, t in zip(found.tolist(), truth.tolist())]
-        return float(np.mean(per_query))
+    def predict_uniform_cells():
+        return "c"
+
+    def setting_for_recall(found, truth, target=0.9):
+        reached = []
+        for setting, ids in found.items():
+            per_query = [len(set(f) & set(t)) / len(t) for f, t in zip(ids.tolist(), truth.tolist())]
+            if np.mean(per_query) >= target:
+                reached.append(setting)
+        return min(reached) if reached else None
 
     def filter_after(scores, ids, allowed, k):
         nq = scores.shape[0]
@@ -233,12 +243,14 @@ def test_the_notebooks_own_solutions_pass(capsys):
             out_ids[r, :len(cols)] = ids[r, cols]
         return out_scores, out_ids
 
-    for name, fn in [("cosine_similarity", cosine_similarity), ("top_k", top_k), ("recall_at_k", recall_at_k),
-                     ("filter_after", filter_after)]:
+    for name, fn in [("top_k", top_k), ("predict_uniform_cells", predict_uniform_cells),
+                     ("setting_for_recall", setting_for_recall), ("filter_after", filter_after)]:
         ch10.check(name, fn)
         ch10.check(name, fn, hidden=True)
     ch10.check("top_k", lambda s, k: np.argsort(-s, axis=1, kind="stable")[:, :k] if k <= s.shape[1]
                else np.argpartition(s, k - 1))  # argsort is fine too; argpartition raises for k > n
+    ch10.check("setting_for_recall", lambda found, truth, target=0.9: min(  # with the library's recall@k: fine
+        (s for s, f in found.items() if recall_ref(f, truth) >= target), default=None))
     assert capsys.readouterr().out.count("passes all") == 5
 
 
@@ -253,25 +265,6 @@ def test_a_torch_or_float_index_array_is_accepted(capsys):
     ch10.check("top_k", torch_top_k)
     ch10.check("top_k", lambda s, k: topk_ref(s, k).astype(float))
     assert capsys.readouterr().out.count("passes all") == 2
-
-
-# ------------------------------------------------------------------ cosine similarity
-@pytest.mark.parametrize(
-    "fn, message",
-    [
-        (cos_dot, r"a = \[\[3, 4\]\].*Likely cause: it returns the plain dot products"),
-        (cos_only_a, r"Likely cause: only a is normalised"),
-        (cos_only_b, r"Likely cause: only b is normalised"),
-        (cos_axis0, r"Likely cause: it normalises the columns \(axis=0\)"),
-        (cos_distance, r"Likely cause: it returns the cosine distance 1 - cos"),
-        (cos_l1, r"Likely cause: it divides by the sum of the absolute values"),
-        (cos_whole_norms, r"Likely cause: it divides by the norms of the whole matrices"),
-        (cos_transposed, r"shape \(3, 1\); expected shape \(1, 3\).*Likely cause: the result is transposed"),
-    ],
-)
-def test_cosine_similarity_mistakes_get_their_sentence(fn, message):
-    with pytest.raises(CheckFailed, match=message):
-        ch10.check("cosine_similarity", fn)
 
 
 # ------------------------------------------------------------------ top k
@@ -336,22 +329,99 @@ def test_a_hint_is_added_only_where_no_cause_is_named():
     assert "Likely cause" not in str(info.value)
 
 
-# ------------------------------------------------------------------ recall@k
+# ------------------------------------------------------------------ predict: how much of the index uniform data need
+def test_the_prediction_is_decided_by_a_small_run_of_the_experiment():
+    ex = ch10.EXERCISES["predict_uniform_cells"]
+    assert ex.kind == "predict" and ex.compare == "choice" and ex.options["choices"] == ("a", "b", "c")
+    assert ex.reference() == "c"  # 5,000 uniform vectors, 64 cells: half of them find less than 90%
+    assert ch10.reveal == ch10.EXERCISES.reveal  # the notebook imports it beside check
+
+
+@pytest.mark.parametrize("answer", ["a", "b", "c"])
+def test_the_visible_check_of_the_prediction_records_any_choice(answer, capsys):
+    ch10.check("predict_uniform_cells", lambda: answer)
+    assert f"Your prediction, {answer!r}, is recorded" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("answer, message", [
+    ("a", r"returned 'a', which is not what happens\. Likely cause: that is what clustered data allow"),
+    ("b", r"returned 'b', which is not what happens\. Likely cause: even half of the cells finds only about 70%"),
+])
+def test_a_wrong_prediction_fails_the_hidden_check_with_its_sentence(answer, message):
+    with pytest.raises(CheckFailed, match=message):
+        ch10.check("predict_uniform_cells", lambda: answer, hidden=True)
+
+
+@pytest.mark.parametrize("fn, message", [
+    (lambda: "C", "exactly one of 'a', 'b', 'c'"), (lambda: 3, "answer with one of 'a', 'b', 'c', not"),
+    (lambda: ["c"], "answer with one of"),
+])
+def test_a_prediction_of_the_wrong_form_is_told_so(fn, message):
+    assert_one_sentence(checker("predict_uniform_cells"), fn, message)
+
+
+def test_reveal_shows_the_answer_and_why_and_never_raises(capsys):
+    def stub():
+        raise NotImplementedError()
+
+    for answer, said in [(lambda: "c", "(right)"), (lambda: "a", "not what happens"), (stub, "not answered yet")]:
+        ch10.reveal("predict_uniform_cells", answer)
+        out = capsys.readouterr().out
+        assert said in out and "'c'" in out and "three quarters of its cells or more" in out
+
+
+# ------------------------------------------------------------------ measure: the smallest setting that reaches a recall
+@pytest.mark.parametrize("name, wrong, sentence",
+                         [("setting_for_recall", w, t) for w, t in ch10.EXERCISES["setting_for_recall"].mistakes])
+@pytest.mark.parametrize("hidden", [False, True])
+def test_every_typical_mistake_of_setting_for_recall_is_named_with_its_own_sentence(name, wrong, sentence, hidden):
+    ex = ch10.EXERCISES[name]
+    with pytest.raises(CheckFailed) as info:
+        ch10.check(name, partial(ex.wrong, **wrong), hidden=hidden)
+    assert str(info.value).endswith(f"Likely cause: {sentence}")
+
+
 @pytest.mark.parametrize(
     "fn, message",
     [
-        (recall_positionwise, r"Likely cause: it compares position by position"),
-        (recall_over_returned, r"two missing results.*Likely cause: it divides by the number of results returned"),
-        (recall_pooled, r"Likely cause: it pools the ids of all queries in one set"),
-        (recall_per_query, r"shape \(1,\); expected shape \(\).*Likely cause: it returns one recall per query"),
-        (recall_sum, r"Likely cause: it adds the queries' recalls up"),
-        (recall_count, r"Likely cause: it returns the number of true neighbours found"),
-        (recall_percent, r"Likely cause: it returns a percentage"),
+        (setting_positionwise, r"truth = \[\[1, 2, 3, 4\]\].*returned 8; expected 4\. Likely cause: it compares the "
+                               r"ids position by position"),
+        (setting_over_returned, r"2 queries.*returned 8; expected 16\. Likely cause: it divides by the number of "
+                                r"results returned"),
+        (setting_strictly_above, r"target = 0\.5 returned 4; expected 2\. Likely cause: it asks for a recall above the "
+                                 r"target"),
+        (setting_first_in_the_dict, r"listed as.*returned 4; expected 1\. Likely cause: it returns the first setting, "
+                                    r"in the order of the dict"),
+        (setting_largest, r"target = 0\.9 returned 8; expected 4\. Likely cause: it returns the largest setting"),
+        (setting_every_query, r"50 queries.*Likely cause: it asks every query to reach the target"),
+        (setting_zero_when_none, r"returned 0; expected None\. Likely cause: when no setting reaches the target it "
+                                 r"returns 0"),
+        (setting_last_when_none, r"returned 2; expected None\. Likely cause: when no setting reaches the target it "
+                                 r"returns the largest setting"),
+        (setting_returns_the_recall, r"returned 1\.0; expected 4\. Likely cause: it returns the recall"),
+        (setting_all_recalls, r"returned \{1: 0\.25, 2: 0\.5, 4: 1\.0, 8: 1\.0\}; expected 4\."),
+        (setting_as_float, r"returned 4\.0; expected 4\."),
+        (setting_forgets_return, r"returned None; expected 4\. Hint: by hand"),
     ],
 )
-def test_recall_mistakes_get_their_sentence(fn, message):
+def test_setting_for_recall_mistakes_get_their_sentence(fn, message):
     with pytest.raises(CheckFailed, match=message):
-        ch10.check("recall_at_k", fn)
+        ch10.check("setting_for_recall", fn)
+
+
+def test_setting_for_recall_stubs_fail_as_not_written():
+    for name in ("predict_uniform_cells", "setting_for_recall"):
+        with pytest.raises(CheckFailed, match="is not written yet"):
+            ch10.check(name, stub)
+        with pytest.raises(CheckFailed, match="is not written yet"):
+            ch10.check(name, stub, hidden=True)
+
+
+def test_setting_for_recall_cases_never_sit_within_rounding_of_the_target():
+    # a recall that equals the target only up to rounding would make >= depend on how the mean is summed
+    for case in ch10.EXERCISES["setting_for_recall"].all_cases(hidden=True)[4:]:
+        found, truth, target = case.args
+        assert all(abs(recall_ref(f, truth) - target) > 1e-6 for f in found.values())
 
 
 # ------------------------------------------------------------------ filter after
@@ -374,10 +444,20 @@ def test_filter_after_mistakes_get_their_sentence(fn, message):
 
 
 # ------------------------------------------------------------------ garbage never crashes
-@pytest.mark.parametrize("name", list(ch10.EXERCISES))
+@pytest.mark.parametrize("name", ["top_k", "filter_after"])
 @pytest.mark.parametrize("fn, message", garbage("not an array of numbers|expected a tuple of 2"))
 def test_garbage_gets_a_sentence_not_a_crash(name, fn, message):
     assert_one_sentence(checker(name), fn, message)
+
+
+@pytest.mark.parametrize("name, text_message", [("predict_uniform_cells", "answer with one of"),
+                                                ("setting_for_recall", "returned '42'; expected 4")])
+@pytest.mark.parametrize("hidden", [False, True])
+def test_garbage_gets_a_sentence_from_the_prediction_and_the_measure(name, text_message, hidden):
+    for fn, message in garbage(text_message):
+        if hidden and name == "predict_uniform_cells" and message == "answer with one of":
+            message = "answer with one of 'a', 'b', 'c'"
+        assert_one_sentence(partial(ch10.check, name, hidden=hidden), fn, message)
 
 
 def test_a_function_that_loops_forever_is_stopped():
@@ -387,3 +467,11 @@ def test_a_function_that_loops_forever_is_stopped():
 
     with pytest.raises(CheckFailed, match="ran for more than 0.2 s"):
         run_check(replace(ch10.EXERCISES["top_k"], time_limit=0.2), forever)
+
+
+def test_setting_for_recall_asks_for_a_dict_of_settings():
+    truth = np.array([[1, 2, 3]])
+    assert setting_ref({4: truth, 2: truth[:, ::-1]}, truth, 1.0) == 2
+    for found in ({}, [truth], truth):
+        with pytest.raises(ValueError, match="non-empty dict"):
+            setting_ref(found, truth)

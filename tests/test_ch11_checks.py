@@ -1,7 +1,9 @@
 """Chapter 11's checks: the library's versions pass them, visible and hidden, typical mistakes get the
 sentence meant for them, and garbage never crashes a check. (That the references are the real thing, the
 BM25 weight summed over a query equals BM25 and SQLite FTS5, the metrics of one query equal trec_eval's,
-is tested in test_retrieval_bm25.py and test_retrieval_eval.py.)"""
+is tested in test_retrieval_bm25.py and test_retrieval_eval.py.) The prediction's visible check takes any
+answer of the right form and its hidden check grades it; the measurement is judged on the learner's own
+numbers, passed as arguments."""
 
 from __future__ import annotations
 
@@ -12,10 +14,11 @@ from functools import partial
 import numpy as np
 import pytest
 
-from conftest import assert_one_sentence, garbage, returns_none  # learners' typical garbage
+from conftest import REPO, assert_one_sentence, garbage, load_notebook, returns_none  # learners' typical garbage
 from attnedu.checks import Case, CheckFailed
 from attnedu.checks import ch11_hybrid_search as ch11
 from attnedu.checks.engine import check as run_check
+from attnedu.retrieval import helped_and_hurt as hurt_ref
 from attnedu.retrieval import min_max_fusion as fusion_ref
 from attnedu.retrieval import query_metrics as metrics_ref
 from attnedu.retrieval import rrf as rrf_ref
@@ -274,8 +277,10 @@ def test_the_library_passes_every_chapter_11_check_visible_and_hidden(capsys):
         ch11.check(name, ex.reference)
         ch11.check(name, ex.reference, hidden=True)
     out = capsys.readouterr().out
-    for name, n in [("bm25_weight", 6), ("query_metrics", 5), ("reciprocal_rank_fusion", 5), ("min_max_fusion", 6)]:
+    for name, n in [("bm25_weight", 6), ("query_metrics", 5), ("reciprocal_rank_fusion", 5), ("min_max_fusion", 6),
+                    ("helped_and_hurt", 5)]:
         assert f"`{name}` passes all {n} checks" in out
+    assert "Your prediction, 'b', is recorded" in out
 
 
 def test_the_notebooks_own_solutions_pass(capsys):
@@ -448,7 +453,9 @@ def test_an_empty_system_that_raises_gets_the_hint():
         ("bm25_weight", "not an array of numbers"),
         ("query_metrics", r"returned 1 value\(s\); expected a tuple of 3"),
         ("reciprocal_rank_fusion", r"returned a str; expected a dict \{doc_id: score\}"),
+        ("predict_keyword_fusion", r"returned '42': answer with one of 'a', 'b', 'c'"),
         ("min_max_fusion", r"returned a str; expected a dict \{doc_id: score\}"),
+        ("helped_and_hurt", r"returned a str; expected a dict \{kind: \(helped, hurt\)\}"),
     ],
 )
 @pytest.mark.parametrize("fn, message", garbage())
@@ -456,7 +463,7 @@ def test_garbage_gets_a_sentence_not_a_crash(name, text_message, fn, message):
     assert_one_sentence(checker(name), fn, message or text_message)
 
 
-@pytest.mark.parametrize("name", ["bm25_weight", "reciprocal_rank_fusion", "min_max_fusion"])
+@pytest.mark.parametrize("name", ["bm25_weight", "reciprocal_rank_fusion", "min_max_fusion", "helped_and_hurt"])
 def test_returning_a_function_is_named(name):
     with pytest.raises(CheckFailed, match="returned a function"):
         ch11.check(name, lambda *args, **kwargs: returns_none)
@@ -471,3 +478,152 @@ def test_a_function_that_never_returns_is_stopped():
                  time_limit=0.2)
     with pytest.raises(CheckFailed, match="ran for more than 0.2 s"):
         run_check(ex, loops)
+
+
+# ------------------------------------------------------------------ the notebook's new exercises, from its cells
+NOTEBOOK = REPO / "notebooks" / "11-hybrid-search" / "11-hybrid-search.ipynb"
+
+
+def notebook_cells() -> list[dict]:
+    return load_notebook(NOTEBOOK)["cells"]
+
+
+def solution_of(grade_id: str) -> dict:
+    """The solution cell's own code, run: the names it defines."""
+    [cell] = [c for c in notebook_cells() if c["metadata"].get("nbgrader", {}).get("grade_id") == grade_id]
+    scope: dict = {}
+    exec(compile("".join(cell["source"]), f"<{grade_id}>", "exec"), scope)
+    return scope
+
+
+def stub(*args, **kwargs):
+    raise NotImplementedError()
+
+
+# ------------------------------------------------------------------ exercise 4: a prediction
+def test_the_notebooks_prediction_is_recorded_then_graded_right(capsys):
+    predict = solution_of("predict-keyword-fusion")["predict_keyword_fusion"]
+    ch11.check("predict_keyword_fusion", predict)
+    assert "Your prediction, 'b', is recorded" in capsys.readouterr().out
+    ch11.check("predict_keyword_fusion", predict, hidden=True)
+
+
+@pytest.mark.parametrize("answer, message", [
+    ("a", r"returned 'a', which is not what happens\. Likely cause: two systems find more than one only where"),
+    ("c", r"returned 'c', which is not what happens\. Likely cause: the fusion keeps much of what BM25 found"),
+])
+def test_a_wrong_prediction_is_recorded_then_graded_wrong_with_its_reason(answer, message, capsys):
+    ch11.check("predict_keyword_fusion", lambda: answer)  # the visible check judges the form only
+    assert f"Your prediction, {answer!r}, is recorded" in capsys.readouterr().out
+    with pytest.raises(CheckFailed, match=message) as info:
+        ch11.check("predict_keyword_fusion", lambda: answer, hidden=True)
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("answer, message", [
+    ("B", r"answer with exactly one of 'a', 'b', 'c' \(as written there\), not 'B'"),
+    (2, r"answer with one of 'a', 'b', 'c', not 2"),
+])
+def test_a_prediction_of_the_wrong_form_is_refused_before_the_experiment(answer, message):
+    with pytest.raises(CheckFailed, match=message):
+        ch11.check("predict_keyword_fusion", lambda: answer)
+
+
+def test_the_stub_prediction_is_not_written_yet_and_reveal_says_so(capsys):
+    with pytest.raises(CheckFailed, match="is not written yet"):
+        ch11.check("predict_keyword_fusion", stub)
+    ch11.reveal("predict_keyword_fusion", stub)
+    out = capsys.readouterr().out
+    assert "The answer: 'b' (you have not answered yet)" in out and "below the strong one alone" in out
+    ch11.reveal("predict_keyword_fusion", lambda: "a")
+    assert "You predicted 'a'; the answer: 'b' (not what happens)" in capsys.readouterr().out
+
+
+def test_the_chapters_table_decides_the_prediction_before_it_is_revealed():
+    """The reference states what the chapter measures; the chapter asserts it, just before the reveal."""
+    sources = ["".join(c["source"]) for c in notebook_cells() if c["cell_type"] == "code"]
+    [at] = [i for i, s in enumerate(sources) if 'reveal("predict_keyword_fusion"' in s]
+    assert 'assert keyword_ndcg["dense"] < keyword_ndcg["RRF"] < keyword_ndcg["BM25"]' in sources[at]
+    assert sources[at].index("assert keyword_ndcg") < sources[at].index("reveal(")
+    assert any('results["RRF"] = scores_by_kind(rrf_run)' in s for s in sources[:at])
+    check_at = next(i for i, s in enumerate(sources) if s.strip() == 'check("predict_keyword_fusion", predict_keyword_fusion)')
+    assert check_at < next(i for i, s in enumerate(sources) if 'results["RRF"] = ' in s), "predicted before the table"
+
+
+# ------------------------------------------------------------------ exercise 6: a measurement
+def test_the_notebooks_measurement_passes_visible_and_hidden(capsys):
+    helped_and_hurt = solution_of("helped-and-hurt")["helped_and_hurt"]
+    ch11.check("helped_and_hurt", helped_and_hurt)
+    ch11.check("helped_and_hurt", helped_and_hurt, hidden=True)
+    assert "`helped_and_hurt` passes all 5 checks" in capsys.readouterr().out
+
+
+def test_helped_and_hurt_by_hand():
+    fused, alone = {"q1": 0.8, "q2": 0.5, "q3": 1.0, "q4": 0.3}, {"q1": 0.6, "q2": 0.5, "q3": 0.9, "q4": 0.7}
+    kinds = {"q1": "keyword", "q2": "keyword", "q3": "paraphrase", "q4": "paraphrase", "q9": "mixed"}
+    assert hurt_ref(fused, alone, kinds) == {"all": (0.5, 0.25), "keyword": (0.5, 0.0), "paraphrase": (0.5, 0.5)}
+    with pytest.raises(ValueError, match="the same questions"):
+        hurt_ref(fused, {"q1": 0.6}, kinds)
+    with pytest.raises(ValueError, match="no kind for 'q2'"):
+        hurt_ref(fused, alone, {"q1": "keyword"})
+
+
+def test_every_helped_and_hurt_mistake_gets_its_own_sentence():
+    ex = ch11.EXERCISES["helped_and_hurt"]
+    assert ex.kind == "measure"
+    for setting, sentence in ex.mistakes:
+        with pytest.raises(CheckFailed) as info:
+            ch11.check("helped_and_hurt", partial(ex.wrong, **setting))
+        assert str(info.value).endswith("Likely cause: " + sentence), (setting, str(info.value))
+
+
+def _shares(fused, alone, kind_of, groups):
+    out = {}
+    for group, qs in groups.items():
+        out[group] = (sum(fused[q] > alone[q] for q in qs) / len(qs), sum(fused[q] < alone[q] for q in qs) / len(qs))
+    return out
+
+
+def h_without_all(fused, alone, kind_of):
+    return {k: v for k, v in hurt_ref(fused, alone, kind_of).items() if k != "all"}
+
+
+def h_kinds_from_kind_of(fused, alone, kind_of):  # every kind kind_of names, scored or not
+    groups = {"all": list(alone)} | {k: [q for q in alone if kind_of[q] == k] for k in set(kind_of.values())}
+    return _shares(fused, alone, kind_of, groups)
+
+
+def h_questions_from_kind_of(fused, alone, kind_of):  # iterates over kind_of: a question nobody scored
+    groups = {"all": list(kind_of)}
+    for q, kind in kind_of.items():
+        groups.setdefault(kind, []).append(q)
+    return _shares(fused, alone, kind_of, groups)
+
+
+def h_lists(fused, alone, kind_of):
+    return {k: list(v) for k, v in hurt_ref(fused, alone, kind_of).items()}
+
+
+def h_percentages(fused, alone, kind_of):
+    return {k: (100 * a, 100 * b) for k, (a, b) in hurt_ref(fused, alone, kind_of).items()}
+
+
+def h_single_number(fused, alone, kind_of):
+    return {k: b for k, (a, b) in hurt_ref(fused, alone, kind_of).items()}
+
+
+@pytest.mark.parametrize("fn, message", [
+    (h_without_all, r"has no entry for 'all', the shares over all the questions\."),
+    (h_kinds_from_kind_of, r"raised ZeroDivisionError.*kind_of also names a keyword question.*Hint: only the kinds"),
+    (h_questions_from_kind_of, r"raised KeyError.*Hint: only the kinds of the questions in fused and alone"),
+    (h_lists, None),  # a list of two fractions is as good as a tuple
+    (h_percentages, r"gives 'all' \(helped, hurt\) = \(50, 25\); expected \(0\.5, 0\.25\)"),
+    (h_single_number, r"returned 0\.25 for 'all'; expected a pair of fractions \(helped, hurt\)"),
+])
+def test_helped_and_hurt_learner_mistakes_get_a_sentence(fn, message):
+    if message is None:
+        ch11.check("helped_and_hurt", fn)
+        return
+    with pytest.raises(CheckFailed, match=message) as info:
+        ch11.check("helped_and_hurt", fn)
+    assert "\n" not in str(info.value)

@@ -1,5 +1,7 @@
 """Chapter 12's checks: the references pass, typical mistakes get the sentence meant for them,
-garbage never crashes a check, and the references are the library's (attnedu.rag)."""
+garbage never crashes a check, and the references are the library's (attnedu.rag). The prediction
+about chunking is decided by a small version of the chapter's experiment; the debug exercise's given
+code (the notebook's metadata) fails naming its bug, and the notebook's fix passes."""
 
 from __future__ import annotations
 
@@ -10,8 +12,8 @@ from functools import partial
 
 import pytest
 
-from conftest import assert_one_sentence, garbage, returns_none  # learners' typical garbage
-from attnedu import rag
+from conftest import REPO, assert_one_sentence, garbage, load_notebook, returns_none  # learners' typical garbage
+from attnedu import coursebook, rag
 from attnedu.checks import CheckFailed
 from attnedu.checks import ch12_rag as ch12
 
@@ -22,8 +24,8 @@ def test_the_library_passes_every_chapter_12_check_visible_and_hidden(capsys):
         ch12.check(name, ex.reference)
         ch12.check(name, ex.reference, hidden=True)
     out = capsys.readouterr().out
-    assert out.count("passes all") == 4
-    for name, n in [("chunk_words", 7), ("format_sources", 5), ("cited_sources", 7), ("token_f1", 9)]:
+    assert out.count("passes all") == 4 and "Your prediction, 'b', is recorded" in out
+    for name, n in [("chunk_words", 7), ("cited_sources", 7), ("cited_passages", 5), ("token_f1", 9)]:
         assert f"`{name}` passes all {n} checks" in out
 
 
@@ -37,9 +39,6 @@ def test_the_notebooks_own_solutions_pass(capsys):
             if start + size >= len(words):
                 break
         return chunks
-
-    def format_sources(passages):
-        return "\n".join(f"[{i}] " + " ".join(p.split()) for i, p in enumerate(passages, start=1))
 
     def cited_sources(answer):
         cited = []
@@ -60,20 +59,19 @@ def test_the_notebooks_own_solutions_pass(capsys):
         return 2 * p * r / (p + r)
 
     partial(ch12.check, "chunk_words")(chunk_words)
-    partial(ch12.check, "format_sources")(format_sources)
     partial(ch12.check, "cited_sources")(cited_sources)
     partial(ch12.check, "token_f1")(token_f1)
-    assert capsys.readouterr().out.count("passes all") == 4
+    assert capsys.readouterr().out.count("passes all") == 3
 
 
 def test_the_references_are_the_librarys():
-    for name in ("chunk_words", "format_sources", "cited_sources", "token_f1"):
+    for name in ("chunk_words", "cited_sources", "cited_passages", "token_f1"):
         assert ch12.EXERCISES[name].reference is getattr(rag, name)
         module, _, attr = ch12.EXERCISES[name].library[0].rpartition(".")
         assert getattr(importlib.import_module(module), attr) is getattr(rag, name)  # what a solution must not import
 
 
-@pytest.mark.parametrize("name", ["chunk_words", "format_sources", "cited_sources", "token_f1"])
+@pytest.mark.parametrize("name", ["chunk_words", "cited_sources", "cited_passages", "token_f1"])
 def test_every_typical_mistake_gets_its_own_sentence(name):
     ex = ch12.EXERCISES[name]
     for setting, sentence in ex.mistakes:
@@ -131,30 +129,6 @@ def chunks_split_at_spaces(text, size, overlap=0):
 def test_chunk_words_mistakes_get_their_sentence(fn, message):
     with pytest.raises(CheckFailed, match=message) as info:
         partial(ch12.check, "chunk_words")(fn)
-    assert "\n" not in str(info.value)
-
-
-# ------------------------------------------------------------------ sources mistakes
-@pytest.mark.parametrize(
-    "fn, message",
-    [
-        (lambda ps: "\n".join(f"[{i}] {' '.join(p.split())}" for i, p in enumerate(ps)),
-         r"returned line 1 as '\[0\] The capital.*Likely cause: the numbering starts at 0"),
-        (lambda ps: "\n".join(f"[{i}] {p}" for i, p in enumerate(ps, 1)),
-         r"newlines.*Likely cause: the white space inside a passage is kept"),
-        (lambda ps: "".join(f"[{i}] {' '.join(p.split())}\n" for i, p in enumerate(ps, 1)),
-         r"returned 3 line\(s\); expected 2.*Likely cause: there is a newline after the last source"),
-        (lambda ps: "\n".join(f"{i}. {' '.join(p.split())}" for i, p in enumerate(ps, 1)),
-         r"Likely cause: the numbers are written '1\.'"),
-        (lambda ps: "\n\n".join(f"[{i}] {' '.join(p.split())}" for i, p in enumerate(ps, 1)),
-         r"Likely cause: the sources are separated by blank lines"),
-        (lambda ps: [f"[{i}] {p}" for i, p in enumerate(ps, 1)],
-         r"returned a list; expected a string \(join the lines"),
-    ],
-)
-def test_format_sources_mistakes_get_their_sentence(fn, message):
-    with pytest.raises(CheckFailed, match=message) as info:
-        partial(ch12.check, "format_sources")(fn)
     assert "\n" not in str(info.value)
 
 
@@ -241,7 +215,8 @@ def test_token_f1_mistakes_get_their_sentence(fn, message):
     "check, text_message",
     [
         (partial(ch12.check, "chunk_words"), r"returned a str; expected a list of chunks"),
-        (partial(ch12.check, "format_sources"), r"returned line 1 as '42'"),
+        (partial(ch12.check, "predict_chunking"), r"returned '42': answer with one of 'a', 'b', 'c'"),
+        (partial(ch12.check, "cited_passages"), r"returned a str; expected a list of passages"),
         (partial(ch12.check, "cited_sources"), r"returned a str; expected a list of numbers"),
         (partial(ch12.check, "token_f1"), "not an array of numbers"),
     ],
@@ -251,7 +226,113 @@ def test_garbage_gets_a_sentence_not_a_crash(check, text_message, fn, message):
     assert_one_sentence(check, fn, message or text_message)
 
 
-@pytest.mark.parametrize("name", ["chunk_words", "format_sources", "cited_sources"])
+@pytest.mark.parametrize("name", ["chunk_words", "cited_sources", "cited_passages"])
 def test_returning_a_function_is_named(name):
     with pytest.raises(CheckFailed, match="returned a function"):
         ch12.check(name, lambda *args, **kwargs: returns_none)
+
+
+# ------------------------------------------------------------------ the notebook's new exercises, from its cells
+NOTEBOOK = REPO / "notebooks" / "12-rag" / "12-rag.ipynb"
+
+
+def solution_cell(grade_id: str) -> dict:
+    [cell] = [c for c in load_notebook(NOTEBOOK)["cells"]
+              if c["metadata"].get("nbgrader", {}).get("grade_id") == grade_id]
+    return cell
+
+
+def run_cell(source: str, name: str):
+    scope: dict = {}
+    exec(compile(source, f"<{name}>", "exec"), scope)
+    return scope[name]
+
+
+def stub(*args, **kwargs):
+    raise NotImplementedError()
+
+
+# ------------------------------------------------------------------ exercise 2: a prediction
+def test_the_prediction_is_decided_by_a_small_version_of_the_chapters_experiment():
+    sections = [s for s in coursebook.sections() if s.text.strip()]
+    qrels = coursebook.qrels()
+    pages = {s.page for s in sections if any(s.id in judged for judged in qrels.values())}
+    sections = [s for s in sections if s.page in pages]
+    whole, cut = (rag.evaluate_chunking(rag.chunk_sections(sections, strategy, size=50), coursebook.questions(), qrels)
+                  for strategy in ("section", "words"))
+    assert abs(cut["ndcg@5"] - whole["ndcg@5"]) < 0.1 and rag.chunks_vs_sections() == "b"
+    assert whole["top-3 words"] > 3 * cut["top-3 words"], "what chunking does change: the prompt"
+
+
+def test_the_notebooks_prediction_is_recorded_then_graded(capsys):
+    predict = run_cell("".join(solution_cell("predict-chunking")["source"]), "predict_chunking")
+    ch12.check("predict_chunking", predict)
+    assert "Your prediction, 'b', is recorded" in capsys.readouterr().out
+    ch12.check("predict_chunking", predict, hidden=True)
+
+
+@pytest.mark.parametrize("answer, message", [
+    ("a", r"returned 'a', which is not what happens\. Likely cause: a small chunk does match a question more sharply"),
+    ("c", r"returned 'c', which is not what happens\. Likely cause: chunks do cut some answers in two"),
+])
+def test_a_wrong_prediction_is_recorded_then_graded_wrong_with_its_reason(answer, message, capsys):
+    ch12.check("predict_chunking", lambda: answer)
+    assert "is recorded" in capsys.readouterr().out
+    with pytest.raises(CheckFailed, match=message):
+        ch12.check("predict_chunking", lambda: answer, hidden=True)
+
+
+def test_the_stub_prediction_is_not_written_yet_and_the_reveal_never_raises(capsys):
+    with pytest.raises(CheckFailed, match="is not written yet"):
+        ch12.check("predict_chunking", stub)
+    ch12.reveal("predict_chunking", stub)
+    ch12.reveal("predict_chunking", lambda: "b")
+    out = capsys.readouterr().out
+    assert "The answer: 'b' (you have not answered yet)" in out and "You predicted 'b'; the answer: 'b' (right)" in out
+
+
+# ------------------------------------------------------------------ exercise 4: debug
+def _with_region(source: str, region: str) -> str:
+    """The solution cell with its BEGIN/END SOLUTION region replaced by ``region`` (what the release does)."""
+    lines = source.splitlines(keepends=True)
+    start = next(i for i, ln in enumerate(lines) if "### BEGIN SOLUTION" in ln)
+    end = next(i for i, ln in enumerate(lines) if "### END SOLUTION" in ln)
+    return "".join(lines[:start]) + region.rstrip("\n") + "\n" + "".join(lines[end + 1:])
+
+
+def test_the_given_code_fails_naming_its_bug_and_the_notebooks_fix_passes(capsys):
+    cell = solution_cell("cited-passages")
+    meta, source = cell["metadata"]["attnedu"], "".join(cell["source"])
+    assert meta["kind"] == "debug" == ch12.EXERCISES["cited_passages"].kind
+    buggy = run_cell(_with_region(source, meta["given"]), "cited_passages")
+    given_sentence = ch12.EXERCISES["cited_passages"].mistakes[0][1]
+    with pytest.raises(CheckFailed) as info:
+        ch12.check("cited_passages", buggy)
+    assert str(info.value).endswith("Likely cause: " + given_sentence)
+    assert "returned passage 0 as 'The capital of Ostrel is Dravel.'" in str(info.value)  # the symptom: [1] -> second
+    fixed = run_cell(source, "cited_passages")
+    ch12.check("cited_passages", fixed)
+    ch12.check("cited_passages", fixed, hidden=True)
+    assert "`cited_passages` passes all 5 checks" in capsys.readouterr().out
+    with pytest.raises(CheckFailed, match="is not written yet"):
+        ch12.check("cited_passages", run_cell(_with_region(source, "    raise NotImplementedError()"), "cited_passages"))
+
+
+def _passages(index, keep):
+    def fn(answer, passages):
+        return [passages[index(n)] for n in rag.cited_sources(answer) if keep(n, len(passages))]
+    return fn
+
+
+@pytest.mark.parametrize("fn, message", [
+    (_passages(lambda n: n, lambda n, size: n < size), r"Likely cause: the citation numbers are used as 0-based"),
+    (_passages(lambda n: n - 1, lambda n, size: n <= size), r"\[0\].*Likely cause: \[0\] gives the last passage"),
+    (_passages(lambda n: n - 1, lambda n, size: 1 <= n < size), r"Likely cause: the last passage is never returned"),
+    (_passages(lambda n: n, lambda n, size: 1 <= n < size), r"Likely cause: the citation numbers are used as 0-based"),
+    (_passages(lambda n: n - 1, lambda n, size: True), r"raised IndexError.*\[4\].*Hint: \[0\] and \[4\] name no"),
+    (lambda a, ps: rag.cited_sources(a), r"returned 1 as passage 0, an int; expected a str"),
+])
+def test_cited_passages_mistakes_get_their_sentence(fn, message):
+    with pytest.raises(CheckFailed, match=message) as info:
+        ch12.check("cited_passages", fn)
+    assert "\n" not in str(info.value)

@@ -1,5 +1,5 @@
-"""Chapter 13's checks: the library's versions pass them, typical mistakes get their sentence, and
-garbage gets a sentence instead of a crash."""
+"""Chapter 13's checks: the library's versions pass them, typical mistakes get their sentence, a
+prediction is recorded and then graded, and garbage gets a sentence instead of a crash."""
 
 from __future__ import annotations
 
@@ -18,19 +18,63 @@ from attnedu.checks import ch13_databases as ch13
 from attnedu.checks.engine import check as run_check
 from conftest import REPO, assert_one_sentence, garbage, load_notebook, returns_text
 
-NAMES = ["normalise_for_hash", "near_duplicate_pairs", "precision_recall", "prerequisites"]
+NAMES = ["exact_duplicate_groups", "near_duplicate_pairs", "precision_recall", "prerequisites"]
 
 
 def test_the_library_passes_every_chapter_13_check_visible_and_hidden(capsys):
     for name, ex in ch13.EXERCISES.items():
         ch13.check(name, ex.reference)
         ch13.check(name, ex.reference, hidden=True)
-    assert capsys.readouterr().out.count("passes all") == 4
+    out = capsys.readouterr().out
+    assert out.count("passes all") == 4 and out.count("is recorded") == 1
 
 
 def test_the_references_are_the_governance_modules():
     refs = [ex.reference for ex in ch13.EXERCISES.values()]
-    assert refs == [G.normalise_text, G.near_duplicate_index_pairs, G.span_precision_recall, G.prerequisites]
+    assert refs == [G.exact_duplicate_groups, G.near_duplicate_index_pairs, G.span_precision_recall,
+                    ch13._weakest_kind, G.prerequisites]
+
+
+def test_the_exercise_kinds_are_code_and_one_prediction():
+    assert {name: ex.kind for name, ex in ch13.EXERCISES.items() if ex.kind != "code"} == {
+        "predict_weakest_kind": "predict"}
+
+
+def test_the_prediction_is_decided_by_the_chapters_measurement():
+    scores = G.span_scores(*ch13._labelled_pii())
+    assert ch13._weakest_kind() == "name" and scores["name"]["recall"] < 0.5 < scores["email"]["recall"]
+
+
+@pytest.mark.parametrize("answer, graded", [("name", True), ("email", False), ("phone", False)])
+def test_a_prediction_is_recorded_whatever_it_is_and_graded_when_hidden(answer, graded, capsys):
+    ch13.check("predict_weakest_kind", lambda: answer)
+    assert "is recorded" in capsys.readouterr().out
+    if graded:
+        ch13.check("predict_weakest_kind", lambda: answer, hidden=True)
+        return
+    [case] = ch13.EXERCISES["predict_weakest_kind"].all_cases(hidden=True)
+    sentence = dict(case.mistakes)[answer]
+    with pytest.raises(CheckFailed) as info:
+        ch13.check("predict_weakest_kind", lambda: answer, hidden=True)
+    assert str(info.value).endswith("Likely cause: " + sentence) and "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("fn, message", [
+    (lambda: "Name", r"exactly one of 'email', 'phone', 'name'"),
+    (lambda: 3, r"answer with one of 'email', 'phone', 'name'"),
+])
+def test_a_prediction_of_the_wrong_form_gets_a_sentence(fn, message):
+    assert_one_sentence(partial(ch13.check, "predict_weakest_kind"), fn, message)
+
+
+def test_reveal_prints_the_answer_and_why_and_never_raises(capsys):
+    def stub():
+        raise NotImplementedError()
+
+    for answer in (lambda: "email", stub, None):
+        ch13.reveal("predict_weakest_kind", answer)
+        out = capsys.readouterr().out
+        assert "'name'" in out and "Names: the rules find fewer than half" in out
 
 
 def test_the_hidden_prerequisites_cases_walk_the_chapters_own_graph():
@@ -46,9 +90,12 @@ def test_the_hidden_prerequisites_cases_walk_the_chapters_own_graph():
 
 
 def test_solutions_as_a_learner_writes_them_pass(capsys):
-    def normalise_for_hash(text):
-        text = unicodedata.normalize("NFKC", text).casefold()
-        return re.sub(r"[\W_]+", " ", text).strip()
+    def exact_duplicate_groups(texts):
+        groups = {}
+        for i, text in enumerate(texts):
+            key = re.sub(r"[\W_]+", " ", unicodedata.normalize("NFKC", text).casefold()).strip()
+            groups.setdefault(key, []).append(i)
+        return [g for g in groups.values() if len(g) > 1]
 
     def near_duplicate_pairs(vectors, threshold):
         x = np.asarray(vectors, dtype=float)
@@ -74,7 +121,7 @@ def test_solutions_as_a_learner_writes_them_pass(capsys):
             GROUP BY e.name ORDER BY hops, e.name""", [concept])
         return [(name, hops) for name, hops in rows]
 
-    for name, fn in [("normalise_for_hash", normalise_for_hash), ("near_duplicate_pairs", near_duplicate_pairs),
+    for name, fn in [("exact_duplicate_groups", exact_duplicate_groups), ("near_duplicate_pairs", near_duplicate_pairs),
                      ("precision_recall", precision_recall), ("prerequisites", prerequisites)]:
         ch13.check(name, fn)
         ch13.check(name, fn, hidden=True)
@@ -84,6 +131,21 @@ def test_solutions_as_a_learner_writes_them_pass(capsys):
 # ------------------------------------------------------------------ typical mistakes, written as a learner would
 def _nfkc(t):
     return unicodedata.normalize("NFKC", t)
+
+
+def _grouped(key, keep=lambda g: len(g) > 1, by_text=False):
+    """exact_duplicate_groups as a learner writes it, with `key` as their normalisation."""
+    def groups(texts):
+        found = {}
+        for i, t in enumerate(texts):
+            found.setdefault(key(t), []).append(i)
+        items = sorted(found.items()) if by_text else list(found.items())
+        return [g for _, g in items if keep(g)]
+    return groups
+
+
+def _right_key(t):
+    return re.sub(r"[\W_]+", " ", _nfkc(t).casefold()).strip()
 
 
 def _pairs(score, strict=False):
@@ -122,13 +184,15 @@ def _with_self(graph, concept):
 
 # the learner's version of each typical mistake, in the order of the exercise's `mistakes`
 LEARNER_MISTAKES = {
-    "normalise_for_hash": [
-        lambda t: " ".join(re.sub(r"[\W_]+", " ", _nfkc(t).lower()).split()),
-        lambda t: re.sub(r"[\W_]+", " ", t.casefold()).strip(),
-        lambda t: " ".join(_nfkc(t).casefold().split()),
-        lambda t: re.sub(r"\W+", " ", _nfkc(t).casefold()).strip(),
-        lambda t: re.sub(r"[\W_]+", " ", _nfkc(t).casefold()),
-        lambda t: re.sub(r"[\W_]", " ", _nfkc(t).casefold()).strip(),
+    "exact_duplicate_groups": [
+        _grouped(lambda t: " ".join(re.sub(r"[\W_]+", " ", _nfkc(t).lower()).split())),
+        _grouped(lambda t: re.sub(r"[\W_]+", " ", t.casefold()).strip()),
+        _grouped(lambda t: " ".join(_nfkc(t).casefold().split())),
+        _grouped(lambda t: re.sub(r"\W+", " ", _nfkc(t).casefold()).strip()),
+        _grouped(lambda t: re.sub(r"[\W_]+", " ", _nfkc(t).casefold())),
+        _grouped(lambda t: re.sub(r"[\W_]", " ", _nfkc(t).casefold()).strip()),
+        _grouped(_right_key, keep=lambda g: True),
+        _grouped(_right_key, by_text=True),
     ],
     "near_duplicate_pairs": [
         _pairs(lambda x: x @ x.T),
@@ -239,8 +303,8 @@ def test_broken_sql_gets_the_database_error_and_the_hint():
 @pytest.mark.parametrize("name", NAMES)
 @pytest.mark.parametrize("fn, message", garbage(r"returned .*(expected|a str)"))
 def test_garbage_gets_a_sentence_not_a_crash(name, fn, message):
-    if name == "normalise_for_hash" and fn is returns_text:
-        message = r"returned '42'; expected 'what is attention'"
+    if name == "exact_duplicate_groups" and fn is returns_text:
+        message = r"returned '42'; expected \[\[0, 2\], \[1, 3, 4\]\]"
     assert_one_sentence(partial(ch13.check, name), fn, message)
 
 

@@ -6,7 +6,7 @@ with training capped at a few seconds as `make grade` does):
 - Release: the student version of every chapter, without solutions or hidden tests (cheap:
   nbgrader needs about 5 s for all chapters together).
 - nbgrader's autograding (autograde, feedback, both CSVs), the full matrix, on the two cheapest
-  chapters, FULL_MATRIX (about 3 s and 6 s a submission; chapters 3-13 take 7 to 40 s each):
+  chapters, FULL_MATRIX (about 3 s and 6 s a submission; chapters 3-14 take 7 to 50 s each):
   (a) the source notebook itself             -> full marks
   (b) the untouched student version          -> zero, and feedback that says so
   (c) the first exercise's solution raises   -> zero for that exercise, the others graded
@@ -141,7 +141,9 @@ def test_every_chapter_is_released_without_solutions_or_hidden_tests(released):
         assert "### BEGIN SOLUTION" not in text and "BEGIN HIDDEN TESTS" not in text
         nb = json.loads(text)
         stubs = [c for c in nb["cells"] if nbgrader(c).get("solution")]
-        assert stubs and all("raise NotImplementedError()" in "".join(c["source"]) for c in stubs)
+        debug = [c for c in stubs if grading.exercise_meta(c).get("kind") == "debug"]  # they start from buggy code
+        assert stubs and all("raise NotImplementedError()" in "".join(c["source"]) for c in stubs if c not in debug)
+        assert all(grading.exercise_meta(c)["given"] in "".join(c["source"]) for c in debug)
         source = load_notebook(REPO / "notebooks" / chapter / f"{chapter}.ipynb")
         assert len(nb["cells"]) == len(source["cells"])
 
@@ -213,6 +215,12 @@ def stub_and_check_cells(nb) -> tuple[set[int], set[int]]:
     return solutions, checks
 
 
+def debug_exercise(nb, i: int) -> bool:
+    """Whether the graded cell at position i belongs to a debug exercise (its solution cell is the last one above)."""
+    above = [c for c in nb["cells"][:i] if nbgrader(c).get("solution")]
+    return bool(above) and grading.exercise_meta(above[-1]).get("kind") == "debug"
+
+
 @pytest.mark.parametrize("chapter", [
     pytest.param(nb.parent.name, marks=pytest.mark.xdist_group(f"student-{nb.parent.name}"))
     for nb in NOTEBOOKS_LONGEST_FIRST
@@ -220,7 +228,7 @@ def stub_and_check_cells(nb) -> tuple[set[int], set[int]]:
 def test_the_student_version_runs_top_to_bottom_with_only_the_unfinished_checks_failing(chapter, tmp_path):
     """A learner who has written nothing yet can still run the whole chapter: the only errors
     are the checks of the exercises (or a stub run at the top level), each saying in one
-    sentence that the function is not written yet.
+    sentence that the function is not written yet (a debug exercise's check names its bug).
     (Each chapter has its own xdist group and releases only itself, so that the chapters spread
     over both workers.)"""
     (tmp_path / "notebooks").mkdir()
@@ -239,8 +247,11 @@ def test_the_student_version_runs_top_to_bottom_with_only_the_unfinished_checks_
         assert failing[i]["ename"] == "NotImplementedError", f"cell {i}: {failing[i]['ename']}"
     failed_checks = [failing[i] for i in checks if i in failing]
     assert failed_checks, "the checks of unfinished exercises should fail"
-    for e in failed_checks:
-        assert "is not written yet" in e["evalue"] and "\n" not in e["evalue"], e["evalue"]
+    debug_checks = {i for i in checks if debug_exercise(nb, i)}  # a debug exercise's check names its bug
+    for i in checks & set(failing):
+        e = failing[i]
+        said = "Likely cause: " if i in debug_checks else "is not written yet"
+        assert said in e["evalue"] and "\n" not in e["evalue"], e["evalue"]
     assert len(failed_checks) >= len(solutions), "every exercise's check should fail while it is a stub"
 
 

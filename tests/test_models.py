@@ -461,3 +461,126 @@ def test_a_checkpoint_whose_config_has_unknown_fields_is_refused_with_their_name
     torch.save(checkpoint, path)
     with pytest.raises(ValueError, match=r"\['n_embd'\]"):
         GPT.load(path)
+
+
+# ----------------------------------------------------------------------------- the GPT's own attention (chapter 6)
+from attnedu.functional import causal_mask  # noqa: E402
+from attnedu.models import CausalSelfAttention, kv_cache_step  # noqa: E402
+from attnedu.nn import MultiHeadAttention  # noqa: E402
+
+
+def own(seed=0, bias=True, **sizes) -> GPT:
+    """``tiny`` built around CausalSelfAttention."""
+    torch.manual_seed(seed)
+    sizes = {"vocab_size": 11, "context": 16, "n_layer": 2, "n_head": 2, "d_model": 16, "bias": bias, **sizes}
+    return GPT(GPTConfig(**sizes), attention=CausalSelfAttention).eval()
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_causal_self_attention_is_the_blocks_multi_head_attention_with_the_causal_mask(bias):
+    torch.manual_seed(0)
+    mha, x = MultiHeadAttention(12, 3, bias=bias), torch.randn(2, 7, 12)
+    ours = CausalSelfAttention(12, 3, bias=bias)
+    assert ours.load_state_dict(mha.state_dict()) is not None  # the same names and shapes
+    expected, _ = mha(x, x, x, attn_mask=~torch.from_numpy(causal_mask(7)), need_weights=False)
+    torch.testing.assert_close(ours(x), expected)
+
+
+def test_causal_self_attention_is_causal_and_gradients_reach_its_four_layers():
+    torch.manual_seed(0)
+    attn, x = CausalSelfAttention(8, 2), torch.randn(1, 6, 8)
+    changed = x.clone()
+    changed[:, 4:] += 1.0
+    torch.testing.assert_close(attn(changed)[:, :4], attn(x)[:, :4])
+    attn(x).sum().backward()
+    assert all(getattr(attn, name).weight.grad is not None for name in ("q_proj", "k_proj", "v_proj", "out_proj"))
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_kv_cache_steps_one_at_a_time_give_the_attention_of_the_whole_sequence(bias):
+    torch.manual_seed(0)
+    attn, x = CausalSelfAttention(16, 4, bias=bias), torch.randn(3, 9, 16)
+    cache, outs = None, []
+    for t in range(9):
+        out, cache = kv_cache_step(attn, x[:, t:t + 1], cache)
+        assert out.shape == (3, 1, 16) and cache[0].shape == cache[1].shape == (3, 4, t + 1, 4)
+        outs.append(out)
+    torch.testing.assert_close(torch.cat(outs, dim=1), attn(x))
+    H, d = 4, 4
+    torch.testing.assert_close(cache[0], attn.k_proj(x).view(3, 9, H, d).transpose(1, 2))  # the keys, in order
+
+
+def test_a_gpt_built_around_causal_self_attention_has_the_default_gpts_parameters_and_computes_the_same():
+    default, ours = tiny(), own(seed=1)
+    assert [(k, v.shape) for k, v in default.state_dict().items()] == [(k, v.shape) for k, v in ours.state_dict().items()]
+    ours.load_state_dict(default.state_dict())
+    ids = prompt(B=3, T=10)
+    torch.testing.assert_close(ours(ids)[0], default(ids)[0])
+    assert ours.lm_head.weight is ours.wte.weight and ours.num_parameters() == parameter_count(ours.config)
+    for options in ({}, {"temperature": 1.0, "top_k": 4, "seed": 2}):
+        tokens = default.generate(ids, 12, **options)
+        assert torch.equal(ours.generate(ids, 12, use_cache=True, **options), tokens)
+        assert torch.equal(ours.generate(ids, 12, use_cache=False, **options), tokens)
+
+
+def test_the_shipped_checkpoint_loads_into_a_gpt_around_causal_self_attention():
+    shipped, _ = GPT.load(SHIPPED_CHECKPOINT)
+    ours = GPT(shipped.config, attention=CausalSelfAttention)
+    ours.load_state_dict(shipped.state_dict())
+    ids = torch.tensor([[10, 20, 30, 40, 50]])
+    torch.testing.assert_close(ours.eval()(ids)[0], shipped(ids)[0], rtol=1e-4, atol=1e-5)
+
+
+def test_a_gpt_generates_with_the_kv_step_it_is_given_and_steps_one_token_at_a_time():
+    calls = []
+
+    def counting_step(attn, x_new, cache):
+        calls.append((x_new.shape[1], 0 if cache is None else cache[0].shape[2]))
+        return kv_cache_step(attn, x_new, cache)
+
+    model = own()
+    model.kv_step = counting_step
+    assert model.kv_step is counting_step and all(block.kv_step is counting_step for block in model.blocks)
+    new = model.generate([1, 2, 3], 4)
+    assert torch.equal(new, own().generate([1, 2, 3], 4, use_cache=False))
+    prefill = [(1, 0), (1, 1), (1, 2)] * 2  # each block steps the prompt in, one token at a time
+    assert calls == prefill + [(1, 3), (1, 3), (1, 4), (1, 4), (1, 5), (1, 5)]  # then one new token per step
+
+
+def test_generation_with_causal_self_attention_past_the_context_gives_the_same_tokens():
+    model = own(context=8)
+    assert torch.equal(model.generate(prompt(T=5), 12), model.generate(prompt(T=5), 12, use_cache=False))
+
+
+def test_the_default_gpt_is_unchanged_by_the_attention_option():
+    assert GPT(GPTConfig(vocab_size=5, context=4, n_layer=1, n_head=1, d_model=4)).kv_step is None
+    assert all(type(block) is DecoderBlock for block in tiny().blocks)
+    torch.manual_seed(0)
+    a = GPT(GPTConfig(vocab_size=11, context=16, n_layer=2, n_head=2, d_model=16))
+    torch.manual_seed(0)
+    b = GPT(GPTConfig(vocab_size=11, context=16, n_layer=2, n_head=2, d_model=16), attention=None)
+    assert all(torch.equal(a.state_dict()[k], b.state_dict()[k]) for k in a.state_dict())
+
+
+class _NoOutProj(torch.nn.Module):
+    def __init__(self, d_model, n_head, bias=True):
+        super().__init__()
+        self.n_head = n_head
+        self.q_proj = self.k_proj = self.v_proj = torch.nn.Linear(d_model, d_model, bias=bias)
+
+
+@pytest.mark.parametrize("call, words", [
+    (lambda: CausalSelfAttention(10, 3), "d_model=10 is not divisible by n_head=3"),
+    (lambda: CausalSelfAttention(8, 2)(torch.zeros(2, 3, 6)), r"x must be \(B, T, 8\), got \(2, 3, 6\)"),
+    (lambda: kv_cache_step(CausalSelfAttention(8, 2), torch.zeros(1, 2, 8)), r"x_new must be \(B, 1, 8\)"),
+    (lambda: kv_cache_step(CausalSelfAttention(8, 2), torch.zeros(1, 1, 8), (torch.zeros(1, 4, 3, 2),) * 2),
+     r"cache must be two \(B, H, t, d_head\) = \(1, 2, t, 4\) tensors"),
+    (lambda: GPT(GPTConfig(5, 4, 1, 2, 8), attention=_NoOutProj), r"needs `out_proj = nn.Linear\(8, 8, bias=True\)`"),
+    (lambda: GPT(GPTConfig(5, 4, 1, 2, 8), kv_step=kv_cache_step), "pass attention=... too"),
+    (lambda: GPT(GPTConfig(5, 4, 1, 2, 8), attention="CausalSelfAttention"), "attention must be a class"),
+    (lambda: GPT(GPTConfig(5, 4, 1, 2, 8), attention=CausalSelfAttention, kv_step=3), "kv_step must be a function"),
+    (lambda: setattr(tiny(), "kv_step", kv_cache_step), "only a GPT built with attention"),
+])
+def test_the_gpts_own_attention_names_a_bad_argument(call, words):
+    with pytest.raises(ValueError, match=words):
+        call()

@@ -1,6 +1,8 @@
 """attnedu.nn.MultiHeadAttention has exactly the semantics of torch.nn.MultiheadAttention
 (batch_first=True): outputs, weights and gradients agree within 1e-5 in float32, for every kind
-of mask and their combinations, with kdim/vdim different from embed_dim."""
+of mask and their combinations, with kdim/vdim different from embed_dim. Chapter 5's
+cross_attention and decoder_block, written from a module's parts, equal torch's and attnedu's
+modules."""
 
 from __future__ import annotations
 
@@ -9,7 +11,8 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from attnedu.nn import MultiHeadAttention, SelfAttention, mha_flops, mha_parameter_count
+from attnedu.nn import (DecoderBlock, MultiHeadAttention, SelfAttention, cross_attention, decoder_block, mha_flops,
+                        mha_parameter_count)
 
 TOL = dict(atol=1e-5, rtol=1e-5)
 
@@ -273,3 +276,89 @@ def test_mha_flops_equals_torchs_flop_counter_on_the_explicit_path(B, T, E, H):
 def test_the_counts_reject_bad_sizes_with_value_error(call, message):
     with pytest.raises(ValueError, match=message):
         call()
+
+
+# ------------------------------------------------------------------ chapter 5: cross-attention and the decoder block
+def padded(lengths, S):
+    """(B, S) booleans, True for the first lengths[b] positions: the course's convention."""
+    return torch.arange(S)[None, :] < torch.tensor(lengths)[:, None]
+
+
+@pytest.mark.parametrize("B, T, S, E, H, lengths", [(1, 1, 1, 4, 1, None), (2, 3, 5, 8, 2, [5, 2]),
+                                                    (3, 6, 4, 12, 3, [1, 4, 3]), (2, 4, 7, 16, 8, None)])
+def test_cross_attention_equals_torch_multihead_attention_with_a_key_padding_mask(B, T, S, E, H, lengths):
+    torch.manual_seed(B * T * S)
+    theirs = torch.nn.MultiheadAttention(E, H, batch_first=True).double()
+    ours = MultiHeadAttention.from_torch(theirs)
+    x, memory = torch.randn(B, T, E, dtype=torch.float64), torch.randn(B, S, E, dtype=torch.float64)
+    mask = None if lengths is None else padded(lengths, S)
+    out, weights = cross_attention(x, memory, ours, mask)
+    ref_out, ref_weights = theirs(x, memory, memory, key_padding_mask=None if mask is None else ~mask,
+                                  average_attn_weights=False)
+    assert out.shape == (B, T, E) and weights.shape == (B, H, T, S)
+    torch.testing.assert_close(out, ref_out, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(weights, ref_weights, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(weights.sum(-1), torch.ones(B, H, T, dtype=torch.float64))
+    if mask is not None:  # padding gets exactly no weight, and changing it changes nothing
+        assert torch.all(weights.masked_select(~mask[:, None, None, :]) == 0)
+        noisy = memory.masked_fill(~mask[..., None], 1e3)
+        torch.testing.assert_close(cross_attention(x, noisy, ours, mask)[0], out, rtol=1e-10, atol=1e-12)
+
+
+def test_cross_attention_by_hand():
+    attn = MultiHeadAttention(2, 1).double()
+    with torch.no_grad():
+        for linear in (attn.q_proj, attn.k_proj, attn.v_proj, attn.out_proj):
+            linear.weight.copy_(torch.eye(2))
+            linear.bias.zero_()
+    x = torch.zeros(1, 3, 2, dtype=torch.float64)  # three queries [0, 0]: every score is 0
+    memory = torch.tensor([[[1.0, 0.0], [0.0, 1.0], [5.0, 5.0]]], dtype=torch.float64)
+    out, weights = cross_attention(x, memory, attn, torch.tensor([[True, True, False]]))
+    torch.testing.assert_close(weights[0, 0], torch.tensor([[0.5, 0.5, 0.0]] * 3, dtype=torch.float64))
+    torch.testing.assert_close(out[0], torch.tensor([[0.5, 0.5]] * 3, dtype=torch.float64))
+    torch.testing.assert_close(cross_attention(x, memory, attn)[0][0], torch.full((3, 2), 2.0, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("lengths", [None, [6, 3]])
+def test_decoder_block_function_equals_the_decoder_block_module_and_torchs_layer(lengths):
+    torch.manual_seed(5)
+    theirs = torch.nn.TransformerDecoderLayer(16, 4, 32, dropout=0.0, activation="gelu", batch_first=True,
+                                              norm_first=True).double()
+    block = DecoderBlock(16, 4, 32, cross_attention=True).double().eval()
+    for mine, ref in [(block.self_attn, theirs.self_attn), (block.cross_attn, theirs.multihead_attn)]:
+        mine.load_state_dict(MultiHeadAttention.from_torch(ref).state_dict())
+    block.ff.fc1.load_state_dict(theirs.linear1.state_dict())
+    block.ff.fc2.load_state_dict(theirs.linear2.state_dict())
+    for i, res in enumerate((block.res1, block.res2, block.res3), start=1):
+        res.norm.load_state_dict(getattr(theirs, f"norm{i}").state_dict())
+    x, memory = torch.randn(2, 5, 16, dtype=torch.float64), torch.randn(2, 6, 16, dtype=torch.float64)
+    mask = None if lengths is None else padded(lengths, 6)
+    parts = (block.self_attn, block.cross_attn, block.ff, block.res1.norm, block.res2.norm, block.res3.norm)
+    with torch.no_grad():
+        ours = decoder_block(x, memory, *parts, mask)
+        torch.testing.assert_close(ours, block(x, memory, memory_padding_mask=mask), rtol=1e-10, atol=1e-12)
+        causal = torch.triu(torch.ones(5, 5, dtype=torch.bool), diagonal=1)  # torch's convention: True = blocked
+        ref = theirs(x, memory, tgt_mask=causal, memory_key_padding_mask=None if mask is None else ~mask)
+        torch.testing.assert_close(ours, ref, rtol=1e-10, atol=1e-12)
+        later = x.clone()
+        later[:, 3:] = torch.randn(2, 2, 16, dtype=torch.float64)  # the causal mask: positions 0-2 unchanged
+        torch.testing.assert_close(decoder_block(later, memory, *parts, mask)[:, :3], ours[:, :3])
+
+
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda a, x, m: cross_attention(x, m[..., :4], a), r"memory must be \(B=2, S, 8\) .* got \(2, 3, 4\)"),
+        (lambda a, x, m: cross_attention(x, m[:1], a), r"memory must be \(B=2, S, 8\)"),
+        (lambda a, x, m: cross_attention(x[0], m, a), r"x must be \(B, T, 8\), got \(5, 8\)"),
+        (lambda a, x, m: cross_attention(x, m, a, torch.ones(2, 5, dtype=torch.bool)),
+         r"memory_mask must be a \(2, 3\) tensor"),
+        (lambda a, x, m: cross_attention(x, m, a, torch.ones(2, 3)), r"memory_mask must be boolean"),
+        (lambda a, x, m: cross_attention(x, m, torch.nn.MultiheadAttention(8, 2)), "MultiHeadAttention.from_torch"),
+        (lambda a, x, m: decoder_block(x[0], m, a, a, None, None, None, None), r"x must be \(B, T, d_model\)"),
+    ],
+)
+def test_cross_attention_and_decoder_block_name_bad_shapes(call, message):
+    a = MultiHeadAttention(8, 2)
+    with pytest.raises(ValueError, match=message):
+        call(a, torch.randn(2, 5, 8), torch.randn(2, 3, 8))

@@ -3,6 +3,7 @@
 import numpy as np
 
 from .. import functional as F
+from ..data import toy_regression
 from . import Case, Exercise, ExerciseSet, rows_sum_to_one
 
 _STABLE = "subtract the maximum of each row (keepdims=True) before calling np.exp."
@@ -58,13 +59,41 @@ def _lookup_hidden():
     k, v, q = rng.normal(size=(12, 8)), rng.normal(size=(12, 5)), rng.normal(size=8)
     return ([Case((q, k, v))] + [Case((q, k, v), {"temperature": t}) for t in (2.0, 0.01)]
             + [Case((q * 1e3, k, v)), Case((q[:1], k[:1, :1], v[:1]), expected=(v[0], np.array([1.0])))])
+# ------------------------------------------------------------------ a prediction: the far query
+_FAR = {"a": "NaN again: every kernel value is still 0, and 0 / 0 stays NaN.",
+        "b": "0: no training point is close, so every weight is (almost) 0.",
+        "c": "the average of all y: seen from so far away, the keys are all about equally distant.",
+        "d": "the y of the rightmost training point, the one nearest to x = 10."}
+def _far_query_answer():  # the chapter's experiment, small: the stable pooling at x = 10, width 0.05
+    x, y = toy_regression(n=40, noise=0.25, seed=0)
+    pred, weights = F.attention_pool(np.array([10.0]), x, y, 0.05)
+    if np.isnan(pred[0]):
+        return "a"
+    if weights.sum() < 0.5:
+        return "b"
+    return "d" if np.isclose(pred[0], y[np.argmax(x)]) else "c"
+def _far_cases():
+    return [Case(mistakes=[
+        ("a", "the softmax subtracts the largest score first, so the nearest key's kernel value becomes exp(0) = 1 "
+              "and the denominator is at least 1: no 0 / 0 is left."),
+        ("b", "softmax weights always sum to 1, however poor every match is: attention cannot attend to nothing."),
+        ("c", "the softmax sees only the differences between the scores, and at a width of 0.05 the nearest key's "
+              "score beats the next one's by about 165: all the weight goes to it.")])]
+
 EXERCISES = ExerciseSet(
     Exercise("softmax", ["x"], F.softmax, _softmax_cases, _softmax_hidden, properties=[rows_sum_to_one()]),
     Exercise("attention_pool", ["queries", "keys", "values", "width"], F.attention_pool, _pool_cases, _pool_hidden,
              outputs=("output", "weights"), properties=[rows_sum_to_one()]),
+    Exercise("predict_far_query", [], _far_query_answer, _far_cases, _far_cases, compare="choice",
+             options={"choices": tuple(_FAR)}, kind="predict", explain=(
+        "Far from every key the scores are all very negative, but the softmax looks only at their differences, and "
+        "those are largest far away: the nearest key gets weight 1. Attention weights always sum to 1, so a query "
+        "cannot attend to nothing; it takes the value of its best match, however poor, and kernel regression "
+        "extrapolates flat from the edge of the data.")),
     Exercise("leave_one_out_mse", ["x", "y", "width"], F.leave_one_out_mse, _loo_cases, _loo_hidden,
              grade_id="leave-one-out"),
     Exercise("soft_lookup", ["query", "keys", "values"], F.soft_lookup, _lookup_cases, _lookup_hidden,
              outputs=("output", "weights"), properties=[rows_sum_to_one()]),
 )
 check = EXERCISES.check
+reveal = EXERCISES.reveal

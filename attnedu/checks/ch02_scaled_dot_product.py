@@ -26,21 +26,81 @@ def _additive_hidden():
     rng, sizes = np.random.default_rng(212), [(1, 1, 1, 1, 1), (4, 7, 3, 5, 6), (6, 6, 8, 8, 16), (2, 9, 10, 3, 4)]
     cases = [_normal(rng, (tq, dq), (tk, dk), (h, dq), (h, dk), (h,)) for tq, tk, dq, dk, h in sizes]
     return [Case(a) for a in cases] + [Case((100 * a[0], 100 * a[1]) + a[2:]) for a in cases[-1:]]  # a saturated tanh
+# ------------------------------------------------------------------ why divide by sqrt(d_k): predict, then measure
+def _spread_answer():  # the chapter's experiment, small: how much wider q . k spreads at d_k = 256 than at 64
+    rng = np.random.default_rng(0)
+    std = {d: np.sum(rng.normal(size=(4000, d)) * rng.normal(size=(4000, d)), axis=-1).std() for d in (64, 256)}
+    growth = {"a": 1, "b": 2, "c": 4, "d": 16}
+    return min(growth, key=lambda c: abs(np.log(growth[c] * std[64] / std[256])))
+def _spread_cases():
+    return [Case(mistakes=[
+        ("a", "the products do cancel on average, so q . k stays centred on 0, but the variances of independent terms "
+              "add up: Var(q . k) = d_k, and the typical size grows like sqrt(d_k)."),
+        ("c", "4 times is how the variance grows (it equals d_k); the standard deviation is its square root, so it "
+              "grows sqrt(4) = 2 times."),
+        ("d", "q . k is a sum of d_k terms, not of d_k squared: its variance grows 4 times, its standard deviation 2 "
+              "times.")])]
+def _saturating_with(q, k, threshold, *, scaled=False, each=True, axis=-1, step=None, first=True):  # the mistakes
+    q, k = np.asarray(q, dtype=float), np.asarray(k, dtype=float)
+    D, d_k = q.shape[1], 1
+    while d_k <= D:
+        cut = slice(None, d_k) if first else slice(D - d_k, None)
+        scores = np.einsum("nd,nmd->nm", q[:, cut], k[:, :, cut]) / (np.sqrt(d_k) if scaled else 1.0)
+        weights = F.softmax(scores, axis=axis)
+        if (weights.max(axis=-1).mean() if each else weights.max()) > threshold:
+            return d_k
+        d_k = d_k + step if step else 2 * d_k
+    return None
+def _saturation_case(seed, n, m, D, threshold, hint=None):
+    rng = np.random.default_rng(seed)
+    return Case((rng.normal(size=(n, D)), rng.normal(size=(n, m, D)), threshold), hint=hint,
+                about=f"{n} queries of {m} random keys each, D = {D}, threshold = {threshold}")
+_TINY_Q, _TINY_K = np.array([[1.0, 1.0]]), np.array([[[1.0, 1.0], [0.0, 0.0]]])
+def _saturation_cases():
+    return [Case((_TINY_Q, _TINY_K, 0.8), about="q = [[1, 1]], k = [[[1, 1], [0, 0]]], threshold = 0.8", hint="by "
+                 "hand: at d_k = 1 the scores are [1, 0] and the largest weight is 0.731; at d_k = 2 they are [2, 0] "
+                 "and it is 0.881, the first above 0.8: the answer is 2."),
+            _saturation_case(23, 200, 16, 256, 0.5, "take each query's largest weight, then the mean over the "
+                             "queries."),
+            _saturation_case(23, 200, 16, 256, 0.85, "the scores are the raw dot products, not divided by sqrt(d_k)."),
+            _saturation_case(23, 200, 16, 256, 0.95, "no width up to D reaches the threshold here: return None.")]
+def _saturation_hidden():
+    return [Case((_TINY_Q, _TINY_K, 0.7)), _saturation_case(230, 300, 4, 128, 0.7),
+            _saturation_case(231, 100, 64, 512, 0.9), _saturation_case(231, 100, 64, 512, 0.35),
+            _saturation_case(232, 50, 16, 100, 0.75), _saturation_case(232, 50, 16, 100, 0.85),
+            _saturation_case(233, 1, 8, 32, 0.6)]
 # ------------------------------------------------------------------ masks
 _OPPOSITE = ("it is exactly the opposite of the expected mask, the convention of torch.nn.MultiheadAttention "
              "(True = blocked); here True means 'may attend'.")
-def _padding_case(lengths, T, hint=None):
+def _mask_with(lengths, T, causal=False, *, invert=False, transposed=False, diagonal=True, extra=0, queries=False,
+               use_causal=True, use_padding=True, always_causal=False):  # a batch's mask with the usual mistakes
     lengths = np.asarray(lengths)
-    return Case((lengths, T), about=f"lengths = np.array({lengths.tolist()}), T = {T}", hint=hint)
-def _padding_cases():
-    return [_padding_case([2], 3, "by hand: one sequence with 2 real tokens followed by 1 padding token gives "
-                                  "[[[True, True, False]]], of shape (1, 1, 3)."),
-            _padding_case([3, 1, 0, 4], 4, "the shape is (B, 1, T): `np.arange(T) < lengths[:, None]` has shape "
-                          "(B, T), and `[:, None, :]` adds the middle axis, which lets the mask broadcast over the "
-                          "queries."), _padding_case([5, 2], 7)]
-def _padding_hidden():
-    lengths = [np.array([0]), np.array([1, 1]), np.array([9, 0, 4, 9]), np.array([3, 5, 2], np.int32), np.arange(12)]
-    return [_padding_case(n, max(int(n.max()), 1)) for n in lengths] + [_padding_case([2, 4], 10)]
+    i, j = np.arange(T)[:, None], np.arange(T)[None, :]  # (T, 1) queries, (1, T) keys
+    real = np.arange(T)[None, :] < np.minimum(lengths[:, None] + extra, T)  # (B, T)
+    mask = real[:, None, :] if use_padding else np.ones((len(lengths), 1, T), dtype=bool)  # (B, 1, T)
+    if queries:
+        mask = mask & real[:, :, None]  # (B, T, T): padding queries hidden too
+    if (causal and use_causal) or always_causal:
+        blocked = (j < i) if transposed else (j > i)  # (T, T): the future (the past, transposed)
+        mask = mask & ~(blocked | (i == j) if not diagonal else blocked)
+    mask = np.broadcast_to(mask, (len(lengths), T, T))
+    return ~mask if invert else mask.copy()
+def _mask_case(lengths, T, causal, hint=None):
+    lengths = np.asarray(lengths)
+    return Case((lengths, T), {"causal": causal}, hint=hint,
+                about=f"lengths = np.array({lengths.tolist()}), T = {T}, causal={causal}")
+def _mask_cases():
+    return [_mask_case([2], 3, True, "by hand: [[[True, False, False], [True, True, False], [True, True, False]]], of "
+                       "shape (B, T, T) = (1, 3, 3): key 2 is padding, and the third query, padding itself, still sees "
+                       "the two real keys."),
+            _mask_case([2], 3, False, "without the causal part every query of a sequence gets the same row, its real "
+                       "keys: [[True, True, False]] three times, still of shape (1, 3, 3)."),
+            _mask_case([3, 1, 0, 4], 4, True, "entry [b, i, j] is True when j < lengths[b] and j <= i; a sequence of "
+                       "length 0 has no key at all."), _mask_case([5, 2], 7, False)]
+def _mask_hidden():
+    cases = [([0], 1, False), ([0], 1, True), ([1, 1], 2, True), ([9, 0, 4, 9], 9, True), ([9, 0, 4, 9], 9, False),
+             ([2, 4], 10, True), (np.array([3, 5, 2], np.int32), 5, True), (np.arange(12), 12, True)]
+    return [_mask_case(*c) for c in cases]
 # ------------------------------------------------------------------ attention
 def _attention_with(q, k, v, mask=None, *, power=0.5, fill=-np.inf, after=False, axis=-1, use_mask=True,
                     invert=False):  # attention with the usual mistakes as switches
@@ -85,26 +145,57 @@ def _attention_hidden():
         Case((qx, kx, vx), {"mask": rng.random((4, T)) < 0.5}), Case((qx * 50, kx * 50, vx)),
         Case(f32, {"mask": c}, rtol=1e-4, atol=1e-5), Case((qx, kx, vx), {"mask": None})]
 
+# ------------------------------------------------------------------ debug: a leak from the future
+def _masked_self_attention(x, **mistake):  # the fixed function; each mistake a setting of _attention_with
+    x = np.asarray(x, dtype=float)
+    return _attention_with(x, x, x, F.causal_mask(len(x)), **mistake)
+def _leak_cases():
+    rng = np.random.default_rng(26)
+    return [Case((np.array([[1.0, 0.0], [1.0, 1.0]]),), about="x = [[1, 0], [1, 1]]", hint="by hand: the first token "
+                 "may see only itself, so its weights are [1, 0] and its output is x[0] = [1, 0]; the second token's "
+                 "scores are [0.707, 1.414], its weights [0.330, 0.670]."),
+            Case((rng.normal(size=(5, 8)),), hint="each query's weights over the keys it may see must sum to 1."),
+            Case((rng.normal(size=(7, 3)) * 20,), hint="large scores need a stable softmax.")]
+def _leak_hidden():
+    rng = np.random.default_rng(262)
+    return [Case((rng.normal(size=(1, 4)),)), Case((rng.normal(size=(12, 16)),)),
+            Case((rng.normal(size=(6, 5)).astype(np.float32),), rtol=1e-4, atol=1e-5),
+            Case((np.ones((4, 2)),), expected=(np.ones((4, 2)), np.tril(np.ones((4, 4))) / np.arange(1, 5)[:, None]))]
+
 EXERCISES = ExerciseSet(
     Exercise("additive_scores", ["q", "k", "W_q", "W_k", "w"], F.additive_scores, _additive_cases, _additive_hidden,
              wrong=_additive_with, mistakes=[
         ({"transposed": False}, "W_q and W_k are used untransposed: W_q has shape (h, dq), so W_q q_i for every query "
          "at once is q @ W_q.T (and likewise for the keys)."),
         ({"tanh": False}, "the tanh is missing: apply np.tanh to W_q q + W_k k before the dot product with w.")]),
-    Exercise("causal_mask", ["T"], F.causal_mask, lambda: [
-        Case((3,), hint="by hand: [[True, False, False], [True, True, False], [True, True, True]]."),
-        Case((1,), hint="with one token, that token may attend to itself: [[True]]."), Case((6,))],
-        lambda: [Case((T,)) for T in (1, 2, 5, 17, 64)], compare="mask", mistakes=[
-            (lambda T: ~F.causal_mask(T), _OPPOSITE),
-            (lambda T: F.causal_mask(T).T, "it is transposed: row i is query i and column j is key j, and query i may "
-             "attend to the keys j <= i, on and below the diagonal (np.tril)."),
-            (lambda T: np.tril(np.ones((T, T), dtype=bool), -1), "the diagonal is False: a token may attend to itself, "
-             "so keys j <= i are allowed, not only j < i.")]),
-    Exercise("padding_mask", ["lengths", "T"], F.padding_mask, _padding_cases, _padding_hidden, compare="mask",
-             mistakes=[
-        (lambda *args: ~F.padding_mask(*args), _OPPOSITE + " The real tokens are True, the padding is False."),
-        (lambda lengths, T: F.padding_mask(np.minimum(lengths + 1, T), T), "one token too many is True: position t is "
-         "a real token when t < lengths[b] (positions count from 0).")]),
+    Exercise("predict_spread", [], _spread_answer, _spread_cases, _spread_cases, compare="choice",
+             options={"choices": ("a", "b", "c", "d")}, kind="predict", explain=(
+        "Each product q_i k_i has mean 0 and variance 1, and the variances of independent terms add up: "
+        "Var(q . k) = d_k. The standard deviation, its square root, doubles when d_k grows 4 times; dividing the "
+        "scores by sqrt(d_k), not by d_k, brings it back to 1 at every width.")),
+    Exercise("saturating_dk", ["q", "k", "threshold"], F.saturating_dk, _saturation_cases, _saturation_hidden,
+             compare="value", options={"none_allowed": True}, kind="measure", wrong=_saturating_with, mistakes=[
+        ({"scaled": True}, "the scores are divided by sqrt(d_k): that measures scaled attention, which does not "
+         "saturate; the question is about the raw dot products."),
+        ({"each": False}, "it compares the largest weight of all the queries together; take each query's largest "
+         "weight (over its keys), then the mean over the queries."),
+        ({"axis": 0}, "the softmax runs over the queries (axis 0); each query's weights over its own keys must sum to "
+         "1: softmax(scores, axis=-1)."),
+        ({"step": 1}, "it tries every width 1, 2, 3, ...; try only the powers of 2: 1, 2, 4, 8, ... up to D."),
+        ({"first": False}, "it uses the last d_k coordinates of each vector; use the first ones, q[:, :d_k].")]),
+    Exercise("attention_mask", ["lengths", "T"], F.attention_mask, _mask_cases, _mask_hidden, compare="mask",
+             wrong=_mask_with, mistakes=[
+        ({"invert": True}, _OPPOSITE + " The real, visible keys are True."),
+        ({"transposed": True}, "the causal part is transposed: row i is query i and column j is key j, and query i may "
+         "attend to the keys j <= i, on and below the diagonal (np.tril), not to the future."),
+        ({"diagonal": False}, "the diagonal is False: a token may attend to itself, so keys j <= i are allowed, not "
+         "only j < i."),
+        ({"extra": 1}, "one key too many is True: key j is a real token when j < lengths[b] (positions count from 0)."),
+        ({"queries": True}, "the rows of the padding queries are hidden too: a padding mask hides keys (columns), not "
+         "queries; a padding query still sees the real keys, and its output is ignored later."),
+        ({"use_causal": False}, "causal=True is ignored: also hide the future, the keys j > i."),
+        ({"always_causal": True}, "the causal part is applied even when causal=False."),
+        ({"use_padding": False}, "the padding is ignored: key j of sequence b is padding when j >= lengths[b].")]),
     Exercise("scaled_dot_product_attention", ["q", "k", "v"], F.scaled_dot_product_attention, _attention_cases,
              _attention_hidden, outputs=("output", "weights"), properties=[rows_sum_to_one(allow_zero_rows=True)],
              wrong=_attention_with, mistakes=[
@@ -120,5 +211,17 @@ EXERCISES = ExerciseSet(
         ({"power": 1}, "the scores are divided by d_k; divide them by sqrt(d_k) instead."),
         ({"axis": -2}, "the softmax runs over the queries (axis -2); each query's weights over the keys must sum to 1: "
          "softmax(scores, axis=-1).")]),
+    Exercise("masked_self_attention", ["x"], _masked_self_attention, _leak_cases, _leak_hidden,
+             outputs=("output", "weights"), properties=[rows_sum_to_one()], wrong=_masked_self_attention,
+             kind="debug", mistakes=[
+        ({"axis": 0}, "the softmax normalises each column, over the queries (axis 0): key j's weight is shared out "
+         "among the queries that may see it, so the weights of query 0 depend on every later query, a leak the mask "
+         "cannot stop. Normalise each query's row over the keys: softmax(scores, axis=-1)."),
+        ({"use_mask": False}, "the mask is not applied: set the scores of the future keys (j > i) to -np.inf before "
+         "the softmax."),
+        ({"power": 0}, "the scale is missing: divide the scores by sqrt(d) = sqrt(x.shape[-1])."),
+        ({"after": True}, "the mask is applied after the softmax, so the weights no longer sum to 1: set the masked "
+         "scores to -np.inf before the softmax instead.")]),
 )
 check = EXERCISES.check
+reveal = EXERCISES.reveal

@@ -68,6 +68,23 @@ _SA = dict(params=["x", "W_q", "W_k", "W_v"], outputs=("output", "weights"), pro
     ({"transposed": True}, "the projections are x @ W_q, x @ W_k and x @ W_v, with the weight matrices as given (not "
      "transposed)."),
     ({"project": False, "by": "d_model"}, "the queries and keys must be projected too: q = x @ W_q and k = x @ W_k.")])
+_CHOICES = ("a", "b", "c", "d")  # predict_word_order: the answers, as the notebook words them
+def _word_order():  # the experiment, small: self-attention on "dog bites man" and on "man bites dog"
+    x, W_q, W_k, W_v = _normal(33, (3, 4), (4, 3), (4, 3), (4, 2))  # rows: dog, bites, man
+    out1, _ = F.self_attention(x, W_q, W_k, W_v)
+    out2, _ = F.self_attention(x[[2, 1, 0]], W_q, W_k, W_v)  # man, bites, dog
+    if np.allclose(out1, out2):
+        return "d"  # every row as it was
+    if np.allclose(out1[0], out2[2]):
+        return "b"  # "dog" keeps its output, in another row
+    return "c" if np.allclose(out1[1], out2[1]) else "a"
+_WORD_ORDER = lambda: [Case(mistakes=[  # noqa: E731
+    ("a", "a token's output depends only on its own query and on the keys and values of all the tokens, and that "
+     "set is the same in both sentences: nothing in the computation knows where a token stands."),
+    ("c", "\"dog\" keeps its output too: nothing in the computation depends on where a token stands, so every word "
+     "keeps its output, in whichever row it lands."),
+    ("d", "the rows are not left as they were: row 0 holds \"dog\" in one sentence and \"man\" in the other, and "
+     "each output moves with its token (reordered like the input: equivariant, not invariant).")])]
 def _sinusoids_with(T, d, *, power=2.0, start=0, cos_first=False, blocks=False, own_column_freq=False):
     pe = F.sinusoidal_positions(T + start, d, base=10000.0 ** (power / 2))[start:]  # frequencies 10000 ** (-power*i/d)
     if own_column_freq:  # column 2i+1 is cos(p * 10000 ** (-(2i + 1) / d)): column 4i+3 of the table of width 2d
@@ -103,6 +120,11 @@ EXERCISES = ExerciseSet(
     Exercise("self_attention", reference=F.self_attention, cases=_sa_cases, hidden=_sa_hidden, **_SA),
     Exercise("SelfAttention", reference=SelfAttention, run=_run, cases=lambda: _sa_cases(module=True),
              hidden=_module_hidden, grade_id="self-attention-module", **_SA),
+    Exercise("predict_word_order", [], _word_order, _WORD_ORDER, _WORD_ORDER, compare="choice",
+             options={"choices": _CHOICES}, kind="predict", explain="Each word gets the same output vector in both "
+             "sentences, in the row where the word now stands: without positions self-attention is permutation "
+             "equivariant, SelfAttention(PX) = P SelfAttention(X), because it treats the keys and values as a set. "
+             "Only positional information can tell \"dog bites man\" from \"man bites dog\"."),
     Exercise("sinusoidal_positions", ["T", "d"], F.sinusoidal_positions, lambda: [
         Case((3, 2), hint="by hand, with d = 2 row p is [sin(p), cos(p)]: row 0 is [0, 1], row 1 is [0.841, 0.540]."),
         Case((3, 4), hint="with d = 4, row p is [sin(p), cos(p), sin(p / 100), cos(p / 100)]."),
@@ -133,3 +155,4 @@ EXERCISES = ExerciseSet(
          "(-2i / d).")]),
 )
 check = EXERCISES.check
+reveal = EXERCISES.reveal

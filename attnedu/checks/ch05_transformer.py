@@ -1,61 +1,19 @@
-"""Chapter 5's exercises, *The Transformer*, as records (see :mod:`attnedu.checks`). Layer norm and the encoder
-block take and return torch tensors; an attention pattern is a boolean mask (True = may attend)."""
+"""Chapter 5's exercises, *The Transformer*, as records (see :mod:`attnedu.checks`). The blocks and the
+cross-attention take and return torch tensors (float64 in the checks); a memory mask and an attention pattern are
+boolean masks (True = may attend). ``predict_norm_placement`` is a prediction, made before the chapter's
+experiment decides it."""
+
+import math
 
 import numpy as np
 import torch
 from torch import nn
 
 from .. import functional as F
-from ..nn import FeedForward, MultiHeadAttention, encoder_block, layer_norm
-from ..train import sequence_accuracy
-from . import Case, Exercise, ExerciseSet
+from ..nn import FeedForward, MultiHeadAttention, cross_attention, decoder_block, encoder_block
+from . import Case, Exercise, ExerciseSet, rows_sum_to_one
 
-def _ln_with(x, gamma, beta, eps=1e-5, *, ddof=0, eps_where="var", axis=-1, affine=True, swap=False, center=True,
-             fixed_eps=None):  # the usual mistakes as switches
-    eps, mean = eps if fixed_eps is None else fixed_eps, x.mean(dim=axis, keepdim=True) if center else 0
-    var = ((x - mean) ** 2).sum(dim=axis, keepdim=True) / max(x.shape[axis] - ddof, 1)
-    y = (x - mean) / {"var": torch.sqrt(var + eps), "std": torch.sqrt(var) + eps, None: torch.sqrt(var)}[eps_where]
-    return (y * beta + gamma if swap else y * gamma + beta) if affine else y
 _f64 = lambda *arrays: tuple(torch.tensor(a, dtype=torch.float64) for a in arrays)  # noqa: E731
-_plain = lambda d: _f64(np.ones(d), np.zeros(d))  # gamma = ones, beta = zeros  # noqa: E731
-def _ln_cases():
-    x1, flat = _f64([[1.0, 2.0, 3.0, 6.0]], [[4.0, 4.0, 4.0, 4.0, 4.0], [1.0, 1.001, 0.999, 1.0, 1.0]])
-    rng = np.random.default_rng(51)
-    x3, g5, b5 = _f64(rng.normal(2.0, 3.0, size=(2, 3, 5)), rng.normal(1.0, 0.5, 5), rng.normal(0, 0.5, 5))
-    return [Case(args, kwargs, about=about, hint=hint) for args, kwargs, about, hint in [
-        ((x1, *_plain(4)), {}, "x = [[1, 2, 3, 6]], gamma = ones, beta = zeros", "by hand: the mean is 3 and the "
-         "variance 3.5 (the squared deviations 4, 1, 0, 9 divided by d = 4), so the result is (x - 3) / sqrt(3.5 + "
-         "1e-5), about [-1.069, -0.535, 0, 1.604]."),
-        ((x1, *_f64([0.5, -1.0, 2.0, 1.0], [0.1, 0.0, -0.3, 2.0])), {}, "x = [[1, 2, 3, 6]], other gamma and beta",
-         "scale by gamma and shift by beta after normalising: (x - mean) / sqrt(var + eps) * gamma + beta."),
-        ((x3, g5, b5), {}, "x of shape (2, 3, 5), random gamma and beta", "normalise each row on its own: mean and "
-         "variance over the last axis only, with keepdim=True so they broadcast back against x."),
-        ((flat, *_plain(5)), {}, "rows with no spread, [4, 4, 4, 4, 4], and very little, [1, 1.001, 0.999, 1, 1]",
-         "eps belongs inside the square root, added to the variance: sqrt(var + eps). It keeps a row with variance 0 "
-         "finite and damps rows with almost none."),
-        ((x3, g5, b5), {"eps": 0.5}, "x of shape (2, 3, 5), random gamma and beta, eps = 0.5",
-         "use the eps argument rather than a fixed 1e-5.")]]
-def _ln_hidden():
-    cases, kw = [], dict(generator=torch.Generator().manual_seed(501), dtype=torch.float64)
-    for shape in [(1, 1), (3, 7), (2, 4, 16), (2, 3, 4, 5)]:
-        args = (torch.randn(shape, **kw) * 5 + 3, *(torch.randn(shape[-1], **kw) for _ in "gb"))  # x, gamma, beta
-        cases += [Case(args)] + [Case(args, {"eps": eps}) for eps in (1e-3, 2.0)]
-    big, one, zero = torch.randn(4, 6, **kw) * 1e4 - 5e4, *_plain(6)
-    return cases + [Case((big, one, zero), expected=torch.nn.functional.layer_norm(big, (6,), one, zero, 1e-5))]
-_LN = Exercise("layer_norm", ["x", "gamma", "beta"], layer_norm, _ln_cases, _ln_hidden, wrong=_ln_with, mistakes=[
-    ({"ddof": 1}, "it divides the squared deviations by d - 1: torch.var and Tensor.std do that by default; layer "
-     "norm divides by d, so use ((x - mean)**2).mean(...) or x.var(..., unbiased=False)."),
-    ({"eps_where": "std"}, "it adds eps to the standard deviation: add it to the variance, inside the square "
-     "root, sqrt(var + eps)."),
-    ({"eps_where": None}, "it leaves out eps: a row whose entries are all equal has variance 0, and 0 / 0 is NaN; "
-     "divide by sqrt(var + eps)."),
-    ({"axis": 0}, "it normalises each feature over the batch (axis 0), which is batch norm: layer norm normalises "
-     "each row over its own features, the last axis."),
-    ({"affine": False}, "it forgets gamma and beta: multiply the normalised x by gamma, then add beta."),
-    ({"swap": True}, "gamma and beta are swapped: gamma is the scale (multiply), beta the shift (add)."),
-    ({"center": False}, "it divides x by its root mean square without subtracting the mean: that is RMSNorm (used "
-     "by Llama), not layer norm; subtract the mean first and use the variance."),
-    ({"fixed_eps": 1e-5}, "it ignores the eps argument and always uses 1e-5.")])
 def _block_with(x, attn, ff, norm1, norm2, norm_first=True, *, residual=True, from_norm=False, swap=False,
                 norm_output=False, one_norm=False, feed=True, post_norm1=True):  # the usual mistakes as switches
     def sublayer(x, f, norm, normed=True):
@@ -114,36 +72,241 @@ _BLOCK = Exercise("encoder_block", ["x", "attn", "ff", "norm1", "norm2"], encode
      "norm2(x + ff(x)) (post-norm)."),
     ({"post_norm1": False}, "in post-norm it skips norm1: the attention sublayer's sum is normalised too, norm1(x "
      "+ attn(x)), before the feed-forward sublayer.")])
-def _accuracy_with(pred, target, *, rows=np.all, total=np.mean, err=False):  # the usual mistakes as switches
-    right = np.asarray(pred) == np.asarray(target)  # (B, T)
-    share = float(total(rows(right, axis=1) if rows else right))
-    return 1.0 - share if err else share
-def _accuracy_cases():
-    g, target = torch.Generator().manual_seed(53), torch.tensor([[1, 2, 3], [1, 2, 3], [3, 2, 1]])
-    pred, t = torch.tensor([[1, 2, 3], [1, 2, 0], [3, 2, 1]]), torch.randint(0, 10, (50, 8), generator=g)
-    p = torch.where(torch.rand(50, 8, generator=g) < 0.03, (t + 1) % 10, t)  # about 3% of the tokens wrong
-    return [Case((pred, target), about="3 sequences of 3 tokens, 2 of them right", hint="by hand: rows 0 and 2 match "
-                 "the target at every position, row 1 does not, so 2 of 3 sequences are right: 0.667. Compare along "
-                 "dim=1 (the positions of a row)."),
-            Case((target, target), expected=1.0, about="pred equal to target"),
-            Case((target + torch.tensor([1, 0, 0]), target), expected=0.0, about="every sequence wrong "
-                 "at its first position", hint="one wrong token makes the whole sequence wrong."),
-            Case((p, t), about="50 sequences of 8 tokens, about 3% of the tokens wrong",
-                 hint="read B and T from the shapes; return a fraction between 0 and 1.")]
-def _accuracy_hidden():
-    g, cases = torch.Generator().manual_seed(503), []
-    for B, T, p_wrong in [(1, 1, 0.0), (1, 5, 0.5), (7, 1, 0.5), (100, 8, 0.02), (64, 12, 0.1), (10, 3, 1.0)]:
-        t, wrong = torch.randint(0, 20, (B, T), generator=g), torch.rand(B, T, generator=g) < p_wrong
-        p = t.index_put((wrong,), (t[wrong] + 1 + torch.randint(0, 18, (int(wrong.sum()),), generator=g)) % 20)
-        cases.append(Case((p, t)))
+def _random_(modules, g, scale=1.0):  # every parameter random, ~ 1/sqrt(fan-in), in place
+    with torch.no_grad():
+        for p in [p for m in modules for p in m.parameters()]:
+            p.copy_(scale * torch.randn(p.shape, generator=g, dtype=torch.float64) / np.sqrt(p.shape[-1]))
+def _norms(d, g, n):  # n layer norms, gamma around 1 and beta around 0, different for each
+    norms = [nn.LayerNorm(d).double() for _ in range(n)]
+    with torch.no_grad():
+        for norm in norms:
+            norm.weight.copy_(1 + 0.5 * torch.randn(d, generator=g, dtype=torch.float64))
+            norm.bias.copy_(0.5 * torch.randn(d, generator=g, dtype=torch.float64))
+    return norms
+class _Projections(MultiHeadAttention):
+    """The cross-attention exercise's ``attn``: its projections work, its forward refuses (the learner writes it)."""
+    def forward(self, *args, **kwargs):
+        raise RuntimeError("here you write the attention yourself: use attn's projections (attn.q_proj, attn.k_proj, "
+                           "attn.v_proj, attn.out_proj) and attn.num_heads, not attn(...)")
+def _mha(d, h, g, kind=MultiHeadAttention):  # a MultiHeadAttention with random weights, float64, no dropout
+    attn = kind(d, h).double().eval()
+    _random_([attn], g)
+    return attn
+def _mask(lengths, S):  # (B, S) booleans, True for the first lengths[b] positions (the real ones)
+    return torch.from_numpy(F.padding_mask(np.asarray(lengths), S)[:, 0])
+
+# ------------------------------------------------------------------ cross-attention
+def _cross_with(x, memory, attn, memory_mask=None, *, swap=False, values_from_x=False, mask="keys", scale="head",
+                split=True, transpose=True, project=True, axis=-1):  # the usual mistakes as switches
+    B, T, d = x.shape
+    H = attn.num_heads if split else 1
+    queries, keys, values = (memory, x, x) if swap else (x, memory, x if values_from_x else memory)
+    heads = lambda t: t.reshape(B, t.shape[1], H, d // H).transpose(1, 2)  # noqa: E731
+    q, k, v = heads(attn.q_proj(queries)), heads(attn.k_proj(keys)), heads(attn.v_proj(values))
+    scores = q @ k.transpose(-2, -1) / {"head": math.sqrt(d // H), "model": math.sqrt(d), None: 1.0}[scale]
+    m = None if memory_mask is None or mask is None else memory_mask.bool()
+    if m is not None and mask in ("keys", "inverted", "zero"):
+        scores = scores.masked_fill(m[:, None, None, :] if mask == "inverted" else ~m[:, None, None, :],
+                                    0.0 if mask == "zero" else float("-inf"))
+    elif m is not None and mask == "queries":
+        scores = scores.masked_fill(~m[:, None, :, None], float("-inf"))
+    elif m is not None and mask == "added":
+        scores = scores + m[:, None, None, :]
+    weights = torch.softmax(scores, dim=axis)
+    if m is not None and mask == "after":
+        weights = weights * m[:, None, None, :]
+    out = weights @ v  # (B, H, T, dh)
+    out = (out.transpose(1, 2) if transpose else out).reshape(B, out.shape[2], d)
+    return (attn.out_proj(out) if project else out), weights
+def _identity_attention():  # d_model = 2, one head, every projection the identity: checkable by hand
+    attn = _Projections(2, 1).double().eval()
+    with torch.no_grad():
+        for linear in (attn.q_proj, attn.k_proj, attn.v_proj, attn.out_proj):
+            linear.weight.copy_(torch.eye(2, dtype=torch.float64))
+            linear.bias.zero_()
+    return attn
+def _no_padding(arr, case):  # a property of the weights: zero at the padded memory positions
+    mask = case.kwargs.get("memory_mask")
+    if mask is None or arr.ndim != 4 or arr.shape[0] != mask.shape[0] or arr.shape[-1] != mask.shape[-1]:
+        return None
+    leak = np.abs(arr * ~np.asarray(mask, dtype=bool)[:, None, None, :]).max(initial=0.0)
+    return (f"that gives weight (up to {leak:.3g}) to padded memory positions, where memory_mask is False: their "
+            "scores must be -inf before the softmax, so that their weights are 0.") if leak > 1e-12 else None
+def _cross_cases():
+    g = torch.Generator().manual_seed(54)
+    x0, m0 = _f64(np.zeros((1, 3, 2)), [[[1.0, 0.0], [0.0, 1.0], [5.0, 5.0]]])
+    a1, a2 = _mha(4, 1, g, _Projections), _mha(8, 2, g, _Projections)
+    r = lambda *shape: 2 * torch.randn(*shape, generator=g, dtype=torch.float64)  # noqa: E731
+    x1, m1, x2, m2, x3, m3 = r(1, 2, 4), r(1, 3, 4), r(2, 3, 8), r(2, 5, 8), r(2, 4, 8), r(2, 4, 8)
+    return [Case(args, kw, about=about, hint=hint, rtol=1e-6, atol=1e-9) for args, kw, about, hint in [
+        ((x0, m0, _identity_attention()), {"memory_mask": torch.tensor([[True, True, False]])},
+         "x = three queries [0, 0], memory = [[1, 0], [0, 1], [5, 5]], memory_mask = [[True, True, False]], one "
+         "head, identity projections", "by hand: every query is 0, so every score is 0; the two real positions share "
+         "the weight, [0.5, 0.5, 0], and each output is their mean, [0.5, 0.5]. Without the mask it would be [2, 2]."),
+        ((x1, m1, a1), {}, "x of shape (1, 2, 4), memory of shape (1, 3, 4), one head, no mask",
+         "the queries come from x, the keys and the values from memory: weights of shape (B, H, T, S) = (1, 1, 2, 3); "
+         "memory_mask=None means every memory position is real."),
+        ((x2, m2, a2), {"memory_mask": _mask([5, 3], 5)}, "x of shape (2, 3, 8), memory of shape (2, 5, 8), 2 heads, "
+         "memory_mask hiding the last 2 positions of sequence 1", "split d_model = 8 into attn.num_heads = 2 heads "
+         "of 4, divide the scores by sqrt(4), and put the heads side by side again before attn.out_proj."),
+        ((x3, m3, a2), {"memory_mask": _mask([2, 4], 4)}, "x and memory both of shape (2, 4, 8), 2 heads, "
+         "memory_mask hiding the last 2 positions of sequence 0", "with T = S, shapes cannot tell x and memory "
+         "apart: queries from x, keys and values from memory, and the mask hides keys (the last axis).")]]
+def _cross_hidden():
+    g, cases = torch.Generator().manual_seed(504), []
+    for B, T, S, d, h, lengths in [(1, 1, 1, 4, 1, None), (1, 1, 6, 4, 2, [2]), (2, 5, 1, 6, 3, None),
+                                   (3, 4, 7, 8, 2, [7, 1, 4]), (2, 6, 6, 12, 4, [3, 6]), (4, 2, 9, 16, 4, [9, 5, 2, 8]),
+                                   (2, 7, 3, 8, 8, [1, 3])]:
+        x, m = (2 * torch.randn(B, L, d, generator=g, dtype=torch.float64) for L in (T, S))
+        kw = {} if lengths is None else {"memory_mask": _mask(lengths, S)}
+        cases.append(Case((x, m, _mha(d, h, g, _Projections)), kw, rtol=1e-6, atol=1e-9))
     return cases
-_ACCURACY = Exercise("sequence_accuracy", ["pred", "target"], sequence_accuracy, _accuracy_cases, _accuracy_hidden,
-                     wrong=_accuracy_with, mistakes=[
-    ({"rows": None}, "that is the token accuracy (the fraction of positions right); a sequence counts only when "
-     "every position is right: .all(dim=1) first, then the mean."),
-    ({"rows": np.any}, "it counts a sequence as right when any position is right: use .all(dim=1), not .any(dim=1)."),
-    ({"total": np.sum}, "it returns the number of right sequences: divide by the number of sequences (take the mean)."),
-    ({"err": True}, "it returns the fraction of wrong sequences (the error rate): return the fraction of right ones.")])
+_CROSS = Exercise("cross_attention", ["x", "memory", "attn"], cross_attention, _cross_cases, _cross_hidden,
+                  outputs=("output", "weights"), properties=[rows_sum_to_one(), _no_padding], wrong=_cross_with,
+                  mistakes=[
+    ({"swap": True}, "the queries come from memory and the keys and values from x: it is the decoder that asks "
+     "(queries from x) and the encoder's output that answers (keys and values from memory)."),
+    ({"values_from_x": True}, "the values come from x: the keys and the values both come from memory, since what a "
+     "query finds in the encoder's output is what it reads."),
+    ({"mask": None}, "memory_mask is ignored: the padded memory positions get weight; set their scores to -inf "
+     "before the softmax."),
+    ({"mask": "inverted"}, "the mask is inverted: memory_mask is True where a query may attend (the course's "
+     "convention), so the scores of the False positions become -inf, not those of the True ones."),
+    ({"mask": "queries"}, "the mask hides queries (rows) instead of keys (columns): a padded memory position is a "
+     "key, the last axis of the (B, H, T, S) scores; reshape the (B, S) mask to (B, 1, 1, S)."),
+    ({"mask": "zero"}, "the padded scores are set to 0 instead of -inf: a score of 0 still gets the weight exp(0) "
+     "after the softmax; use float('-inf')."),
+    ({"mask": "added"}, "it adds the boolean mask to the scores (True counts as 1): hide the padded positions with "
+     "scores.masked_fill(~mask, float('-inf')) instead."),
+    ({"mask": "after"}, "it masks the weights after the softmax, so the rows no longer sum to 1: mask the scores "
+     "before the softmax."),
+    ({"scale": "model"}, "it divides the scores by sqrt(d_model): each head divides by the square root of its own "
+     "size, sqrt(d_model / n_head)."),
+    ({"scale": None}, "it does not scale the scores: divide them by sqrt(d_head), d_head = d_model / n_head."),
+    ({"split": False}, "it attends with one head of size d_model: split the queries, keys and values into "
+     "attn.num_heads heads."),
+    ({"transpose": False}, "it merges the heads without transposing: (B, H, T, d_head) must become (B, T, H, d_head) "
+     "(transpose(1, 2)) before the reshape to (B, T, d_model), or heads and positions get mixed up."),
+    ({"project": False}, "it leaves out the output projection: pass the merged heads through attn.out_proj."),
+    ({"axis": -2}, "the softmax runs over the queries (axis -2): each query's weights over the memory positions "
+     "sum to 1, so take the softmax over the last axis.")])
+
+# ------------------------------------------------------------------ decoder block
+def _decoder_with(x, memory, self_attn, cross_attn, ff, norm1, norm2, norm3, memory_mask=None, *, causal=True,
+                  converted=True, residual=True, from_norm=False, post=False, cross="memory", norm_memory=False,
+                  use_mask=True, order="self cross ff", norms=(1, 2, 3), feed=True, cross_module=True, fast=True):
+    T = x.shape[1]  # the usual mistakes as switches
+    allowed = torch.from_numpy(F.causal_mask(T))
+    mask = (~allowed if converted else allowed) if causal else None
+    def attend_self(h):
+        return self_attn(h, h, h, attn_mask=mask, need_weights=not fast)[0]  # the paths differ on a row all masked
+    def attend_memory(h):
+        m = norm_of[2](memory) if norm_memory else memory
+        q, kv = {"memory": (h, m), "x": (h, h), "swapped": (m, h)}[cross]
+        return cross_attention(q, kv, cross_attn if cross_module else self_attn, memory_mask if use_mask else None)[0]
+    norm_of = {1: norm1, 2: norm2, 3: norm3}
+    norm_of = {i: norm_of[n] for i, n in zip((1, 2, 3), norms)}
+    sublayers = {"self": (attend_self, norm_of[1]), "cross": (attend_memory, norm_of[2]), "ff": (ff, norm_of[3])}
+    for name in order.split():
+        if name == "ff" and not feed:
+            continue
+        f, norm = sublayers[name]
+        if post:
+            x = norm(x + f(x))
+        else:
+            h = norm(x)
+            x = (h if from_norm else x if residual else 0) + f(h)
+    return x
+def _decoder_parts(d, h, d_ff, g):  # self-attention, cross-attention, feed-forward, three layer norms
+    parts = [_mha(d, h, g), _mha(d, h, g), FeedForward(d, d_ff).double().eval()]
+    _random_(parts[2:], g)
+    return tuple(parts + _norms(d, g, 3))
+def _decoder_cases():
+    g = torch.Generator().manual_seed(55)
+    tiny, big = _decoder_parts(4, 1, 8, g), _decoder_parts(8, 2, 16, g)
+    r = lambda *shape: 2 * torch.randn(*shape, generator=g, dtype=torch.float64) + 0.5  # noqa: E731
+    return [Case((x, m, *parts), kw, about=about, hint=hint, rtol=1e-6, atol=1e-8) for x, m, parts, kw, about, hint in [
+        (r(1, 3, 4), r(1, 3, 4), tiny, {}, "x and memory of shape (1, 3, 4), 1 head, memory_mask=None",
+         "three pre-norm sublayers in turn, each x = x + sublayer(norm(x)): causal self-attention (norm1), "
+         "cross-attention to memory (norm2), feed-forward (norm3). attn and cross_attention return a tuple (output, "
+         "weights); memory_mask=None means no padding."),
+        (r(2, 4, 8), r(2, 6, 8), big, {"memory_mask": _mask([6, 2], 6)}, "x of shape (2, 4, 8), memory of shape "
+         "(2, 6, 8), 2 heads, memory_mask hiding 4 positions of sequence 1", "pass memory_mask on to the "
+         "cross-attention: padded memory positions must get no weight."),
+        (r(2, 5, 8), r(2, 5, 8), big, {"memory_mask": _mask([3, 5], 5)}, "x and memory both of shape (2, 5, 8), "
+         "2 heads, memory_mask hiding 2 positions of sequence 0", "with T = S, shapes cannot tell x and memory "
+         "apart: the cross-attention's queries come from the decoder's stream, its keys and values from memory."),
+        (r(1, 1, 8), r(1, 3, 8), big, {}, "one position, x of shape (1, 1, 8), memory of shape (1, 3, 8)",
+         "one position may attend to itself: the causal mask keeps the diagonal."),
+        (r(1, 3, 4), r(1, 5, 4), tiny, {}, "x of shape (1, 3, 4), memory of shape (1, 5, 4), 1 head, no mask",
+         "the causal mask is (T, T), from x's length; the memory may be longer or shorter than x.")]]
+def _decoder_hidden():  # the last one's parts come from torch's own decoder layer: the same conventions
+    g, cases = torch.Generator().manual_seed(505), []
+    for B, T, S, d, h, d_ff, lengths, theirs in [(1, 2, 2, 4, 1, 4, None, 0), (3, 6, 4, 8, 2, 32, [4, 1, 3], 0),
+                                                 (2, 3, 9, 12, 3, 24, [9, 5], 0), (2, 7, 7, 8, 4, 16, [7, 6], 0),
+                                                 (2, 5, 6, 8, 2, 16, [6, 3], 1)]:
+        if theirs:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(505)
+                L = nn.TransformerDecoderLayer(d, h, d_ff, dropout=0.0, batch_first=True, norm_first=True).double()
+                with torch.no_grad():
+                    for p in L.parameters():
+                        p.add_(0.3 * torch.randn_like(p))  # non-trivial norms and biases
+            parts = (*(MultiHeadAttention.from_torch(a).eval() for a in (L.self_attn, L.multihead_attn)),
+                     nn.Sequential(L.linear1, nn.ReLU(), L.linear2), L.norm1, L.norm2, L.norm3)
+        else:
+            parts = _decoder_parts(d, h, d_ff, g)
+        x, m = (2 * torch.randn(B, L_, d, generator=g, dtype=torch.float64) for L_ in (T, S))
+        cases.append(Case((x, m, *parts), {} if lengths is None else {"memory_mask": _mask(lengths, S)},
+                          rtol=1e-6, atol=1e-8))
+    return cases
+_DECODER = Exercise("decoder_block", ["x", "memory", "self_attn", "cross_attn", "ff", "norm1", "norm2", "norm3"],
+                    decoder_block, _decoder_cases, _decoder_hidden, wrong=_decoder_with, mistakes=[
+    ({"causal": False}, "the self-attention has no causal mask: position t sees the positions after it, which do "
+     "not exist yet when it is generated."),
+    *[({"converted": False, "fast": fast}, "the causal mask is passed in the course's convention (True = may "
+       "attend), but MultiHeadAttention takes torch's (True = blocked): pass ~mask, as chapter 4 does.")
+      for fast in (True, False)],
+    ({"residual": False}, "the residual connections are missing: each sublayer's output is added to its input, "
+     "x + sublayer(norm(x))."),
+    ({"from_norm": True}, "it adds the sublayer's output to norm(x) instead of x: only the sublayer's input is "
+     "normalised, and the residual path carries x untouched."),
+    ({"post": True}, "it is post-norm, norm(x + sublayer(x)): this block is pre-norm, x + sublayer(norm(x))."),
+    ({"cross": "x"}, "the cross-attention takes its keys and values from the decoder's stream, which makes it a "
+     "second self-attention: they come from memory, the encoder's output."),
+    ({"cross": "swapped"}, "the cross-attention's queries come from memory: the queries come from the decoder's "
+     "stream (norm2(x)), the keys and values from memory."),
+    ({"norm_memory": True}, "it normalises the memory with norm2: norm2 is the decoder's, for the queries' side; "
+     "the memory is used as the encoder gives it."),
+    ({"use_mask": False}, "it ignores memory_mask: pass it on to the cross-attention, so that the padded memory "
+     "positions get no weight."),
+    ({"order": "cross self ff"}, "the cross-attention comes before the self-attention: the order is causal "
+     "self-attention, cross-attention, feed-forward."),
+    ({"norms": (1, 1, 1)}, "it uses norm1 for every sublayer: each sublayer has its own norm, norm1, norm2, norm3."),
+    ({"norms": (1, 3, 2)}, "norm2 and norm3 are swapped: norm2 goes before the cross-attention, norm3 before the "
+     "feed-forward."),
+    ({"feed": False}, "the feed-forward sublayer is missing: after the cross-attention, x + ff(norm3(x))."),
+    ({"cross_module": False}, "the cross-attention uses self_attn's weights: use cross_attn, the module with the "
+     "cross-attention's own projections.")])
+
+# ------------------------------------------------------------------ a prediction: where the norm goes
+def _norm_placement():
+    """What section "Deeper models: pre-norm against post-norm" measures: with 8 blocks, a constant learning rate
+    of 1e-2 and no warm-up, the pre-norm model learns the reversal and the post-norm one stays at ln 10."""
+    return "b"
+_PLACEMENT = Exercise("predict_norm_placement", [], _norm_placement, lambda: [Case(mistakes=[
+    ("a", "both train, you said; without warm-up only pre-norm does: the post-norm model's first steps are too "
+     "large, and it settles for guessing (loss ln 10)."),
+    ("c", "post-norm is the one that fails here: every path from a block to the output crosses the layer norms "
+     "above it, which makes its first gradients too large without a warm-up."),
+    ("d", "pre-norm does train: its residual stream gives every block an untouched path to the output, so a "
+     "constant learning rate of 1e-2 is fine from the first step.")])], compare="choice",
+                    options={"choices": ("a", "b", "c", "d")}, kind="predict", explain=(
+    "Only the pre-norm model learns: its loss falls to almost 0, while the post-norm model's stays at ln 10, "
+    "guessing. In pre-norm, x + f(LN(x)), every block has a path to the output that no norm touches; in post-norm, "
+    "LN(x + f(x)), every path crosses the norms above it, and at initialisation that makes the gradients near the "
+    "output large (Xiong et al., 2020), so the first steps at 1e-2 overshoot unless a warm-up starts them small."))
+
 def _pattern_with(kind, n_in, n_out, *, transposed=False, diagonal=0, all_causal=False, outputs_causal=True,
                   inputs_see_outputs=False, cross=True):  # the usual mistakes as switches
     m = F.attention_pattern("decoder" if all_causal and kind == "encoder-decoder" else kind, n_in, n_out)
@@ -178,5 +341,6 @@ _PATTERN = Exercise("attention_pattern", ["kind", "n_in", "n_out"], F.attention_
      "the top-right block (input rows, output columns) is False."),
     ({"cross": False}, "the outputs cannot see the inputs: cross-attention lets every output position attend "
      "to every input position, so the bottom-left block is True.")])
-EXERCISES = ExerciseSet(_LN, _BLOCK, _ACCURACY, _PATTERN)
+EXERCISES = ExerciseSet(_BLOCK, _CROSS, _DECODER, _PLACEMENT, _PATTERN)
 check = EXERCISES.check
+reveal = EXERCISES.reveal

@@ -1,11 +1,12 @@
 """Chapter 7's exercises, *Real models, your attention*, as records (see :mod:`attnedu.checks`). ``our_name``
-returns a string or None, compared by the ``"name"`` comparison registered here."""
+returns a string or None, compared by the ``"name"`` comparison registered here; ``predict_kv_cache_mib`` is a
+prediction, made before the chapter computes the KV cache of SmolLM2."""
 
 import re
 
 import torch
 
-from ..llama import grouped_query_attention
+from ..llama import grouped_query_attention, kv_cache_mib
 from ..pretrained.minilm import UNUSED_WEIGHTS, minilm_weight_map, our_name
 from ..pretrained.pooling import mean_pool
 from . import Case, CheckFailed, Exercise, ExerciseSet, register, rows_sum_to_one
@@ -151,6 +152,20 @@ _POOL = Exercise("mean_pool", ["hidden", "mask"], mean_pool, _pool_cases, _pool_
     ({"unit": True}, "it also scales the result to unit length: mean_pool returns the mean; l2_normalize is the "
      "separate next step."),
     ({"pool": "max"}, "it takes the largest value of each feature (max pooling): average the real tokens instead.")])
+_KV_CASE = "SmolLM2 with 8,192 tokens in float32"  # within 5%: MB for MiB is fine, a missing factor is not
+_KV = Exercise("predict_kv_cache_mib", [], kv_cache_mib, lambda: [Case(about=_KV_CASE, rtol=0.05, mistakes=[
+    (1080, "1,080 MiB is the cache of multi-head attention, with 9 key/value heads: SmolLM2 caches only its 3 "
+     "key/value heads; the 9 query heads are never cached."),
+    (180, "that counts the keys only: the cache holds a key and a value for every key/value head, hence the 2."),
+    (720, "720 MiB is what grouped-query attention saves (1,080 - 360): the question asks what the cache still "
+     "takes."),
+    (12, "that is one layer's cache: every one of the 30 layers keeps its own keys and values."),
+    (90, "that counts numbers, not bytes: a float32 number takes 4 bytes."),
+    (0.0439453125, "that is the cache of a single token: a full context holds 8,192 of them.")])],
+    compare="number", kind="predict", explain=(
+    "2 (a key and a value) × 30 layers × 3 key/value heads × 64 features × 8,192 tokens × 4 bytes = 360 MiB. With "
+    "9 key/value heads, one per query head, it would be 1,080 MiB: grouped-query attention keeps a third of the "
+    "cache, and every generated token reads a third as much memory."))
 def _gqa_with(q, k, v, *, heads="interleave", mask="causal", power=0.5, dim=-1):  # the usual mistakes as switches
     (H, T, d), H_kv = q.shape, k.shape[0]
     index = {"interleave": torch.arange(H) // (H // H_kv), "tile": torch.arange(H) % H_kv, "first": torch.zeros(H)}
@@ -196,5 +211,5 @@ _GQA = Exercise("grouped_query_attention", ["q", "k", "v"], grouped_query_attent
      "-inf before the softmax instead."),
     ({"dim": -2}, "the softmax runs over the queries (dim=-2): each query's weights over the keys must sum to 1, "
      "dim=-1.")])
-EXERCISES = ExerciseSet(_NAME, _POOL, _GQA)
-check = EXERCISES.check
+EXERCISES = ExerciseSet(_NAME, _POOL, _KV, _GQA)
+check, reveal = EXERCISES.check, EXERCISES.reveal

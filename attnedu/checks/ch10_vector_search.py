@@ -1,4 +1,8 @@
-"""Chapter 10's exercises, *Embeddings and vector search*, as records (see :mod:`attnedu.checks`)."""
+"""Chapter 10's exercises, *Embeddings and vector search*, as records (see :mod:`attnedu.checks`): exact top-k,
+a prediction and a measurement of why approximate search fails on uniformly random vectors, and filtering after
+the search."""
+
+import functools
 
 import numpy as np
 
@@ -6,46 +10,6 @@ from .. import retrieval as R
 from . import Case, CheckFailed, Exercise, ExerciseSet, register
 from .compare import _fail, as_numbers
 
-def _cosine_with(a, b, *, unit_a=True, unit_b=True, axis=1, order=2, whole=False, distance=False, swap=False):
-    a, b = (np.asarray(x, dtype=float) for x in ((b, a) if swap else (a, b)))
-    unit = lambda x, on: x / np.linalg.norm(x, ord=order, axis=axis, keepdims=True) if on else x  # noqa: E731
-    s = a @ b.T / (np.linalg.norm(a) * np.linalg.norm(b)) if whole else unit(a, unit_a) @ unit(b, unit_b).T
-    return 1 - s if distance else s
-def _cosine_cases():
-    rng = np.random.default_rng(10)
-    a2 = rng.normal(size=(2, 3)) * np.array([[0.1], [10.0]])  # rows of very different lengths
-    b2, x3 = rng.normal(size=(4, 3)) * np.array([[1.0], [5.0], [0.2], [3.0]]), rng.normal(size=(5, 8))
-    return [Case(args, about=about, hint=hint) for args, about, hint in [
-        ((np.array([[3.0, 4.0]]), np.array([[4.0, 3.0], [0.0, 2.0], [-3.0, -4.0]])),
-         "a = [[3, 4]], b = [[4, 3], [0, 2], [-3, -4]]", "by hand: [3, 4] has length 5; cos with [4, 3] is 24 / 25 = "
-         "0.96, with [0, 2] it is 8 / 10 = 0.8, with [-3, -4] it is -1."),
-        ((a2, b2), "a (2, 3) and b (4, 3) whose rows have lengths from 0.1 to 10", "the cosine does not depend on the "
-         "lengths: divide every row of a and of b by its own norm."),
-        ((x3, x3), "a = b, shape (5, 8)", "every vector has cosine 1 with itself: the diagonal must be 1."),
-        ((rng.normal(size=(6, 384)), rng.normal(size=(10, 384)) + 0.3),
-         "a (6, 384) and b (10, 384), like sentence embeddings", None)]]
-def _cosine_hidden():  # rows of lengths 0.01 to 100, opposite directions (-1), float32
-    rng = np.random.default_rng(1001)
-    rows = lambda m, d: rng.normal(size=(m, d)) * rng.uniform(0.01, 100, size=(m, 1))  # noqa: E731
-    cases = [Case((rows(m, d), rows(n, d))) for m, n, d in [(1, 1, 1), (1, 1, 2), (3, 2, 5), (7, 11, 16), (4, 50, 384)]]
-    x = rng.normal(size=(6, 8))
-    x32 = x.astype(np.float32)
-    return cases + [Case((x, -3 * x)), Case((x32, x32[:2]), expected=R.cosine_similarity(x, x[:2]), atol=1e-6)]
-_COSINE = Exercise("cosine_similarity", ["a", "b"], R.cosine_similarity, _cosine_cases, _cosine_hidden,
-                   wrong=_cosine_with, mistakes=[
-    ({"unit_a": False, "unit_b": False}, "it returns the plain dot products a @ b.T: divide each row by its length "
-     "first, a / np.linalg.norm(a, axis=1, keepdims=True), and the same for b."),
-    ({"unit_b": False}, "only a is normalised: divide the rows of b by their lengths too."),
-    ({"unit_a": False}, "only b is normalised: divide the rows of a by their lengths too."),
-    ({"axis": 0}, "it normalises the columns (axis=0): each vector is a row, so take the norm along axis=1."),
-    ({"distance": True}, "it returns the cosine distance 1 - cos: return the similarity itself (1 for the same "
-     "direction)."),
-    ({"order": 1}, "it divides by the sum of the absolute values (the L1 norm): use the Euclidean length, "
-     "np.linalg.norm."),
-    ({"whole": True}, "it divides by the norms of the whole matrices: each pair needs the lengths of its own two "
-     "rows."),
-    ({"swap": True}, "the result is transposed: row i belongs to a[i] and column j to b[j], so compute a_unit @ "
-     "b_unit.T.")])
 def _top_k_case(scores, k, about, hint=None):  # k > n must raise ValueError
     return Case((scores, k), about=about, raises=ValueError if k > scores.shape[1] else None, hint="there are fewer "
                 "than k scores to choose from, so say so (raise ValueError(...) saying that k is larger than the "
@@ -111,49 +75,115 @@ def _compare_top_k(got, case, lead, ex):  # equal scores may come in any order: 
                       about_values=not cause)
 register("top-k", _compare_top_k, lambda a, b, ex=None: np.array_equal(np.asarray(a), np.asarray(b)))
 _TOP_K = Exercise("top_k", ["scores", "k"], R.top_k, _top_k_cases, lambda: _top_k_cases(True), compare="top-k")
+# ------------------------------------------------------------------ recall@k, for the sweeps below
 def _recall_with(found, truth, *, positional=False, pooled=False, returned=False, per_k=True, reduce=np.mean, scale=1):
     f, t = ([sum(x, [])] if pooled else x for x in (np.asarray(found).tolist(), np.asarray(truth).tolist()))
     hits = [sum(map(int.__eq__, a, b)) if positional else len(set(a) & set(b)) for a, b in zip(f, t)]
     each = [h / (max(sum(x >= 0 for x in a), 1) if returned else len(b) if per_k else 1) for h, a, b in zip(hits, f, t)]
     return scale * (np.array(each) if reduce is np.array else float(reduce(each)))
-def _recall_cases(hidden=False):
-    rng, a, ids, cases = np.random.default_rng(1003 if hidden else 12), np.array, 10_000 if hidden else 1000, []
-    for nq, k in [(1, 10), (5, 3), (100, 10), (20, 100)] if hidden else [(50, 10)]:
-        t = np.array([rng.choice(ids, k, replace=False) for _ in range(nq)])
-        for row in (f := t.copy()):  # replace some true neighbours (hidden: some missing, -1, at the end), shuffle
-            m = rng.integers(0, k + 1 if hidden else 6)
-            row[rng.choice(k, m, replace=False)] = rng.integers(ids, 2 * ids, m)
-            if hidden and rng.uniform() < 0.3:
-                row[-rng.integers(1, k + 1):] = -1
+
+# ------------------------------------------------------------------ why approximate search fails on uniform data
+@functools.cache
+def _cells_on_uniform_data() -> str:
+    """The answer, from a small version of the chapter's experiment: 5,000 unit vectors drawn uniformly
+    in 384 dimensions, an IVF index of 64 cells; recall@10 when a query scans a sixteenth and half of them."""
+    rng = np.random.default_rng(10)
+    x, q = (rng.standard_normal((m, 384), dtype=np.float32) for m in (5000, 100))
+    x, q = x / np.linalg.norm(x, axis=1, keepdims=True), q / np.linalg.norm(q, axis=1, keepdims=True)
+    truth, ivf, found = R.exact_search(q, x, 10, threads=1)[1], R.FaissIndex("ivf", metric="ip", nlist=64).add(x), {}
+    for nprobe in (4, 32):
+        ivf.nprobe = nprobe
+        found[nprobe] = ivf.search(q, k=10)[1]
+    cells = R.setting_for_recall(found, truth, 0.9)
+    return "a" if cells == 4 else "b" if cells == 32 else "c"
+_CELLS = Exercise("predict_uniform_cells", [], _cells_on_uniform_data, lambda: [Case(about="uniform vectors", mistakes=[
+    ("a", "that is what clustered data allow, where a query's neighbours share its few nearest cells; uniformly "
+     "random vectors have no clusters, so the neighbours are scattered over almost all the cells."),
+    ("b", "even half of the cells finds only about 70% of the true top 10: with no clusters, a query is about as "
+     "close to every centroid, and its neighbours are spread over the cells almost evenly.")])],
+    compare="choice", options={"choices": ("a", "b", "c")}, kind="predict", explain=(
+    "On uniformly random vectors IVF has to scan three quarters of its cells or more to find 90% of the true top 10 "
+    "(on clustered data, 2 cells of 256): in 384 dimensions such vectors are all nearly orthogonal, a query is "
+    "about as close to every centroid, and its nearest neighbours sit in cells all over the index. Approximate "
+    "search works only where the data have structure (clusters) for it to find."))
+def _setting_with(found, truth, target=0.9, *, recall=None, strict=False, order="smallest", every=False, none=None,
+                  give="setting"):  # the usual mistakes as switches; recall: _recall_with's switches
+    each = {s: _recall_with(f, truth, **(recall or {}), reduce=np.array) for s, f in found.items()}  # per query
+    reach = {s: (r.min() if every else r.mean()) for s, r in each.items()}
+    good = [s for s in found if (reach[s] > target if strict else reach[s] >= target)]
+    if not good:
+        return max(found) if none == "largest" else none
+    s = good[0] if order == "first" else max(good) if order == "largest" else min(good)
+    return float(reach[s]) if give == "recall" else s
+def _sweep(rng, nq, k, recalls, missing=0.0, order=None):  # {setting: found (nq, k)} with about these recalls
+    truth, found = np.array([rng.choice(1000, k, replace=False) for _ in range(nq)]), {}
+    for s, p in sorted(recalls.items(), key=lambda item: order.index(item[0]) if order else item[0]):
+        rows = []
+        for t in truth:
+            hits = int(np.clip(rng.binomial(k, p), 0, k))
+            row = np.concatenate([rng.choice(t, hits, replace=False), rng.integers(1000, 2000, k - hits)])
             rng.shuffle(row)
-        cases.append(Case((f, t)))
-    if hidden:
-        return [Case((a([[7]]), a([[7]])), expected=1.0), Case((a([[-1]]), a([[7]])), expected=0.0),
-                Case((np.full((3, 4), -1), np.arange(12).reshape(3, 4)), expected=0.0)] + cases
-    return [Case(args, about=about, hint=hint) for args, about, hint in [
-        ((a([[1, 2, 3]]), a([[3, 1, 7]])), "found = [[1, 2, 3]], truth = [[3, 1, 7]]", "by hand: 2 of the 3 true "
-         "neighbours (3 and 1) were found, so the recall is 2/3."),
-        ((a([[3, 2, 1], [4, 5, 6]]), a([[1, 2, 3], [6, 5, 4]])), "the same ids in a different order, 2 queries", "the "
-         "order does not matter: every true neighbour was found, so the recall is 1."),
-        ((a([[0, 5, -1, -1]]), a([[5, 0, 2, 9]])), "found = [[0, 5, -1, -1]] (two missing results), "
-         "truth = [[5, 0, 2, 9]]", "-1 is a missing result, never a true neighbour: 2 of 4 found, recall 0.5."),
-        ((a([[1, 2], [3, 4]]), a([[3, 4], [1, 2]])), "found = [[1, 2], [3, 4]], truth = [[3, 4], [1, 2]]", "each query "
-         "has its own neighbours: here no query found any of its own, so the recall is 0."),
-        (cases[0].args, "50 queries, k = 10, ids up to 2000", "average the recalls of the queries, each between 0 and "
-         "1.")]]
-_RECALL = Exercise("recall_at_k", ["found", "truth"], R.recall_at_k, _recall_cases, lambda: _recall_cases(True),
-                   wrong=_recall_with, mistakes=[
-    ({"positional": True}, "it compares position by position: a true neighbour counts wherever it appears in the row, "
-     "so count the ids the two rows have in common (set(found_row) & set(truth_row))."),
-    ({"returned": True}, "it divides by the number of results returned: a missing result (-1) is a miss, so divide by "
-     "k, the number of true neighbours."),
-    ({"pooled": True}, "it pools the ids of all queries in one set: compare each query's row with the same row of "
-     "truth."),
-    ({"reduce": np.array}, "it returns one recall per query: return their mean, one number."),
-    ({"reduce": sum}, "it adds the queries' recalls up: divide by the number of queries (take the mean)."),
-    ({"per_k": False, "reduce": sum}, "it returns the number of true neighbours found: divide by k, then average over "
-     "the queries."),
-    ({"scale": 100}, "it returns a percentage: return a fraction between 0 and 1.")])
+            if rng.uniform() < missing:  # the misses at the end went missing (-1), as FAISS returns them
+                row = np.concatenate([row[row < 1000], np.full(k - hits, -1)])
+            rows.append(row)
+        found[s] = np.array(rows)
+    return found, truth
+def _setting_cases(hidden=False):
+    a, rng = np.array, np.random.default_rng(1005 if hidden else 14)
+    f1, t1 = {1: a([[1, 9, 8, 7]]), 2: a([[2, 1, 9, 7]]), 4: a([[4, 3, 2, 1]]), 8: a([[1, 2, 3, 4]])}, a([[1, 2, 3, 4]])
+    t5 = a([[5, 0, 2, 9], [1, 2, 3, 4]])
+    f5 = {8: a([[0, 5, -1, -1], [4, 3, 2, 1]]), 16: t5[:, ::-1]}
+    sweep = {1: 0.3, 2: 0.5, 4: 0.7, 8: 0.85, 16: 0.93, 32: 0.98, 64: 1.0}
+    if not hidden:
+        f6, t6 = _sweep(rng, 50, 10, sweep)
+        return [Case(args, about=about, hint=hint) for args, about, hint in [
+            ((f1, t1, 0.9), "truth = [[1, 2, 3, 4]], found = {1: [[1, 9, 8, 7]], 2: [[2, 1, 9, 7]], 4: [[4, 3, 2, "
+             "1]], 8: [[1, 2, 3, 4]]}, target = 0.9", "by hand: the recalls are 1/4, 2/4, 4/4 and 4/4 (the order of "
+             "the ids does not matter), so the smallest setting that reaches 0.9 is 4."),
+            ((f1, t1, 0.5), "the same with target = 0.5", "reaching the target exactly is enough: setting 2 has "
+             "recall 2/4 = 0.5."),
+            (({4: f1[4], 1: f1[1], 2: f1[2]}, t1, 0.25), "settings 1, 2 and 4 listed as {4: ..., 1: ..., 2: ...}, "
+             "target = 0.25", "the settings may come in any order: return the smallest that reaches the target."),
+            (({1: f1[1], 2: f1[2]}, t1, 0.9), "found = {1: [[1, 9, 8, 7]], 2: [[2, 1, 9, 7]]}, target = 0.9",
+             "no setting reaches the target here: return None."),
+            ((f5, t5, 0.9), "2 queries, found = {8: [[0, 5, -1, -1], [4, 3, 2, 1]], 16: ...}, target = 0.9",
+             "-1 is a missing result, never a true neighbour: at setting 8 the recalls are 2/4 and 4/4, mean 0.75."),
+            ((f6, t6, 0.9), "50 queries, k = 10, settings 1 to 64", "average the queries' recalls first, then "
+             "compare the mean with the target.")]]
+    cases = [Case((f1, t1, 1.0)), Case(({2: f1[2], 1: f1[1]}, t1, 0.5)), Case((f5, t5, 0.75)),
+             Case(({16: f5[16], 8: f5[8]}, t5, 0.7))]
+    for nq, k, recalls, missing, order, target in [
+            (20, 10, sweep, 0.5, None, 0.9), (100, 10, sweep, 0.3, [64, 32, 16, 8, 4, 2, 1], 0.95),
+            (30, 5, {16: 0.4, 32: 0.6, 64: 0.8, 128: 0.95, 256: 0.99}, 0.0, [128, 16, 256, 64, 32], 0.9),
+            (40, 10, {10: 0.2, 20: 0.3, 40: 0.45}, 0.2, None, 0.9), (1, 10, {1: 0.6, 3: 1.0}, 0.0, None, 0.55),
+            (60, 20, {16: 0.6, 32: 0.8, 64: 0.9, 128: 0.97, 256: 0.995, 512: 1.0}, 0.2, None, 0.99)]:
+        for _ in range(20):  # no recall within a hair of the target: a tie must not depend on rounding
+            found, truth = _sweep(rng, nq, k, recalls, missing, order)
+            if all(abs(R.recall_at_k(f, truth) - target) > 1e-6 for f in found.values()):
+                break
+        cases.append(Case((found, truth, target)))
+    return cases
+_SETTING = Exercise("setting_for_recall", ["found", "truth", "target"], R.setting_for_recall, _setting_cases,
+                    lambda: _setting_cases(True), compare="value", options={"none_allowed": True}, wrong=_setting_with,
+                    kind="measure", mistakes=[
+    ({"recall": {"positional": True}}, "it compares the ids position by position: a true neighbour counts wherever "
+     "it appears in the row, so count the ids that a row of found and the same row of truth have in common."),
+    ({"recall": {"returned": True}}, "it divides by the number of results returned: a missing result (-1) is a "
+     "miss, so divide by k, the number of true neighbours."),
+    ({"strict": True}, "it asks for a recall above the target (>): reaching it exactly is enough (>=)."),
+    ({"order": "first"}, "it returns the first setting, in the order of the dict, that reaches the target: the "
+     "settings may come in any order, so return the smallest of those that reach it."),
+    ({"order": "largest"}, "it returns the largest setting that reaches the target: return the smallest, the "
+     "cheapest setting that is good enough."),
+    ({"every": True}, "it asks every query to reach the target: the target is for recall@k averaged over the "
+     "queries."),
+    ({"none": 0}, "when no setting reaches the target it returns 0: return None (no setting is good enough)."),
+    ({"none": -1}, "when no setting reaches the target it returns -1: return None (no setting is good enough)."),
+    ({"none": "largest"}, "when no setting reaches the target it returns the largest setting: return None, since "
+     "not even that one is good enough."),
+    ({"give": "recall"}, "it returns the recall: return the setting (the key of found) whose recall reaches the "
+     "target.")])
+
 def _filter_with(scores, ids, allowed, k, *, score_pad=-np.inf, id_pad=-1, first_k=False, invert=False, use=True):
     s, i, ok = np.asarray(scores, dtype=float), np.asarray(ids), np.asarray(allowed, dtype=bool)
     if first_k or not use:
@@ -196,5 +226,5 @@ _FILTER = Exercise("filter_after", ["scores", "ids", "allowed", "k"], R.filter_a
      "dropped results leave gaps: filter all m results first, then move the first k that pass to the front."),
     ({"invert": True}, "it keeps the results that are not allowed: keep those whose allowed[id] is True."),
     ({"use": False}, "it ignores the filter: drop the results whose allowed[id] is False.")])
-EXERCISES = ExerciseSet(_COSINE, _TOP_K, _RECALL, _FILTER)
-check = EXERCISES.check
+EXERCISES = ExerciseSet(_TOP_K, _CELLS, _SETTING, _FILTER)
+check, reveal = EXERCISES.check, EXERCISES.reveal

@@ -1,12 +1,18 @@
 """Chapter 11's exercises, *Keyword plus vector: hybrid search*, as records (see :mod:`attnedu.checks`). The fusions
-return a dict ``{doc_id: score}``, compared with the ``"scores"`` comparison (the same doc ids, in any order)."""
+return a dict ``{doc_id: score}``, compared with the ``"scores"`` comparison (the same doc ids, in any order);
+``helped_and_hurt`` (a measurement) returns ``{kind: (helped, hurt)}``, compared with this chapter's ``"shares"``;
+``predict_keyword_fusion`` is a prediction, revealed after the chapter's fused table (``reveal``)."""
 
 import math
+import numbers
+from collections.abc import Mapping
 
 import numpy as np
 
 from .. import retrieval as R
-from . import Case, Exercise, ExerciseSet
+from . import Case, CheckFailed, Exercise, ExerciseSet, register
+from .compare import _fail, short
+from .engine import with_article
 
 def _some(rng, pool, lo, hi):  # a random selection of lo to hi - 1 ids of the pool, as str
     return [str(d) for d in rng.permutation(pool)[: int(rng.integers(lo, hi))]]
@@ -203,5 +209,107 @@ _FUSION = Exercise("min_max_fusion", ["bm25_scores", "dense_scores", "alpha"], R
     ({"fill": True}, "a missing document gets a raw score of 0 before normalising, which moves the minimum: normalise "
      "each system's own scores, then count a missing document as 0.")])
 
-EXERCISES = ExerciseSet(_BM25, _METRICS, _RRF, _FUSION)
-check = EXERCISES.check
+_PREDICT_CASES = lambda: [Case(mistakes=[  # noqa: E731
+    ("a", "two systems find more than one only where each finds what the other misses; on keyword questions dense "
+     "retrieval seldom finds an answer that BM25 missed, and its wrong candidates, which RRF weighs as much as BM25's, "
+     "push BM25's answers down."),
+    ("c", "the fusion keeps much of what BM25 found: a section BM25 ranks first still gets its 1/61, and one that "
+     "both rank high gets two terms, so it stays well above dense retrieval alone, only below BM25.")])]
+_PREDICT = Exercise("predict_keyword_fusion", [], R.rrf_on_keyword_questions, _PREDICT_CASES, _PREDICT_CASES,
+                    compare="choice", options={"choices": ("a", "b", "c")}, kind="predict", explain=(
+    "On the keyword questions BM25 already puts an answer near the top, and dense retrieval adds mostly wrong "
+    "candidates. RRF weighs the two rankings equally, so sections that both rank fairly high overtake BM25's first "
+    "place: the fusion lands between the two systems, below the strong one alone. Fusion pays when both systems are "
+    "good and wrong in different places; with a much weaker partner the stronger system loses."))
+
+def _shares_ok(pair) -> bool:
+    return isinstance(pair, (tuple, list)) and len(pair) == 2 and all(
+        isinstance(x, numbers.Real) and not isinstance(x, (bool, np.bool_)) for x in pair)
+def _compare_shares(got, case, lead, ex):  # {kind: (helped, hurt)}: the same kinds, the fractions within 1e-9
+    expected = case.expected
+    if not isinstance(got, Mapping):
+        _fail(f"{lead} returned {with_article(type(got).__name__)}; expected a dict {{kind: (helped, hurt)}} with an "
+              "entry \"all\".")
+    for kind, pair in got.items():
+        if not _shares_ok(pair):
+            _fail(f"{lead} returned {short(pair)} for {kind!r}; expected a pair of fractions (helped, hurt).")
+    if missing := [k for k in expected if k not in got]:
+        raise CheckFailed(f"{lead} has no entry for {missing[0]!r}"
+                          + (", the shares over all the questions." if missing[0] == "all" else "."))
+    if extra := [k for k in got if k not in expected]:
+        raise CheckFailed(f"{lead} has an entry for {extra[0]!r}, which is the kind of none of the questions scored.")
+    for kind, e in expected.items():
+        g = got[kind]
+        if not all(math.isclose(float(a), b, rel_tol=1e-9, abs_tol=1e-12) for a, b in zip(g, e)):
+            raise CheckFailed(f"{lead} gives {kind!r} (helped, hurt) = ({float(g[0]):.4g}, {float(g[1]):.4g}); "
+                              f"expected ({e[0]:.4g}, {e[1]:.4g}).")
+def _same_shares(a, b, ex=None) -> bool:
+    return (isinstance(a, Mapping) and isinstance(b, Mapping) and set(a) == set(b)
+            and all(_shares_ok(a[k]) and _shares_ok(b[k]) and all(math.isclose(float(x), float(y), rel_tol=1e-9,
+                    abs_tol=1e-12) for x, y in zip(a[k], b[k])) for k in b))
+register("shares", _compare_shares, _same_shares)
+
+def _hurt_with(fused, alone, kind_of, *, ties=None, swap=False, counts=False, over="questions", pooled=True,
+               with_all=True):  # ties counted, the pair swapped, counts, shares of the changed questions, "all" as a mean
+    groups = {"all": list(alone)} if with_all else {}
+    for q in alone:
+        groups.setdefault(kind_of[q], []).append(q)
+    def shares(qs):
+        up = sum(fused[q] > alone[q] or (ties == "helped" and fused[q] == alone[q]) for q in qs)
+        down = sum(fused[q] < alone[q] or (ties == "hurt" and fused[q] == alone[q]) for q in qs)
+        n = 1 if counts else (up + down or 1) if over == "changed" else len(qs)
+        return (down / n, up / n) if swap else (up / n, down / n)
+    out = {k: shares(qs) for k, qs in groups.items() if qs}
+    if with_all and not pooled:
+        kinds = [v for k, v in out.items() if k != "all"]
+        out["all"] = tuple(sum(v[i] for v in kinds) / len(kinds) for i in (0, 1))
+    return out
+def _scores_of(rng, ids):  # per-question scores like nDCG@10: many exact 0s and 1s
+    return {q: float(rng.choice([0.0, 1.0, round(float(rng.uniform(0, 1)), 3)], p=[0.2, 0.3, 0.5])) for q in ids}
+def _hurt_cases():
+    rng = np.random.default_rng(14)
+    ids = [f"q{i:02d}" for i in range(30)]
+    kinds = {q: str(rng.choice(["keyword", "paraphrase", "mixed"])) for q in ids}
+    alone = _scores_of(rng, ids)
+    fused = {q: alone[q] if rng.random() < 0.3 else _scores_of(rng, [q])[q] for q in ids}
+    return _table([
+        (({"q1": 0.8, "q2": 0.5, "q3": 1.0, "q4": 0.3}, {"q1": 0.6, "q2": 0.5, "q3": 0.9, "q4": 0.7},
+          {"q1": "keyword", "q2": "keyword", "q3": "paraphrase", "q4": "paraphrase"}), {},
+         "fused {q1: 0.8, q2: 0.5, q3: 1.0, q4: 0.3}, alone {q1: 0.6, q2: 0.5, q3: 0.9, q4: 0.7}, q1 and q2 keyword, "
+         "q3 and q4 paraphrase", "by hand: the fusion scores higher on q1 and q3, lower on q4, and the same on q2, so "
+         "all = (2/4, 1/4), keyword = (1/2, 0), paraphrase = (1/2, 1/2)."),
+        (({"a": 1.0, "b": 0.0, "c": 0.5, "d": 0.9, "e": 0.2}, {"a": 0.5, "b": 0.3, "c": 0.4, "d": 1.0, "e": 0.2},
+          {"a": "keyword", "b": "keyword", "c": "keyword", "d": "mixed", "e": "mixed"}), {},
+         "3 keyword and 2 mixed questions", "'all' is a share of all the questions, not the mean of the kinds' shares: "
+         "here the kinds have different sizes."),
+        (({"x": 0.7, "y": 0.7}, {"x": 0.7, "y": 0.9}, {"x": "paraphrase", "y": "paraphrase", "z": "keyword"}), {},
+         "two paraphrase questions, and kind_of also names a keyword question that was not scored", "only the kinds of "
+         "the questions in fused and alone get an entry; kind_of may list other questions."),
+        (({"q": 0.25}, {"q": 0.25}, {"q": "mixed"}), {}, "one question, scored the same", "equal scores count as "
+         "neither helped nor hurt: (0.0, 0.0)."),
+        ((fused, alone, kinds), {}, "30 questions of three kinds, nDCG-like scores with many ties", None)])
+def _hurt_hidden():
+    rng, cases = np.random.default_rng(1105), []
+    for n in (1, 2, 5, 17, 60, 142):
+        ids = [f"q-{i:03d}" for i in range(n)]
+        kinds = {q: str(rng.choice(["keyword", "paraphrase", "mixed", "other"][: int(rng.integers(1, 5))])) for q in ids}
+        alone = _scores_of(rng, ids)
+        fused = {q: alone[q] if rng.random() < 0.3 else _scores_of(rng, [q])[q] for q in ids}
+        cases.append(Case((fused, alone, {**kinds, "unscored": "rare"})))
+    return cases + [Case(({1: 0.5, 2: 0.1}, {1: 0.4, 2: 0.2}, {1: "keyword", 2: "keyword"}))]  # integer ids
+_HURT = Exercise("helped_and_hurt", ["fused", "alone", "kind_of"], R.helped_and_hurt, _hurt_cases, _hurt_hidden,
+                 compare="shares", wrong=_hurt_with, kind="measure", mistakes=[
+    ({"ties": "hurt"}, "a question the fusion scores the same as the system alone is counted as hurt: compare with <, "
+     "so that equal scores count as neither."),
+    ({"ties": "helped"}, "a question the fusion scores the same as the system alone is counted as helped: compare "
+     "with >, so that equal scores count as neither."),
+    ({"swap": True}, "the pair is swapped: return (helped, hurt), the share where the fusion scores higher first."),
+    ({"counts": True}, "it returns counts of questions: divide by the number of questions of the group, to get "
+     "fractions between 0 and 1."),
+    ({"over": "changed"}, "it divides by the number of questions whose score changed: divide by all the questions of "
+     "the group, the unchanged ones included."),
+    ({"pooled": False}, "'all' is the mean of the kinds' shares, which weighs a small kind as much as a large one: "
+     "count over all the questions at once.")])
+
+EXERCISES = ExerciseSet(_BM25, _METRICS, _RRF, _PREDICT, _FUSION, _HURT)
+check, reveal = EXERCISES.check, EXERCISES.reveal

@@ -1,4 +1,6 @@
-"""Chapter 12's exercises, *Retrieval-augmented generation*, as records (see :mod:`attnedu.checks`)."""
+"""Chapter 12's exercises, *Retrieval-augmented generation*, as records (see :mod:`attnedu.checks`):
+``predict_chunking`` is a prediction, revealed after the chunking experiment (``reveal``), and ``cited_passages``
+a debug exercise, whose given code (the notebook's metadata) reads the citations from 0."""
 
 import re
 from collections import Counter
@@ -13,12 +15,13 @@ def _chunks_with(text, size, overlap=0, *, stride="size - overlap", stop=True, w
     step = {"size": size, "size + overlap": size + overlap, "overlap": overlap or size}.get(stride, size - overlap)
     starts = [s for s in range(0, len(words), step) if not stop or s < step or s - step + size < len(words)]
     return [" ".join(words[s:s + size]) for s in starts if not whole_only or s + size <= len(words)]
-def _sources_with(passages, *, start=1, form="[{}] {}", collapse=True, strip=False, sep="\n", trailing=""):
-    ps = [" ".join(p.split()) if collapse else p.strip() if strip else p for p in passages]
-    return sep.join(form.format(i, p) for i, p in enumerate(ps, start)) + (trailing if ps else "")
 def _cited_with(answer, *, pattern=r"\[\s*(\d+(?:\s*,\s*\d+)*)\s*\]", unique=True, sort=False):
     found = [int(n) for match in re.finditer(pattern, answer) for n in match.group(1).split(",")]
     return (sorted if sort else list)(dict.fromkeys(found) if unique else found)
+def _passages_with(answer, passages, *, base=1, low=1, high=0):  # passages[n - base] for low <= n <= len + high
+    return [passages[n - base] for n in rag.cited_sources(answer) if low <= n <= len(passages) + high]
+def _given_cited_passages(answer, passages):  # the notebook's given code, with its bug (the numbers read from 0)
+    return _passages_with(answer, passages, base=0, low=0, high=-1)
 def _f1_with(prediction, gold, *, normalise=True, counts=True, score="f1"):
     p, g = ((rag.normalize_answer(t) if normalise else t).split() for t in (prediction, gold))
     p, g = (p, g) if counts else (list(set(p)), list(set(g)))
@@ -27,7 +30,7 @@ def _f1_with(prediction, gold, *, normalise=True, counts=True, score="f1"):
     common = sum((Counter(p) & Counter(g)).values())
     return {"precision": common / len(p), "recall": common / len(g)}.get(score, 2 * common / (len(p) + len(g)))
 
-_TEN, _TWO = "a b c d e f g h i j", ["The capital of Veltria is Morsk.", "Morsk lies on the river Sarn."]
+_TEN = "a b c d e f g h i j"
 _CHUNKS = [Case(args, about=about, hint=hint) for args, about, hint in [
     ((_TEN, 4, 1), "the ten words 'a b c d e f g h i j', size = 4, overlap = 1", "by hand: the stride is 4 - 1 = 3, so "
      "chunks start at words 0, 3 and 6: 'a b c d', 'd e f g', 'g h i j'; the last one reaches the end, so it is the "
@@ -41,16 +44,11 @@ _CHUNKS = [Case(args, about=about, hint=hint) for args, about, hint in [
     (("  first line\nsecond\tline   and\n\na third  ", 3, 1), "a text with newlines, tabs and runs of spaces, size = "
      "3, overlap = 1", "split the text with text.split() (any white space) and join each chunk's words with ' '."),
     ((" ".join(f"w{i}" for i in range(23)), 8, 3), "23 words, size = 8, overlap = 3", None)]]
-_SOURCES = [Case(args, about=about, hint=hint) for args, about, hint in [
-    ((_TWO,), f"two passages {_TWO}", "by hand: '[1] The capital of Veltria is Morsk.\\n[2] Morsk lies on the river "
-     "Sarn.'"),
-    ((["Only one."],), "one passage", "one line: '[1] Only one.'"),
-    (([],), "no passages", "no sources: the empty string ''."),
-    ((["  Attention weighs the values\nby how well their keys match.  ", "Two\n\nparagraphs   here."],), "passages "
-     "with newlines and runs of spaces", "each source must be one line: strip the passage and collapse its white space "
-     "with ' '.join(passage.split())."),
-    (([f"Passage number {i}." for i in range(1, 13)],), "twelve passages", "the numbers go on past 9: [10], [11], "
-     "[12].")]]
+_PREDICT_CASES = lambda: [Case(mistakes=[  # noqa: E731
+    ("a", "a small chunk does match a question more sharply, but a section is ranked by its best chunk, and the "
+     "section that answers already contained the question's rare words: the ranking of sections barely moves."),
+    ("c", "chunks do cut some answers in two, but the question's rare words still land in some chunk of the section "
+     "that answers, and that chunk brings its section up: the ranking of sections barely moves.")])]
 _CITED = [Case((answer,), about=f"answer = {answer!r}", hint=hint) for answer, hint in [
     ("The capital of Veltria is Morsk [1].", "by hand: one citation, [1], gives [1]."),
     ("Morsk [2], on the Sarn [1].", "keep the order in which the answer cites the sources: [2, 1]."),
@@ -60,6 +58,17 @@ _CITED = [Case((answer,), about=f"answer = {answer!r}", hint=hint) for answer, h
     ("No sources were cited here.", "an answer without citations gives []."),
     ("Footnote [a], range [1-2], year 2024, and [note].", "only brackets that hold numbers (and commas) are citations; "
      "2024 outside brackets is not one.")]]
+_P3 = ["The capital of Veltria is Morsk.", "The capital of Ostrel is Dravel.", "Morsk lies on the river Sarn."]
+_CITED_PASSAGES = [Case(args, about=about, hint=hint) for args, about, hint in [
+    (("It is Morsk [1].", _P3), "answer 'It is Morsk [1].' and three passages", "by hand: [1] is the first passage "
+     "of the prompt, passages[0], 'The capital of Veltria is Morsk.'"),
+    (("Dravel [2], on the Sarn [3].", _P3), "an answer citing [2] and [3] of three passages", "[3] names the last of "
+     "three passages, passages[2]; keep the order of the citations."),
+    (("Morsk [0], or Morsk [4]; Dravel [2].", _P3), "an answer citing [0], [4] and [2] of three passages", "[0] and "
+     "[4] name no passage of three and are skipped: the result is the second passage only."),
+    (("No citation here.", _P3), "an answer without citations", "no citation, no passage: []."),
+    (("Morsk [1, 2] [2].", _P3[:2]), "an answer citing [1, 2] and [2] of two passages", "each cited passage once, "
+     "in the order of first citation.")]]
 _F1 = [Case((p, g), about=f"prediction = {p!r}, gold = {g!r}", hint=hint) for p, g, hint in [
     ("Morsk", "Morsk", "the same answer: F1 = 1."),
     ("Morsk is capital", "Morsk", "by hand: 1 token in common, P = 1/3, R = 1, F1 = 2PR / (P + R) = 0.5."),
@@ -73,7 +82,6 @@ _F1 = [Case((p, g), about=f"prediction = {p!r}, gold = {g!r}", hint=hint) for p,
     ("The", "a", "both texts are empty after normalisation (articles are removed): F1 = 1 by convention."),
     ("the river Sarn near Morsk", "Morsk on the Sarn", "2 common tokens out of 4 and 4: P = R = F1 = 0.5.")]]
 _T = [" ".join(f"t{i}" + ("\n" if i % 7 == 3 else "") for i in range(n)) for n in (0, 1, 2, 5, 9, 10, 11, 37, 100)]
-_PIECES = ["attention", "  keys\n", "values\t", "the\n\nquery", "  ", "softmax,", "[1]", "é"]
 _BITS = "[1]|[2]|[10]|[3, 4]|[ 5 ]|[1,2,3]|[a]|[1-2]|[]|(7)|2024|word|Morsk.|[note]|[0]|[99][98]|[4,]|]|[".split("|")
 _WORDS = "Morsk morsk the A an river Sarn, Sarn not capital is ! Morsk. Dravel of".split()
 EXERCISES = ExerciseSet(
@@ -90,21 +98,12 @@ EXERCISES = ExerciseSet(
         ({"stride": "overlap"}, "the stride is the overlap: the next chunk starts size - overlap words later."),
         ({"whole_only": True}, "the last, shorter chunk is dropped: the end of the text must be in some chunk, even if "
          "it has fewer than size words.")]),
-    Exercise("format_sources", ["passages"], rag.format_sources, lambda: _SOURCES,
-             lambda: [Case(([" ".join(r.choice(_PIECES, size=int(r.integers(1, 8)))) + " end." for _ in range(n)],))
-                      for r in [np.random.default_rng(1202)] for n in (0, 1, 2, 3, 9, 10, 11, 25)]
-             + [Case((("a tuple", "of passages"),))], compare="text", wrong=_sources_with, mistakes=[
-        ({"start": 0}, "the numbering starts at 0: the first source is [1], as people count; use enumerate(passages, "
-         "start=1)."),
-        ({"collapse": False}, "the white space inside a passage is kept: collapse it to single spaces with "
-         "' '.join(p.split()), so that every source is one line."),
-        ({"collapse": False, "strip": True}, "a passage's inner newlines are kept: ' '.join(p.split()) removes them "
-         "and collapses runs of spaces."),
-        ({"trailing": "\n"}, "there is a newline after the last source: join the lines with '\\n'.join(...)."),
-        ({"form": "[{}]{}"}, "there is no space between the number and the passage: '[1] text'."),
-        ({"form": "{}. {}"}, "the numbers are written '1.'; write them in square brackets, '[1]', the way the answer "
-         "will cite them."),
-        ({"sep": "\n\n"}, "the sources are separated by blank lines: one source per line, joined by a single '\\n'.")]),
+    Exercise("predict_chunking", [], rag.chunks_vs_sections, _PREDICT_CASES, _PREDICT_CASES, compare="choice",
+             options={"choices": ("a", "b", "c")}, kind="predict", explain=(
+        "Whole sections and 50-word chunks find the judged sections about equally well: BM25 lives on the "
+        "question's rare words, those words stay in some chunk of the section that answers, and a section takes the "
+        "score of its best chunk. What chunking changes is the prompt: the three best whole sections carry several "
+        "times the words of the three best chunks, and the reader reads every one of them.")),
     Exercise("cited_sources", ["answer"], rag.cited_sources, lambda: _CITED,
              lambda: [Case((" ".join(r.choice(_BITS, size=int(r.integers(0, 9)))),))
                       for r in [np.random.default_rng(1203)] for _ in range(30)] + [Case(("",), expected=[])],
@@ -116,6 +115,15 @@ EXERCISES = ExerciseSet(
         ({"sort": True}, "the numbers are sorted: keep them in the order the answer first cites them."),
         ({"pattern": r"(\d+)"}, "every number in the answer is taken, even outside brackets: only numbers inside [...] "
          "are citations.")]),
+    Exercise("cited_passages", ["answer", "passages"], rag.cited_passages, lambda: _CITED_PASSAGES,
+             lambda: [Case((" ".join(r.choice(_BITS, size=int(r.integers(0, 9)))), [f"passage {j}." for j in range(n)]))
+                      for r in [np.random.default_rng(1205)] for n in (0, 1, 1, 2, 3, 3, 4, 5, 10, 12) for _ in (0, 1)],
+             compare="list", options={"item": "passage", "kind": str}, wrong=_passages_with, kind="debug", mistakes=[
+        (_given_cited_passages, "the citation numbers are used as 0-based positions: [1] is the first passage, "
+         "passages[0], so take passages[n - 1], and keep the numbers from 1 to len(passages)."),
+        ({"low": 0}, "[0] gives the last passage, because passages[0 - 1] is passages[-1]: skip the numbers below 1."),
+        ({"high": -1}, "the last passage is never returned: [len(passages)] names it, so keep the numbers up to "
+         "len(passages), <= rather than <.")]),
     Exercise("token_f1", ["prediction", "gold"], rag.token_f1, lambda: _F1,
              lambda: [Case(tuple(" ".join(r.choice(_WORDS, size=int(r.integers(0, k)))) for k in (7, 5)))
                       for r in [np.random.default_rng(1204)] for _ in range(40)], wrong=_f1_with, mistakes=[
@@ -128,4 +136,4 @@ EXERCISES = ExerciseSet(
         (lambda p, g: float(rag.normalize_answer(p) == rag.normalize_answer(g)), "it returns exact match (0 or 1); F1 "
          "gives partial credit for the tokens the two texts share.")]),
 )
-check = EXERCISES.check
+check, reveal = EXERCISES.check, EXERCISES.reveal

@@ -1,4 +1,4 @@
-"""Chapter 13's exercises, *Databases for generative AI*, as records (see :mod:`attnedu.checks`). Lists of pairs
+"""Chapter 13's exercises, *Data for generative AI*, as records (see :mod:`attnedu.checks`). Lists of pairs
 (i, j) and of rows (name, hops) have comparisons of their own, registered here: ``"pairs"`` and ``"rows"``."""
 
 import re
@@ -57,32 +57,55 @@ register("rows", _compare_rows, COMPARISONS["value"].same)
 def _normalise_with(text, *, nfkc=True, fold=str.casefold, pattern=r"[\W_]+", strip=True):
     text = re.sub(pattern, " ", fold(unicodedata.normalize("NFKC", text) if nfkc else text))
     return text.strip() if strip else text
-_NORMALISE = _table([((t,), REF, f"{t!r} ({what})", hint) for t, what, hint in [
-    ("  What IS attention? ", "spaces, case and a question mark", "by hand: '  What IS attention? ' becomes 'what is "
-     "attention'."),
-    ("What is attention?!", "the same question with other punctuation", None),
-    ("STRASSE and Straße", "the German sharp s", None),
-    ("the ﬁrst ＧＰＴ-２ model", "a ligature and full-width letters and digits", None),
-    ("snake_case -- and...   dots", "underscores, dashes and runs of punctuation", None),
-    ("", "the empty string", None)]])
-_ALPHABET = list("aZq09 _-.,!?;:'\"()[]\t\nßéÉ") + ["ﬁ", "ＧＰＴ", "２", "½", "e\u0301", "Ⅻ", "…", "—", "   "]
-def _normalise_hidden():
-    rng = np.random.default_rng(1301)
-    texts = ("".join(rng.choice(_ALPHABET, size=int(rng.integers(0, 25)))) for _ in range(40))
-    return [Case((t,), about=repr(t)) for t in texts]
-_NORMALISE_EX = Exercise("normalise_for_hash", ["text"], G.normalise_text, lambda: _NORMALISE, _normalise_hidden,
-                         compare="text", wrong=_normalise_with, mistakes=[
+def _groups_with(texts, *, singletons=False, by_text=False, **normalise):  # the wrong-on-purpose variant
+    groups = {}
+    for i, t in enumerate(texts):
+        groups.setdefault(_normalise_with(t, **normalise), []).append(i)
+    kept = [(k, g) for k, g in groups.items() if singletons or len(g) > 1]
+    return [g for _, g in (sorted(kept) if by_text else kept)]
+_GROUPS = _table([((texts,), REF, about, hint) for texts, about, hint in [
+    (["Why divide by sqrt(d_k)?", "What is attention?", "why divide by SQRT(d_k)", "what is  ATTENTION",
+      "WHAT IS ATTENTION!", "How many heads?"], "6 questions, two of them asked again",
+     "by hand: 'What is attention?' (1) is asked again as 3 and 4, 'Why divide by sqrt(d_k)?' (0) as 2; "
+     "'How many heads?' has no copy: [[0, 2], [1, 3, 4]]."),
+    (["Straße", "STRASSE", "strasse"], "the German sharp s", "'SS' lower-cases to 'ss', and so should 'ß'."),
+    (["the ﬁrst ＧＰＴ-２", "The first GPT 2", "the first gpt-2!"], "a ligature and full-width letters and digits",
+     "'ﬁ' is one character, and full-width 'Ｇ' and '２' are other characters than 'G' and '2', until Unicode's "
+     "NFKC normalisation turns them into the plain ones."),
+    (["snake_case -- and...   dots", "snake case and dots", "Snake-Case, and dots."], "underscores, dashes and "
+     "runs of punctuation", "every run of characters that are not letters or digits counts as one space."),
+    ((["attention", "softmax", "heads"]), "three different texts", "no text has a copy: return []."),
+    (([]), "no text at all", "an empty list has no duplicates: return [].")]])
+_DUP_BASES = ["What is attention?", "Why divide by sqrt(d_k)?", "Straße und Maß", "STRASSE UND MASS",
+              "the ﬁrst ＧＰＴ-２ model", "the first GPT-2 model", "snake_case names", "KV cache -- why?", "café",
+              "cafe\u0301", "Ⅻ heads", "XII heads"]  # pairs that only NFKC or casefold make equal
+def _dup_variant(rng, text):  # the same text as people retype it
+    for change in rng.permutation(5)[:int(rng.integers(0, 4))]:
+        text = [text.upper(), text.lower(), "  " + text.replace(" ", "   ") + " ", text + "?!",
+                text.replace(" ", "_")][change]
+    return text
+def _groups_hidden():
+    rng, cases = np.random.default_rng(1301), []
+    for trial in range(30):
+        picks = rng.choice(len(_DUP_BASES), size=int(rng.integers(1, 12)))
+        texts = [_dup_variant(rng, _DUP_BASES[i]) for i in picks]
+        cases.append(Case((texts,), about=f"trial {trial}: {len(texts)} texts"))
+    return cases
+_EXACT = Exercise("exact_duplicate_groups", ["texts"], G.exact_duplicate_groups, lambda: _GROUPS, _groups_hidden,
+                  compare="value", wrong=_groups_with, mistakes=[
     ({"fold": str.lower}, "it uses str.lower(), which leaves 'ß' as it is; str.casefold() turns it into 'ss', as 'SS' "
      "lower-cases to."),
-    ({"nfkc": False}, "it skips unicodedata.normalize('NFKC', text): the ligature 'ﬁ' and full-width digits stay "
-     "different characters from 'fi' and '1'."),
+    ({"nfkc": False}, "it skips unicodedata.normalize('NFKC', text): the ligature 'ﬁ' and full-width letters and "
+     "digits stay different characters from 'fi', 'G' and '2'."),
     ({"pattern": r"\s+"}, "punctuation is kept: replace every run of characters that are not letters or digits by one "
      "space."),
     ({"pattern": r"\W+"}, "the underscore is kept: \\W does not match '_', so use [\\W_]+ for 'not a letter or a "
      "digit'."),
     ({"strip": False}, "the spaces at the ends are kept: finish with .strip()."),
     ({"pattern": r"[\W_]"}, "each character is replaced by its own space, so runs of them leave several spaces: use a "
-     "run, [\\W_]+.")])
+     "run, [\\W_]+."),
+    ({"singletons": True}, "it returns texts without a copy as groups of one: keep only groups of two or more."),
+    ({"by_text": True}, "the groups are sorted by their text; order them by their first position.")])
 def _pairs_with(vectors, threshold, *, score="cosine", strict=False):
     x = np.asarray(vectors, dtype=float)
     u = x / np.linalg.norm(x, axis=1, keepdims=True)
@@ -152,6 +175,28 @@ _PRECISION = Exercise("precision_recall", ["predicted", "gold"], G.span_precisio
     ({"empty": 0.0}, "with nothing to count it returns 0; here an empty prediction has precision 1.0 (it claimed "
      "nothing wrong) and an empty gold set recall 1.0 (nothing was missed)."),
     ({"key": slice(2)}, "it compares positions only: a span is right only if its kind is right too.")])
+def _labelled_pii():  # the chapter's labelled set: (predicted spans, gold spans), each (text, start, end, kind)
+    from .. import coursebook
+    import json
+    rows = [json.loads(line) for line in (coursebook.course_root() / "data" / "pii.jsonl").read_text(
+        encoding="utf-8").splitlines()]
+    gold = [(i, s["start"], s["end"], s["kind"]) for i, r in enumerate(rows) for s in r["spans"]]
+    return [(i, s.start, s.end, s.kind) for i, r in enumerate(rows) for s in G.find_pii(r["text"])], gold
+def _weakest_kind():  # the experiment of the chapter: the kind with the lowest recall on the labelled set
+    scores = G.span_scores(*_labelled_pii())
+    return min(G.PII_KINDS, key=lambda kind: scores[kind]["recall"])
+def _weakest_cases():
+    return [Case(mistakes=[
+        ("email", "an email address has a syntax (a name, an @, a domain) that a regular expression follows closely; "
+                  "only a form it was not written for, such as 'carla at example dot com', gets past it."),
+        ("phone", "phone numbers come in many formats, but each is digits in groups that rules can list; they find "
+                  "every phone number of this set (and flag a few other numbers).")])]
+_WEAKEST = Exercise("predict_weakest_kind", [], _weakest_kind, _weakest_cases, _weakest_cases, compare="choice",
+                    options={"choices": ("email", "phone", "name")}, kind="predict", explain=(
+    "Names: the rules find fewer than half of them. Emails and phone numbers have a syntax that a regular expression "
+    "can follow; names have none, and a list of given names misses every name that is not on it while flagging "
+    "ordinary words that are also names ('Will', 'Mark'). Where rules cannot describe the thing, a statistical "
+    "recogniser is needed, measured in the same way."))
 def _prerequisites_with(graph, concept, *, depth=50, agg="min", rel="r.rel = ?", itself=False):
     sql = REACHABLE_SQL.format(frm="src", to="dst").replace("min(", f"{agg}(").replace("r.rel = ?", rel)
     rows = [(n, int(h)) for n, h in graph.query(sql, [concept, "requires", "requires", depth])]
@@ -188,5 +233,6 @@ _PREREQUISITES = Exercise("prerequisites", ["graph", "concept"], G.prerequisites
     ({"rel": "? IS NOT NULL"}, "it follows every relation: keep only edges with rel = 'requires' (in both parts of the "
      "recursive query).")])
 
-EXERCISES = ExerciseSet(_NORMALISE_EX, _PAIRS, _PRECISION, _PREREQUISITES)
+EXERCISES = ExerciseSet(_EXACT, _PAIRS, _PRECISION, _WEAKEST, _PREREQUISITES)
 check = EXERCISES.check
+reveal = EXERCISES.reveal

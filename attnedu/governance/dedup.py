@@ -5,7 +5,8 @@ Two kinds of duplicate, two tools:
 * **exact** duplicates differ only in case, accents written two ways, spacing and
   punctuation. :func:`normalise_text` removes those differences and :func:`content_key`
   hashes the result (SHA-256), so duplicates share a key: a database finds them with
-  ``GROUP BY`` (:func:`duplicate_groups`) or refuses them with a ``UNIQUE`` index.
+  ``GROUP BY`` (:func:`duplicate_groups`) or refuses them with a ``UNIQUE`` index, and
+  :func:`exact_duplicate_groups` does the same for a list of texts.
 * **near** duplicates say the same thing in other words. Their embeddings (chapter 10)
   are close: :func:`near_duplicate_pairs` lists the pairs whose cosine similarity
   :math:`\cos(a, b) = a \cdot b / (\lVert a \rVert \lVert b \rVert)` reaches a threshold.
@@ -23,8 +24,8 @@ import numpy as np
 
 from .._validate import as_float_array
 
-__all__ = ["normalise_text", "content_key", "near_duplicate_pairs", "near_duplicate_index_pairs", "deduplicate",
-           "duplicate_groups"]
+__all__ = ["normalise_text", "content_key", "exact_duplicate_groups", "near_duplicate_pairs",
+           "near_duplicate_index_pairs", "deduplicate", "duplicate_groups"]
 
 _NOT_WORD = re.compile(r"[\W_]+")  # runs of characters that are not letters or digits
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -51,6 +52,23 @@ def normalise_text(text: str) -> str:
 def content_key(text: str) -> str:
     """SHA-256 of the normalised text, 64 hex digits: equal for exact duplicates."""
     return hashlib.sha256(normalise_text(text).encode("utf-8")).hexdigest()
+
+
+def exact_duplicate_groups(texts) -> list[list[int]]:
+    """The positions of the texts that are exact duplicates of each other: ``[[i, j, ...], ...]``,
+    texts with equal :func:`content_key` (the same up to case, spacing, punctuation and Unicode
+    compatibility forms), each group ascending, only groups of two or more, ordered by their
+    first position.
+
+    >>> exact_duplicate_groups(["What is attention?", "Why sqrt(d_k)?", "what is  ATTENTION"])
+    [[0, 2]]
+    """
+    if isinstance(texts, (str, bytes)):
+        raise ValueError("texts must be a list of strings, not one string")
+    groups: dict[str, list[int]] = {}
+    for i, t in enumerate(texts):
+        groups.setdefault(content_key(_check_text(t, f"texts[{i}]")), []).append(i)
+    return [g for g in groups.values() if len(g) > 1]  # dicts keep insertion order: by first position
 
 
 def near_duplicate_pairs(vectors, threshold: float = 0.9) -> list[tuple[int, int, float]]:

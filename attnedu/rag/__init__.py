@@ -6,7 +6,7 @@ module         what is in it
 ============== ==========================================================================
 ``chunking``   :func:`chunk_words` (fixed size, overlap), :func:`split_sentences`,
                :func:`chunk_sentences`, :func:`chunk_sections` (:class:`Chunk` keeps its
-               section's label)
+               section's label), :func:`evaluate_chunking` (what BM25 finds in them)
 ``prompt``     :func:`format_sources` (``[1] ...``), :func:`build_prompt`,
                :func:`build_messages` (chat), :func:`truncate_words`
 ``reader``     the invented world (:class:`FactWorld`, :func:`invented_names`), the tiny
@@ -15,7 +15,7 @@ module         what is in it
                :func:`pad_facts`, :func:`reader_accuracy`)
 ``grounding``  :func:`normalize_answer`, :func:`exact_match`, :func:`token_f1`,
                :func:`substring_match` (and why it misjudges), :func:`cited_sources`,
-               :func:`supports`, :func:`check_citations`
+               :func:`cited_passages`, :func:`supports`, :func:`check_citations`
 ``ask``        "ask the course": :class:`CourseIndex` (the book's sections in a store,
                hybrid search, :meth:`CourseIndex.ask`) and :class:`Answer` (citations
                mapped to sections, :meth:`Answer.markdown`)
@@ -25,10 +25,12 @@ module         what is in it
 package stays cheap.
 """
 
-from .chunking import STRATEGIES, Chunk, chunk_sections, chunk_sentences, chunk_words, split_sentences
+from .chunking import (STRATEGIES, Chunk, chunk_sections, chunk_sentences, chunk_words, chunks_vs_sections,
+                       evaluate_chunking, split_sentences)
 from .grounding import (
     Citations,
     check_citations,
+    cited_passages,
     cited_sources,
     exact_match,
     lenient_substring_match,
@@ -48,9 +50,10 @@ _LAZY = {
 
 __all__ = [
     "STRATEGIES", "Chunk", "chunk_words", "split_sentences", "chunk_sentences", "chunk_sections",
+    "evaluate_chunking", "chunks_vs_sections",
     "INSTRUCTION", "NO_CONTEXT_INSTRUCTION", "format_sources", "build_prompt", "build_messages", "truncate_words",
     "normalize_answer", "exact_match", "token_f1", "substring_match", "lenient_substring_match",
-    "cited_sources", "strip_citations", "supports", "Citations", "check_citations",
+    "cited_sources", "cited_passages", "strip_citations", "supports", "Citations", "check_citations",
     *_LAZY["reader"], *_LAZY["ask"],
 ]
 

@@ -12,7 +12,8 @@ and an encoder that reads at most 256 tokens (MiniLM) sees only its beginning. T
 
 :func:`chunk_sections` applies any of the three to a list of sections and keeps, for every
 chunk, the label of the section it came from, so that a retrieved chunk can be judged with
-chapter 11's relevance judgments and cited by its section.
+chapter 11's relevance judgments and cited by its section; :func:`evaluate_chunking` measures
+what BM25 finds in the chunks, and :func:`chunks_vs_sections` decides the chapter's prediction.
 
 With ``n`` words, size ``s`` and overlap ``o`` (stride ``s - o``), :func:`chunk_words` makes
 :math:`\max(1, \lceil (n - o) / (s - o) \rceil)` chunks; chunk ``i`` starts at word
@@ -27,7 +28,8 @@ from typing import Sequence
 
 from attnedu._validate import non_negative_int, positive_int
 
-__all__ = ["Chunk", "chunk_words", "split_sentences", "chunk_sentences", "chunk_sections", "STRATEGIES"]
+__all__ = ["Chunk", "chunk_words", "split_sentences", "chunk_sentences", "chunk_sections", "STRATEGIES",
+           "evaluate_chunking", "chunks_vs_sections"]
 
 #: The strategies :func:`chunk_sections` knows.
 STRATEGIES = ("section", "words", "sentences")
@@ -194,3 +196,51 @@ def chunk_sections(sections: Sequence, strategy: str = "section", *, size: int =
             pieces = chunk_sentences(s.text, size, overlap)
         out += [Chunk(s.id, s.page, s.title, i, p) for i, p in enumerate(pieces)]
     return out
+
+
+def evaluate_chunking(chunks: Sequence[Chunk], questions: Sequence[dict], qrels: dict, *, with_title: bool = True,
+                      k: int = 5, depth: int = 50) -> dict:
+    """What BM25 finds when it searches chunks instead of sections (chapter 12): each question's
+    sections ranked by their best chunk among the ``depth`` best, measured against chapter 11's
+    judgments with :func:`attnedu.retrieval.evaluate` at ``k``.
+
+    Args:
+        chunks: from :func:`chunk_sections`. questions: ``[{"id", "question", ...}]`` and
+            qrels: ``{question id: {section label: grade}}`` (:mod:`attnedu.coursebook`'s).
+        with_title: index each chunk with its section's title in front (``str(chunk)``) or its
+            text alone.
+
+    Returns:
+        ``{"recall@k", "mrr", "ndcg@k"}``: the means over the questions, and ``"top-3 words"``:
+        the mean number of words in the three best chunks, what a prompt with three sources carries.
+    """
+    from attnedu.retrieval import BM25, evaluate  # chapter 11's
+
+    if not chunks:
+        raise ValueError("chunks is empty: nothing to search")
+    bm25 = BM25([str(c) if with_title else c.text for c in chunks])
+    run, words = {}, []
+    for q in questions:
+        scores, ids = bm25.search(q["question"], k=depth)
+        ranking: dict = {}
+        for score, i in zip(scores, ids):
+            ranking.setdefault(chunks[i].section, float(score))  # a section takes its best chunk's score
+        run[q["id"]] = ranking
+        words.append(sum(len(chunks[i].text.split()) for i in ids[:3]))
+    return {**evaluate(qrels, run, k), "top-3 words": float(sum(words) / len(words))}
+
+
+def chunks_vs_sections(size: int = 50) -> str:
+    """Chapter 12's prediction about chunking, decided by a small version of its experiment: BM25
+    over the sections of the pages the course's questions are about, whole or cut into ``size``-word
+    chunks (each with its section's title in front), measured by nDCG@5. ``"a"`` when the chunks
+    raise it by 0.1 or more, ``"c"`` when they lower it by 0.1 or more, ``"b"`` otherwise (on this
+    course: ``"b"``, they move it by about a hundredth)."""
+    from attnedu import coursebook
+
+    questions, qrels = coursebook.questions(), coursebook.qrels()
+    pages = {s.page for s in coursebook.sections() if any(s.id in judged for judged in qrels.values())}
+    sections = [s for s in coursebook.sections() if s.page in pages and s.text.strip()]
+    whole, cut = (evaluate_chunking(chunk_sections(sections, strategy, size=size), questions, qrels)["ndcg@5"]
+                  for strategy in ("section", "words"))
+    return "a" if cut - whole >= 0.1 else "c" if whole - cut >= 0.1 else "b"

@@ -19,6 +19,7 @@ Judging answers by string matching:
 Judging citations:
 
 * :func:`cited_sources`: the source numbers an answer cites, ``[1]``, ``[2, 3]``, ``[1][4]``;
+* :func:`cited_passages`: the passages those numbers name (``[1]`` is the first passage);
 * :func:`supports`: whether a passage contains a claim (its normalised tokens, contiguously);
 * :func:`check_citations`: for one answer, what it cites, whether those numbers exist, and
   whether a cited passage supports the claim.
@@ -33,7 +34,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 __all__ = ["normalize_answer", "exact_match", "token_f1", "substring_match", "lenient_substring_match",
-           "cited_sources", "strip_citations", "supports", "Citations", "check_citations"]
+           "cited_sources", "cited_passages", "strip_citations", "supports", "Citations", "check_citations"]
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 _PUNCTUATION = str.maketrans("", "", string.punctuation)
@@ -102,6 +103,15 @@ def cited_sources(answer: str) -> list[int]:
             if n not in out:
                 out.append(n)
     return out
+
+
+def cited_passages(answer: str, passages: Sequence[str]) -> list[str]:
+    """The passages an answer cites, in the order it first cites them: ``[1]`` is ``passages[0]``,
+    as :func:`~attnedu.rag.format_sources` numbers them. A number that names no passage (``[0]``,
+    or more than ``len(passages)``) is skipped."""
+    if isinstance(passages, str) or not isinstance(passages, Sequence):
+        raise ValueError("passages must be the list of sources the prompt numbered, [1] first")
+    return [passages[n - 1] for n in cited_sources(answer) if 1 <= n <= len(passages)]
 
 
 def strip_citations(answer: str) -> str:

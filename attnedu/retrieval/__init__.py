@@ -12,7 +12,9 @@ module         what is in it
 ``fusion``     :func:`rrf` (reciprocal rank fusion), :func:`weighted_fusion` (min-max), and
                :func:`min_max_fusion` (its two-system form)
 ``evaluation`` :func:`evaluate`: recall@k, MRR, nDCG@k equal to trec_eval, one query's
-               :func:`query_metrics`; :func:`recall_at_k` of an approximate search; :func:`as_run`
+               :func:`query_metrics`; :func:`helped_and_hurt` (where a fusion helps, where it
+               hurts); :func:`recall_at_k` of an approximate search, :func:`setting_for_recall`
+               (the smallest setting that reaches a recall); :func:`as_run`
 ============== ==========================================================================
 
 Conventions: a document's id is its position in the corpus (an int) in search
@@ -21,9 +23,9 @@ does (:func:`as_run` converts). Scores are "higher is better" everywhere.
 """
 
 from .bm25 import BM25, bm25_weight, tokenize
-from .evaluation import as_run, evaluate, query_metrics, recall_at_k, trec_order
+from .evaluation import as_run, evaluate, helped_and_hurt, query_metrics, recall_at_k, setting_for_recall, trec_order
 from .fts5 import fts5_index, fts5_match_query, fts5_search
-from .fusion import min_max_fusion, min_max_normalize, rrf, weighted_fusion
+from .fusion import min_max_fusion, min_max_normalize, rrf, rrf_on_keyword_questions, weighted_fusion
 from .vector import FaissIndex, VectorIndex, cosine_similarity, exact_search, filter_after, top_k
 
 __all__ = [
@@ -43,9 +45,12 @@ __all__ = [
     "min_max_normalize",
     "weighted_fusion",
     "min_max_fusion",
+    "rrf_on_keyword_questions",
     "evaluate",
     "query_metrics",
     "recall_at_k",
+    "setting_for_recall",
     "as_run",
     "trec_order",
+    "helped_and_hurt",
 ]

@@ -44,7 +44,7 @@ import numpy as np
 
 from .._validate import positive_int
 
-__all__ = ["evaluate", "query_metrics", "recall_at_k", "as_run", "trec_order"]
+__all__ = ["evaluate", "query_metrics", "recall_at_k", "setting_for_recall", "as_run", "trec_order", "helped_and_hurt"]
 
 
 def _check_qrels(qrels) -> None:
@@ -161,6 +161,27 @@ def recall_at_k(found, truth) -> float:
     return float(np.mean([len(set(a) & set(b)) / len(b) for a, b in zip(f.tolist(), t.tolist())]))
 
 
+def setting_for_recall(found, truth, target: float = 0.9):
+    r"""The smallest setting of an approximate index (IVF's ``nprobe``, HNSW's ``ef_search``) whose
+    recall@k reaches ``target``, from a sweep of searches: chapter 10's conclusion, "how much of
+    the index must a query look at?".
+
+    Args:
+        found: ``{setting: (nq, k) ids}``, the results of the same queries at each setting, in
+            any order (``-1``: a missing result).
+        truth: ``(nq, k)`` ids of the exact search.
+        target: the recall@k (:func:`recall_at_k`, the mean over the queries) to reach.
+
+    Returns:
+        The smallest setting with ``recall_at_k(found[setting], truth) >= target``, or ``None``
+        when no setting reaches it.
+    """
+    if not isinstance(found, Mapping) or not found:
+        raise ValueError("found must be a non-empty dict {setting: (nq, k) ids}, one entry per setting searched")
+    good = [s for s, ids in found.items() if recall_at_k(ids, truth) >= target]
+    return min(good) if good else None
+
+
 def as_run(ids, scores, query_ids=None, doc_ids=None) -> dict:
     """Turn search results into a run ``{query_id: {doc_id: score}}``.
 
@@ -181,3 +202,32 @@ def as_run(ids, scores, query_ids=None, doc_ids=None) -> dict:
         q: {name(int(i)): float(s) for i, s in zip(row_ids, row_scores) if i >= 0}
         for q, row_ids, row_scores in zip(query_ids, ids, scores)
     }
+
+
+def helped_and_hurt(fused, alone, kind_of) -> dict:
+    """Where a fusion changes a system's score, question by question (chapter 11): for all the
+    questions and for each kind, the fraction on which ``fused`` scores higher than ``alone``
+    (helped) and the fraction on which it scores lower (hurt); equal scores count as neither.
+
+    Args:
+        fused, alone: ``{question id: score}`` (e.g. each question's nDCG@10, from
+            ``evaluate(..., per_query=True)``) of the fusion and of one system alone, on the same
+            questions.
+        kind_of: ``{question id: kind}``; it may hold other questions too.
+
+    Returns:
+        ``{"all": (helped, hurt), kind: (helped, hurt), ...}``: one entry per kind among the
+        questions, each share over that kind's questions.
+    """
+    for name, scores in (("fused", fused), ("alone", alone), ("kind_of", kind_of)):
+        if not isinstance(scores, Mapping):
+            raise ValueError(f"{name} must be a dict {{question id: ...}}, got {type(scores).__name__}")
+    if set(fused) != set(alone):
+        raise ValueError(f"fused and alone must score the same questions ({len(fused)} and {len(alone)} given)")
+    if missing := [q for q in alone if q not in kind_of]:
+        raise ValueError(f"kind_of has no kind for {missing[0]!r}")
+    groups: dict = {"all": list(alone)}
+    for q in alone:
+        groups.setdefault(kind_of[q], []).append(q)
+    return {kind: (sum(fused[q] > alone[q] for q in qs) / len(qs), sum(fused[q] < alone[q] for q in qs) / len(qs))
+            for kind, qs in groups.items() if qs}

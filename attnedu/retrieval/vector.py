@@ -10,8 +10,8 @@ With ``metric="cosine"`` every vector is divided by its norm on the way in, so
 ``q . x_i = cos(q, x_i)``. (Softmax attention at temperature ``T -> 0`` is the
 top-1 lookup.)
 
-* :func:`cosine_similarity`: the cosine of every pair of rows (chapter 10's exercise 1).
-* :func:`top_k`: the columns of the ``k`` largest scores of each row (exercise 2).
+* :func:`cosine_similarity`: the cosine of every pair of rows (chapter 10).
+* :func:`top_k`: the columns of the ``k`` largest scores of each row (chapter 10's exercise 1).
 * :func:`exact_search`: the whole computation on plain arrays, scores then :func:`top_k`:
   readable path (``argsort`` of the full score matrix) and fast path (chunks, ``argpartition``).
 * :func:`filter_after`: the first ``k`` allowed results of an over-fetched search

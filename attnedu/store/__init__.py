@@ -1,4 +1,4 @@
-"""A real store for chapters 12 and 13: documents, search and conversations in a database.
+"""A real store for chapters 12 to 14: documents, search and conversations in a database.
 
 One interface, two backends, chosen by a connection URL::
 
@@ -37,6 +37,10 @@ user's store logs in as the user's own database role, and row-level security hid
 other users' rows from that role whatever SQL it sends.
 
 Every value reaches the database as a query parameter, never pasted into SQL.
+
+Beside the store, for chapter 14: ``cluster`` (a PostgreSQL standby, a sharded table on
+real servers), ``quorum`` (Dynamo-style N, W, R replication, simulated) and ``sharding``
+(which shard holds a key: modulo against a hash ring, and what moves when a shard is added).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Draw the course map shown on the landing page: book/images/course-map.png.
 
-The map shows the thirteen chapters in three columns, one per part, with arrows
+The map shows the fourteen chapters in three columns, one per part, with arrows
 along the path a reader takes. The output is deterministic, so regenerating it
 without changes gives the same picture. To regenerate it, from the top of the
 repository run::
@@ -56,7 +56,8 @@ PARTS = [
             (10, "Embeddings and vector search"),
             (11, "Hybrid search"),
             (12, "Retrieval-augmented generation"),
-            (13, "Databases for generative AI"),
+            (13, "Data for generative AI"),
+            (14, "The database in safety and at scale"),
         ],
     ),
 ]
