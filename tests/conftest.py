@@ -67,6 +67,17 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "xdist_group(name): run all the tests of a group on one xdist worker")
 
 
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_node_collection_finished(node, ids):
+    """Under `--dist loadgroup`, pytest-xdist tags each test's id with its group ("...@group").
+    If no id is tagged, every test is a group of its own and module fixtures run on both workers
+    at once (two book builds in one folder fail at random): stop with the fix instead."""
+    if node.config.getvalue("dist") == "loadgroup" and ids and not any("@" in i for i in ids):
+        raise pytest.UsageError(
+            f"pytest-xdist's --dist loadgroup does not group tests under pytest {pytest.__version__}: install the "
+            "versions pyproject.toml asks for (`make setup`, or pip install 'pytest<9.2'), or run without -n")
+
+
 @pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
 def pytest_collection_modifyitems(config, items):
     for item in items:
