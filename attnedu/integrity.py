@@ -35,7 +35,7 @@ import sys
 from pathlib import Path
 from typing import Any, Iterable
 
-__all__ = ["FLAGS", "explain", "flags", "reasons", "exercise_rows", "exercise_table", "write_exercise_table"]
+__all__ = ["FLAGS", "explain", "flags", "reasons", "tampering", "exercise_rows", "exercise_table", "write_exercise_table"]
 
 #: Every flag the grades' CSV can show, with the sentence that explains it.
 FLAGS = {
@@ -48,8 +48,8 @@ FLAGS = {
         "notebook before grading, so the score is what the untouched notebook would have earned."),
     "tampering": (
         "A solution cell wrote attributes of modules the learner did not define, `sys.modules` or `builtins`, "
-        "or exited the kernel; the score is what the code would earn without the tampering (detected by "
-        "grading in two processes; reserved until that grading is in place)."),
+        "or exited the kernel or took over a signal handler (found by reading the notebook); grading judges "
+        "the recorded results in another process, so the tampering cannot raise the score."),
 }
 
 #: The command that regenerates the book's exercise table.
@@ -354,6 +354,136 @@ def reasons(notebook: Any, chapter: str) -> list[tuple[str, str, str]]:
     return found
 
 
+# ------------------------------------------------------------------ tampering
+#: Calls that end the kernel or take the checks' timer away.
+_EXITS = {"os._exit", "sys.exit", "exit", "quit", "os.kill", "os.abort", "os.killpg", "signal.signal",
+          "signal.setitimer", "signal.alarm"}
+#: Objects whose contents decide which code runs: writing into them is tampering.
+_GUARDED = {"sys.modules", "builtins", "__builtins__", "builtins.__dict__", "sys.meta_path", "sys.path_hooks"}
+
+
+class _Tampering(ast.NodeVisitor):
+    """Finds, in one cell, writes to attributes of imported modules (``np.testing.assert_allclose
+    = ...``, ``setattr(checks, ...)``), writes into ``sys.modules`` or ``builtins``, and calls that
+    exit the kernel or replace the timer's signal handler. ``modules``: names bound to modules."""
+
+    def __init__(self, modules: dict[str, str]):
+        self.modules = modules
+        self.found: list[str] = []
+
+    def _dotted(self, node) -> str | None:
+        parts = []
+        while isinstance(node, ast.Attribute):
+            parts.append(node.attr)
+            node = node.value
+        if not isinstance(node, ast.Name):
+            return None
+        root = self.modules.get(node.id, node.id)
+        return ".".join([root, *reversed(parts)])
+
+    def visit_Import(self, node):
+        for alias in node.names:
+            self.modules[alias.asname or alias.name.split(".")[0]] = alias.name if alias.asname else \
+                alias.name.split(".")[0]
+
+    def visit_ImportFrom(self, node):
+        if node.module and not node.level:
+            for alias in node.names:
+                if alias.name != "*":
+                    self.modules[alias.asname or alias.name] = f"{node.module}.{alias.name}"
+
+    def _store(self, target):
+        if isinstance(target, (ast.Tuple, ast.List)):
+            for t in target.elts:
+                self._store(t)
+        elif isinstance(target, ast.Attribute):
+            base = target.value
+            while isinstance(base, ast.Attribute):
+                base = base.value
+            if isinstance(base, ast.Name) and base.id in self.modules:
+                self.found.append(f"writes `{self._dotted(target)}`")
+        elif isinstance(target, ast.Subscript):
+            dotted = self._dotted(target.value)
+            if dotted in _GUARDED:
+                self.found.append(f"writes into `{dotted}`")
+        elif isinstance(target, ast.Name) and target.id == "__builtins__":
+            self.found.append("replaces `__builtins__`")
+
+    def visit_Assign(self, node):
+        for t in node.targets:
+            self._store(t)
+        self.generic_visit(node)
+
+    def visit_AugAssign(self, node):
+        self._store(node.target)
+        self.generic_visit(node)
+
+    def visit_AnnAssign(self, node):
+        self._store(node.target)
+        self.generic_visit(node)
+
+    def visit_Delete(self, node):
+        for t in node.targets:
+            self._store(t)
+
+    def visit_Call(self, node):
+        dotted = self._dotted(node.func)
+        if dotted in _EXITS:
+            self.found.append(f"calls `{dotted}`")
+        elif dotted in ("setattr", "delattr") and node.args:
+            obj, base = self._dotted(node.args[0]), node.args[0]
+            while isinstance(base, ast.Attribute):
+                base = base.value
+            if obj and ((isinstance(base, ast.Name) and base.id in self.modules) or obj in _GUARDED):
+                self.found.append(f"calls `{dotted}` on `{obj}`")
+        elif dotted and "." in dotted and dotted.rsplit(".", 1)[0] in _GUARDED and \
+                dotted.rsplit(".", 1)[1] in ("update", "pop", "clear", "setdefault", "__setitem__", "__delitem__",
+                                             "popitem", "insert", "append"):
+            self.found.append(f"calls `{dotted}`")
+        self.generic_visit(node)
+
+
+def _source_cells(chapter: str) -> set[str]:
+    """The text of every cell of the chapter's source notebook (cells the learner did not write)."""
+    path = REPO / "notebooks" / chapter / f"{chapter}.ipynb"
+    try:
+        nb = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return set()
+    return {(_source(c) or "").strip() for c in nb.get("cells", []) if not _nbgrader(c).get("solution")}
+
+
+def tampering(notebook: Any, chapter: str) -> list[str]:
+    """Sentences about the tampering in a submitted notebook of ``chapter``: in its solution
+    cells and in cells the learner added or changed, writes to attributes of modules the learner
+    did not define, into ``sys.modules`` or ``builtins``, and calls that exit the kernel or
+    replace a signal handler (the checks' time limit). Seeding generators and setting thread
+    counts are calls, not writes: never flagged. Never runs the code; garbage finds nothing."""
+    cells = notebook.get("cells") if isinstance(notebook, dict) else None
+    if not isinstance(cells, list):
+        return []
+    given = _source_cells(chapter)
+    modules: dict[str, str] = {}
+    found: list[str] = []
+    for cell in cells:
+        if not isinstance(cell, dict) or cell.get("cell_type") != "code":
+            continue
+        text = _source(cell)
+        tree = _parse(text) if text is not None else None
+        if tree is None:
+            continue
+        scan = _Tampering(modules)
+        try:
+            scan.visit(tree)
+        except RecursionError:
+            continue
+        mine = _nbgrader(cell).get("solution") is True or text.strip() not in given
+        if mine and scan.found:
+            where = _nbgrader(cell).get("grade_id") or "a cell the learner added or changed"
+            found += [f"{where} {what}" for what in scan.found]
+    return found
+
+
 def flags(notebook: Any, chapter: str) -> list[str]:
     """The academic-integrity flags of a submitted notebook (an nbformat dict) of ``chapter``
     (its folder name, ``"01-weighted-sums"``): ``[]`` when clean, else ``["reference-import"]``
@@ -362,6 +492,8 @@ def flags(notebook: Any, chapter: str) -> list[str]:
     for _, flag, _ in reasons(notebook, chapter):
         if flag not in out:
             out.append(flag)
+    if tampering(notebook, chapter):
+        out.append("tampering")
     return out
 
 

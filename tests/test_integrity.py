@@ -17,6 +17,7 @@ from attnedu import functional as F
 from attnedu import integrity
 from attnedu.coursebook import HEADING, LABEL
 from attnedu.integrity import TABLE_COMMAND, explain, flags, reasons
+from conftest import NOTEBOOKS
 from conftest import REPO, load_notebook
 
 CH01, CH02, CH12 = "01-weighted-sums", "02-scaled-dot-product", "12-rag"
@@ -212,7 +213,7 @@ def test_the_submission_is_never_run(tmp_path):
     marker = tmp_path / "ran"
     nb = with_solution(CH01, "softmax", f"open({str(marker)!r}, 'w').write('x')\nimport os\nos._exit(3)\n"
                        + OWN_SOFTMAX)
-    assert flags(nb, CH01) == []
+    assert flags(nb, CH01) == ["tampering"]  # os._exit is found by reading, not by running
     assert not marker.exists()
 
 
@@ -280,3 +281,49 @@ def test_the_changelog_names_every_exercise_added_since_the_previous_version():
         assert f"`{grade_id}`" in text, grade_id
     for removed in ["causal-mask", "padding-mask", "merge-heads", "layer-norm", "normalise-for-hash"]:
         assert f"`{removed}`" in text, removed
+
+
+# ------------------------------------------------------------------ tampering
+def _one_cell(text, solution=True, grade_id="softmax"):
+    meta = {"nbgrader": {"solution": True, "grade_id": grade_id}} if solution else {}
+    return {"cells": [{"cell_type": "code", "source": text, "metadata": meta}]}
+
+
+@pytest.mark.parametrize("text, said", [
+    ("import attnedu.checks\nattnedu.checks.check = lambda *a, **k: None", "writes `attnedu.checks.check`"),
+    ("from attnedu.checks import engine\nengine.judge = print", "writes `attnedu.checks.engine.judge`"),
+    ("import numpy as np\nnp.testing.assert_allclose = print", "writes `numpy.testing.assert_allclose`"),
+    ("import sys\nsys.modules['attnedu.checks'] = None", "writes into `sys.modules`"),
+    ("import sys\ndel sys.modules['numpy']", "writes into `sys.modules`"),
+    ("import sys\nsys.modules.pop('numpy')", "calls `sys.modules.pop`"),
+    ("import builtins\nbuiltins.print = len", "writes `builtins.print`"),
+    ("__builtins__ = {}", "replaces `__builtins__`"),
+    ("from attnedu import checks\nsetattr(checks, 'check', None)", "calls `setattr` on `attnedu.checks`"),
+    ("import os\nos._exit(0)", "calls `os._exit`"),
+    ("import sys\nsys.exit()", "calls `sys.exit`"),
+    ("exit()", "calls `exit`"),
+    ("import signal\nsignal.signal(signal.SIGALRM, signal.SIG_IGN)", "calls `signal.signal`"),
+])
+def test_tampering_is_found_by_reading_the_cell(text, said):
+    found = integrity.tampering(_one_cell(text), "01-weighted-sums")
+    assert any(said in f for f in found), found
+    assert "tampering" in integrity.flags(_one_cell(text), "01-weighted-sums")
+    added = integrity.tampering(_one_cell(text, solution=False), "01-weighted-sums")  # a cell the learner added
+    assert any(said in f and "added" in f for f in added), added
+
+
+@pytest.mark.parametrize("text", [
+    "import numpy as np\nnp.random.seed(0)\nrng = np.random.default_rng(1)",
+    "import torch\ntorch.manual_seed(0)\ntorch.set_num_threads(1)",
+    "class A:\n    pass\na = A()\na.x = 1",
+    "import numpy as np\ndef softmax(x, axis=-1):\n    e = np.exp(x - x.max(axis=axis, keepdims=True))\n    "
+    "return e / e.sum(axis=axis, keepdims=True)",
+])
+def test_seeding_threads_and_own_objects_are_not_tampering(text):
+    assert integrity.tampering(_one_cell(text), "01-weighted-sums") == []
+
+
+def test_the_chapters_own_cells_are_not_tampering():
+    for path in NOTEBOOKS:
+        nb = json.loads(path.read_text(encoding="utf-8"))
+        assert integrity.tampering(nb, path.parent.name) == [], path.parent.name
