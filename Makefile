@@ -21,7 +21,7 @@ help:
 	@echo "make test     set up, then run every test (unit, notebooks, grading, book)"
 	@echo "make lab      JupyterLab on your own copies of the chapters (my-work/)"
 	@echo "make release  student versions of every chapter (_grading/release/)"
-	@echo "make grade    autograde _grading/submitted/, write feedback and grade CSVs"
+	@echo "make grade    autograde _grading/submitted/ (JOBS=N at a time; CHAPTER=, STUDENT= to regrade some)"
 
 setup: $(STAMP)
 
@@ -69,9 +69,17 @@ release: setup
 
 # Grades never depend on how well a chapter's model trained, so grading trains for at most
 # this many seconds per training run (chapter 6 trains for about 30-45 s otherwise).
+# Each submission is graded in its own process and course folder, with one thread; JOBS of them
+# at a time (at most one per core). CHAPTER=<NN-slug> and/or STUDENT=<id> regrade only those rows
+# of _grading/grades.csv and keep the others. Limits per submission (environment variables):
+# ATTNEDU_GRADE_MEMORY_MB, ATTNEDU_GRADE_OUTPUT_BYTES, ATTNEDU_GRADE_SUBMISSION_SECONDS.
 ATTNEDU_MAX_TRAIN_SECONDS ?= 10
+JOBS ?= 1
+CHAPTER ?=
+STUDENT ?=
 grade: setup
-	ATTNEDU_MAX_TRAIN_SECONDS=$(ATTNEDU_MAX_TRAIN_SECONDS) $(BIN)/python -m attnedu.grading grade
+	ATTNEDU_MAX_TRAIN_SECONDS=$(ATTNEDU_MAX_TRAIN_SECONDS) $(BIN)/python -m attnedu.grading grade --jobs $(JOBS) \
+		$(if $(CHAPTER),--chapter $(CHAPTER)) $(if $(STUDENT),--student $(STUDENT))
 
 clean:
 	rm -rf _build _grading .pytest_cache

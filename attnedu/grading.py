@@ -8,11 +8,19 @@ drive the same functions on a copy of the course. The layout (set in
     _grading/release/<NN-slug>/<NN-slug>.ipynb          student version (make release)
     _grading/submitted/<student>/<NN-slug>/<NN-slug>.ipynb   what students hand in
     _grading/autograded/...  _grading/feedback/...      results (make grade)
-    _grading/grades.csv                                 one row per student and chapter
+    _grading/grades.csv                                 one row per student and chapter (status, flags)
     _grading/grades_by_exercise.csv                     one row per graded cell
+    _grading/logs/<student>/<NN-slug>.log               why a submission failed
     my-work/<NN-slug>/<NN-slug>.ipynb                   a learner's own copy (make lab)
 
-Usage: ``python -m attnedu.grading {release,grade,workspace} [--root DIR]``.
+``make grade`` grades each submission in a process and a course folder of its own (a copy of
+nbgrader_config.py, the chapter's source, a gradebook with the assignment registered, and the
+one submission), watched for memory and time, then merges the results into ``_grading/``: a
+submission that crashes, hangs or floods loses only its own row, which says why.
+
+Usage: ``python -m attnedu.grading {release,grade,workspace} [--root DIR]``,
+``python -m attnedu.grading grade [--jobs N] [--chapter NN-slug] [--student ID]``,
+``python -m attnedu.grading merge FOLDER... [--root DIR]``.
 """
 
 from __future__ import annotations
@@ -24,13 +32,18 @@ import os
 import shutil
 import sys
 import tempfile
+import time
+from collections import defaultdict
 from pathlib import Path
 
 __all__ = [
     "load_config",
     "chapters",
     "release",
-    "autograde_all",
+    "merge",
+    "read_submission",
+    "restore_tests",
+    "max_points",
     "export_grades",
     "export_grades_by_exercise",
     "grade",
@@ -157,21 +170,6 @@ def submissions(root: Path | str = ".", config=None) -> list[tuple[str, str]]:
     return found
 
 
-def autograde_all(root: Path | str = ".", config=None) -> list[tuple[str, str]]:
-    """Autograde every submission and write its feedback; return what was graded."""
-    root = Path(root).resolve()
-    config = config or load_config(root)
-    api = _api(config)
-    graded = []
-    for chapter in chapters(root):  # the gradebook needs each assignment before grading it
-        _generate(api, chapter, "register")
-    for student, chapter in submissions(root, config):
-        _check(api.autograde(chapter, student, force=True, create=True), f"autograde {student}/{chapter}")
-        _check(api.generate_feedback(chapter, student, force=True), f"write feedback for {student}/{chapter}")
-        graded.append((student, chapter))
-    return graded
-
-
 def _gradebook(config):
     _tools_on_path()
     from nbgrader.api import Gradebook
@@ -231,16 +229,576 @@ def export_grades_by_exercise(path: Path | str, config) -> Path:
     return Path(path)
 
 
-def grade(root: Path | str = ".", config=None) -> dict:
-    """``make grade``: autograde all submissions, write feedback and both CSVs."""
+# ---------------------------------------------------------------------------------------------
+# `make grade`: every submission graded or reported, each in a process and course folder of its own.
+
+GRADES_FIELDS = ["assignment", "duedate", "timestamp", "student_id", "last_name", "first_name", "email",
+                 "raw_score", "late_submission_penalty", "score", "max_score", "status", "flags", "override"]
+#: An instructor's decisions, kept across regrades: student_id, assignment, score, reason.
+OVERRIDES = "overrides.csv"
+BY_EXERCISE_FIELDS = ["student_id", "assignment", "notebook", "exercise", "kind", "grade_id", "score", "max_score"]
+# The limits of one submission, each overridable by an environment variable of the same name.
+DEFAULT_MEMORY_MB = 6000         # ATTNEDU_GRADE_MEMORY_MB: resident memory of the grading process and its kernel
+DEFAULT_OUTPUT_BYTES = 1_000_000  # ATTNEDU_GRADE_OUTPUT_BYTES: output kept per cell
+DEFAULT_SUBMISSION_SECONDS = 3600  # ATTNEDU_GRADE_SUBMISSION_SECONDS: the whole submission, every cell included
+ONE_THREAD = {name: "1" for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
+                                      "NUMEXPR_NUM_THREADS", "VECLIB_MAXIMUM_THREADS", "RAYON_NUM_THREADS")}
+
+
+def _limit(name: str, default: int) -> int:
+    value = os.environ.get(name, "").strip()
+    return int(float(value)) if value else default
+
+
+def _read_csv(path: Path) -> list[dict]:
+    if not Path(path).exists():
+        return []
+    with open(path, newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
+
+
+def _write_csv(path: Path, fields: list[str], rows: list[dict]) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=fields, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    tmp.replace(path)
+    return path
+
+
+def _source(root: Path, chapter: str) -> dict:
+    return json.loads((root / "notebooks" / chapter / f"{chapter}.ipynb").read_text(encoding="utf-8"))
+
+
+def _nbgrader_meta(cell) -> dict:
+    meta = cell.get("metadata") if isinstance(cell, dict) else None
+    meta = meta.get("nbgrader") if isinstance(meta, dict) else None
+    return meta if isinstance(meta, dict) else {}
+
+
+def _grade_ids(nb: dict) -> list[str]:
+    return [str(_nbgrader_meta(c)["grade_id"]) for c in nb.get("cells", []) if _nbgrader_meta(c).get("grade_id")]
+
+
+def max_points(source: dict) -> float:
+    """The most points a chapter gives: the points of its graded cells."""
+    graded = [_nbgrader_meta(c) for c in source["cells"] if _nbgrader_meta(c).get("grade")]
+    return float(sum(meta.get("points", 0) or 0 for meta in graded))
+
+
+def read_submission(path: Path, chapter: str, sources: dict[str, dict]) -> tuple[dict | None, str | None]:
+    """The submitted notebook, or None and the one sentence that says why it cannot be graded
+    (not JSON, not a notebook, a notebook of another chapter). ``sources``: chapter -> source notebook."""
+    try:
+        nb = json.loads(Path(path).read_text(encoding="utf-8", errors="replace"))
+    except json.JSONDecodeError as exc:
+        return None, (f"the file is not a notebook: it is not valid JSON "
+                      f"({exc.msg} at line {exc.lineno}, column {exc.colno})")
+    except (OSError, ValueError, RecursionError) as exc:
+        return None, f"the file could not be read ({type(exc).__name__})"
+    if not isinstance(nb, dict) or not isinstance(nb.get("cells"), list) or nb.get("nbformat") != 4:
+        return None, "the file is JSON but not a Jupyter notebook (version 4 with a list of cells)"
+    if not all(isinstance(c, dict) and c.get("cell_type") in ("code", "markdown", "raw") for c in nb["cells"]):
+        return None, "the file is JSON but not a Jupyter notebook (one of its cells is not a cell)"
+    ids = set(_grade_ids(nb))
+    overlap = {ch: len(ids & set(_grade_ids(src))) for ch, src in sources.items()}
+    if overlap.get(chapter, 0) == 0 or max(overlap.values()) > overlap[chapter]:
+        best = max(overlap, key=overlap.get) if overlap and max(overlap.values()) else None
+        if best and best != chapter:
+            return None, f"this is a notebook of chapter {best}, not of {chapter}"
+        return None, f"this notebook has none of the exercise cells of {chapter}"
+    return nb, None
+
+
+def restore_tests(nb: dict, source: dict) -> list[str]:
+    """Put back, in place, every locked or graded test cell of ``source`` that ``nb`` lacks (a
+    deleted check), each after the cell that precedes it in the source (or before the one that
+    follows it); returns the grade ids put back. nbgrader then grades them as it grades an
+    edited test cell: from the gradebook's copy."""
+    def restorable(cell):
+        meta = _nbgrader_meta(cell)
+        return meta.get("grade_id") and (meta.get("locked") or (meta.get("grade") and not meta.get("solution")))
+
+    def key(cell):
+        gid = _nbgrader_meta(cell).get("grade_id")
+        return ("grade_id", str(gid)) if gid else ("id", cell.get("id")) if cell.get("id") else None
+
+    present = {key(c) for c in nb["cells"]} - {None}
+    restored = []
+    for i, cell in enumerate(source["cells"]):
+        if not restorable(cell) or key(cell) in present:
+            continue
+        where = None
+        for j in range(i - 1, -1, -1):  # after the nearest earlier neighbour still there
+            k = key(source["cells"][j])
+            if k in present:
+                where = 1 + next(n for n, c in enumerate(nb["cells"]) if key(c) == k)
+                break
+        if where is None:
+            for j in range(i + 1, len(source["cells"])):  # or before the nearest later one
+                k = key(source["cells"][j])
+                if k in present:
+                    where = next(n for n, c in enumerate(nb["cells"]) if key(c) == k)
+                    break
+        copy = json.loads(json.dumps(cell))
+        if copy.get("cell_type") == "code":
+            copy["outputs"], copy["execution_count"] = [], None
+        nb["cells"].insert(len(nb["cells"]) if where is None else where, copy)
+        present.add(key(cell))
+        restored.append(str(_nbgrader_meta(cell)["grade_id"]))
+    return restored
+
+
+def integrity_flags(nb: dict, chapter: str) -> list[str]:
+    """``attnedu.integrity.flags(nb, chapter)``: reference-import, tampering."""
+    from . import integrity
+
+    return [str(f) for f in integrity.flags(nb, chapter) or []]
+
+
+def _config_lines(config) -> str:
+    """The settings of ``config`` outside CourseDirectory, as lines of an nbgrader_config.py
+    (so that a job's course folder grades as the caller's configuration says, e.g. Execute.timeout)."""
+    import ast
+
+    lines = []
+    for section, values in config.items():
+        if section == "CourseDirectory" or not hasattr(values, "items"):
+            continue
+        for name, value in values.items():
+            try:
+                if ast.literal_eval(repr(value)) == value:
+                    lines.append(f"c.{section}.{name} = {value!r}")
+            except (ValueError, SyntaxError):
+                pass
+    return "\n".join(lines) + "\n"
+
+
+def _template(root: Path, chapter: str, config, where: Path) -> Path:
+    """A course folder holding only ``chapter``: nbgrader_config.py (with the caller's settings),
+    the source notebook, its student version and a gradebook with the assignment registered."""
+    folder = where / f"template-{chapter}"
+    (folder / "notebooks" / chapter).mkdir(parents=True)
+    shutil.copy2(root / "notebooks" / chapter / f"{chapter}.ipynb", folder / "notebooks" / chapter)
+    text = (root / "nbgrader_config.py").read_text(encoding="utf-8")
+    (folder / "nbgrader_config.py").write_text(text + "\n# the grading run's settings\n" + _config_lines(config),
+                                              encoding="utf-8")
+    _generate(_api(load_config(folder)), chapter, "register")
+    return folder
+
+
+def _capped_execute():
+    """nbgrader's Execute, keeping at most ATTNEDU_GRADE_OUTPUT_BYTES of output per cell (an
+    error's first lines are always kept: they decide the cell's points)."""
+    from nbformat.v4 import new_output
+    from nbgrader.preprocessors import Execute
+
+    cap = _limit("ATTNEDU_GRADE_OUTPUT_BYTES", DEFAULT_OUTPUT_BYTES)
+
+    class CappedExecute(Execute):
+        def output(self, outs, msg, display_id, cell_index):
+            sizes = self.__dict__.setdefault("_attnedu_sizes", {})
+            used = sizes.get(cell_index, 0)
+            content = msg.get("content", {})
+            kind = msg.get("msg_type")
+            if kind == "error":
+                content["evalue"] = str(content.get("evalue", ""))[:cap]
+                content["traceback"] = [str(t)[:cap // 100 or 1] for t in content.get("traceback", [])[:200]]
+                return super().output(outs, msg, display_id, cell_index)
+            if kind == "stream":
+                size = len(content.get("text", ""))
+            elif kind in ("display_data", "execute_result", "update_display_data"):
+                size = sum(len(str(v)) for v in content.get("data", {}).values())
+            else:
+                return super().output(outs, msg, display_id, cell_index)
+            if used >= cap:
+                return None
+            if used + size > cap:
+                sizes[cell_index] = cap
+                note = (f"\n[grading kept the first {cap // 1000:,} kB of this cell's output; "
+                        "the rest was left out]\n")
+                if kind == "stream":
+                    content["text"] = content["text"][:cap - used]
+                    super().output(outs, msg, display_id, cell_index)
+                outs.append(new_output("stream", name="stderr", text=note))
+                return None
+            sizes[cell_index] = used + size
+            return super().output(outs, msg, display_id, cell_index)
+
+    return CappedExecute
+
+
+def _worker(job: Path, student: str, chapter: str) -> int:
+    """Inside a job's own process: autograde its one submission and write feedback and both CSVs
+    into ``job/_grading``. Exits 1, with nbgrader's message in ``job/error.txt``, when that fails."""
+    from nbgrader.converters.autograde import Autograde
+    from nbgrader.preprocessors import Execute
+
+    tempfile.tempdir = str(job / "tmp")  # the kernel's connection file, gone with the job even when it is killed
+    (job / "tmp").mkdir(exist_ok=True)
+    config = load_config(job)
+    default = Autograde.class_traits()["autograde_preprocessors"].default()
+    config.Autograde.autograde_preprocessors = [_capped_execute() if p is Execute else p for p in default]
+    api = _api(config)
+    from .checks import sealed
+
+    os.environ[sealed.ENV] = str(job / "sealed")  # the kernel's check cells record; this process judges
+    for what, result in (("autograde", lambda: api.autograde(chapter, student, force=True, create=True)),
+                         ("judge", lambda: judge_sealed(job, student, chapter, config)),
+                         ("write feedback for", lambda: api.generate_feedback(chapter, student, force=True))):
+        result = result()
+        if not result.get("success"):
+            (job / "error.txt").write_text(f"nbgrader failed to {what} it:\n{result.get('error')}\n"
+                                           f"{result.get('log')}", encoding="utf-8")
+            return 1
+    export_grades(job / "_grading" / "grades.csv", config)
+    export_grades_by_exercise(job / "_grading" / "grades_by_exercise.csv", config)
+    return 0
+
+
+def _check_cell(grade_id: str) -> tuple[str, bool] | None:
+    """``(exercise grade id, hidden)`` of a test cell named by the course's convention."""
+    for suffix, hidden in (("-check", False), ("-hidden", True)):
+        if grade_id.endswith(suffix):
+            return grade_id[: -len(suffix)], hidden
+    return None
+
+
+def judge_sealed(job: Path, student: str, chapter: str, config) -> dict:
+    """Decide the points of every test cell from the results the kernel recorded (see
+    :mod:`attnedu.checks.sealed`), here, outside the learner's kernel: a cell earns its points
+    only when the recorded results pass the references on this process's own cases, whatever the
+    kernel printed or raised. Each test cell's output in the graded notebook becomes the verdict,
+    so the feedback explains it."""
+    from nbformat.v4 import new_output
+
+    from .checks import exercises_of, sealed
+
+    records = {ex.grade_id: ex for ex in exercises_of(chapter).values()}
+    where = job / "sealed"
+    graded_nb = Path(config.CourseDirectory.root) / config.CourseDirectory.autograded_directory / student / \
+        chapter / f"{chapter}.ipynb"
+    nb = json.loads(graded_nb.read_text(encoding="utf-8"))
+    verdicts = {}
+    with _gradebook(config) as gb:
+        submission = gb.find_submission_notebook(chapter, chapter, student)
+        for grade in submission.grades:
+            cell = _check_cell(grade.name)
+            if cell is None or cell[0] not in records:
+                continue
+            ok, why = sealed.judge_recorded(records[cell[0]], hidden=cell[1], where=where)
+            grade.auto_score = grade.max_score if ok else 0.0
+            grade.manual_score, grade.needs_manual_grade = None, False
+            verdicts[grade.name] = (ok, why)
+        gb.db.commit()
+    for cell in nb["cells"]:
+        name = cell.get("metadata", {}).get("nbgrader", {}).get("grade_id")
+        if name in verdicts:
+            ok, why = verdicts[name]
+            cell["outputs"] = [new_output("stream", name="stdout", text=f"\u2713 passed (judged by the grader).\n")
+                               if ok else new_output("error", ename="CheckFailed", evalue=why, traceback=[
+                                   f"CheckFailed: {why}"])]
+    graded_nb.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    return {"success": True}
+
+
+def apply_overrides(out: Path) -> int:
+    """Apply ``out/overrides.csv`` (an instructor's decisions: ``student_id, assignment, score,
+    reason``) to ``out/grades.csv``: an overridden row's ``score`` is the decided one and its
+    ``override`` column says why and what grading gave (``raw_score`` keeps that too); a row whose
+    override was removed gets its graded score back. Returns the number of rows overridden."""
+    grades, path = out / "grades.csv", out / OVERRIDES
+    if not grades.exists():
+        return 0
+    decisions = {}
+    if path.exists():
+        for row in _read_csv(path):
+            try:
+                decisions[row["student_id"].strip(), row["assignment"].strip()] = (float(row["score"]),
+                                                                                   (row.get("reason") or "").strip())
+            except (KeyError, ValueError, AttributeError) as exc:
+                raise ValueError(f"{path}: every row needs student_id, assignment, a numeric score and a reason "
+                                 f"({row}): {exc}") from None
+    rows, n = _read_csv(grades), 0
+    for row in rows:
+        key = (row["student_id"], row["assignment"])
+        if key in decisions:
+            score, reason = decisions[key]
+            row["score"], row["override"] = f"{score:g}", f"{reason} (graded: {row.get('raw_score') or 0})"
+            n += 1
+        elif row.get("override"):
+            row["score"], row["override"] = row.get("raw_score") or "0", ""
+    _write_csv(grades, GRADES_FIELDS, rows)
+    return n
+
+
+def _family(pid: int) -> list[int]:
+    """``pid`` and all its descendants (psutil where installed, else Linux's /proc)."""
+    try:
+        import psutil
+    except ImportError:
+        psutil = None
+    if psutil is not None:
+        try:
+            return [pid] + [p.pid for p in psutil.Process(pid).children(recursive=True)]
+        except psutil.Error:
+            return [pid]
+    parents = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            parents.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+        except (OSError, IndexError, ValueError):
+            pass
+    family, todo = [], [pid]
+    while todo:
+        family.append(todo.pop())
+        todo += parents.get(family[-1], [])
+    return family
+
+
+def _rss(pid: int) -> int:
+    """Resident bytes of one process (0 once it is gone)."""
+    try:
+        import psutil
+    except ImportError:
+        try:
+            return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+        except (OSError, IndexError, ValueError):
+            return 0
+    try:
+        return psutil.Process(pid).memory_info().rss
+    except psutil.Error:
+        return 0
+
+
+def _kill_tree(pid: int) -> None:
+    import signal
+
+    for member in reversed(_family(pid)):
+        try:
+            os.kill(member, signal.SIGKILL)
+        except OSError:
+            pass
+
+
+def _failure_reason(job: Path, log: str) -> str:
+    text = ((job / "error.txt").read_text(encoding="utf-8") if (job / "error.txt").exists() else "") + "\n" + log
+    if "DeadKernelError" in text or "Kernel died" in text or "kernel died" in text.lower():
+        return ("the notebook's kernel died while running it (os._exit, a crash, or something that "
+                "ended the Python process)")
+    if "Timeout" in text and "kernel" in text.lower():
+        return "the notebook's kernel stopped answering"
+    last = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.startswith((" ", "\t"))]
+    return "nbgrader could not grade it (" + (last[-1][:200] if last else "no message") + ")"
+
+
+def _run_job(job: Path, student: str, chapter: str, env: dict) -> tuple[str, dict]:
+    """Grade one prepared job in its own process, watching its memory and time; returns its
+    status (``graded`` or ``failed: ...``) and the peak resident memory in bytes."""
+    import subprocess
+
+    memory = _limit("ATTNEDU_GRADE_MEMORY_MB", DEFAULT_MEMORY_MB) * 2**20
+    seconds = _limit("ATTNEDU_GRADE_SUBMISSION_SECONDS", DEFAULT_SUBMISSION_SECONDS)
+    log_path = job / "log.txt"
+    start, peak, reason = time.monotonic(), 0, None
+    with open(log_path, "wb") as log:
+        popen = subprocess.Popen([sys.executable, "-m", "attnedu.grading", "_worker", str(job), student, chapter],
+                                 cwd=job, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                 start_new_session=True)
+        while popen.poll() is None:
+            rss = sum(_rss(pid) for pid in _family(popen.pid))
+            peak = max(peak, rss)
+            if rss > memory:
+                reason = (f"it used more than {memory // 2**20:,} MB of memory "
+                          f"(ATTNEDU_GRADE_MEMORY_MB), so its grading was stopped")
+            elif time.monotonic() - start > seconds:
+                reason = (f"grading it took longer than {seconds} s (ATTNEDU_GRADE_SUBMISSION_SECONDS), "
+                          "so it was stopped")
+            if reason:
+                _kill_tree(popen.pid)
+                break
+            time.sleep(0.1)
+        popen.wait()
+    stats = {"peak_rss": peak, "seconds": time.monotonic() - start}
+    if reason:
+        return "failed: " + reason, stats
+    if popen.returncode != 0 or not (job / "_grading" / "grades.csv").exists():
+        return "failed: " + _failure_reason(job, log_path.read_text(encoding="utf-8", errors="replace")[-20000:]), stats
+    return "graded", stats
+
+
+def _key(row: dict) -> tuple[str, str]:
+    return row["student_id"], row["assignment"]
+
+
+def merge(dest: Path | str, sources: list[Path | str], replace_with_missing: bool = False) -> dict:
+    """Merge grading results into ``dest`` (a ``_grading`` folder): each source is a folder of
+    the same layout (``grades.csv``, ``grades_by_exercise.csv``, ``feedback/``, ``autograded/``),
+    made by ``make grade`` on another machine or by one job. A source's row for a student and
+    chapter replaces dest's, with its exercise rows, feedback and graded copy; a ``missing`` row
+    replaces nothing but another missing row, unless ``replace_with_missing`` (one machine's
+    slice does not know what another graded). Returns ``{"grades": path, "by_exercise": path}``."""
+    dest = Path(dest)
+    grades = {_key(r): r for r in _read_csv(dest / "grades.csv")}
+    by_exercise = defaultdict(list)
+    for r in _read_csv(dest / "grades_by_exercise.csv"):
+        by_exercise[_key(r)].append(r)
+    for source in map(Path, sources):
+        if not (source / "grades.csv").exists():
+            raise FileNotFoundError(f"{source / 'grades.csv'} not found: a source is a folder that `make grade` wrote")
+        source_cells = defaultdict(list)
+        for r in _read_csv(source / "grades_by_exercise.csv"):
+            source_cells[_key(r)].append(r)
+        for row in _read_csv(source / "grades.csv"):
+            key = _key(row)
+            row.setdefault("status", "graded")
+            row["flags"] = row.get("flags") or ""
+            old = grades.get(key)
+            if row["status"] == "missing" and old and old.get("status", "graded") != "missing" \
+                    and not replace_with_missing:
+                continue
+            grades[key] = row
+            by_exercise[key] = source_cells.get(key, [])
+            for folder in ("feedback", "autograded"):
+                target = dest / folder / key[0] / key[1]
+                if source.resolve() != dest.resolve():
+                    if target.exists():
+                        shutil.rmtree(target)
+                    if (source / folder / key[0] / key[1]).exists():
+                        shutil.copytree(source / folder / key[0] / key[1], target)
+    order = sorted(grades, key=lambda k: (k[1], k[0]))
+    return {
+        "grades": _write_csv(dest / "grades.csv", GRADES_FIELDS, [grades[k] for k in order]),
+        "by_exercise": _write_csv(dest / "grades_by_exercise.csv", BY_EXERCISE_FIELDS,
+                                  [r for k in order for r in by_exercise.get(k, [])]),
+    }
+
+
+def _students(root: Path, config) -> list[str]:
+    submitted = root / config.CourseDirectory.submitted_directory
+    return sorted(d.name for d in submitted.iterdir() if d.is_dir()) if submitted.exists() else []
+
+
+def grade(root: Path | str = ".", config=None, jobs: int = 1, chapter: str | None = None,
+          student: str | None = None, verbose: bool = False) -> dict:
+    """``make grade``: grade every submission, each in its own process and course folder, ``jobs``
+    at a time, and merge the results into ``_grading/`` (feedback, graded copies, both CSVs).
+
+    Every student (a folder of ``_grading/submitted``) gets a row for every chapter, with a
+    ``status``: ``graded``, ``missing`` or ``failed: <why>``, and ``flags``. ``chapter`` and
+    ``student`` regrade only those rows, keeping the others. Returns the paths, the rows graded
+    and a ``summary`` count."""
+    from concurrent.futures import ThreadPoolExecutor
+
     root = Path(root).resolve()
     config = config or load_config(root)
-    graded = autograde_all(root, config)
     out = root / "_grading"
+    all_chapters = chapters(root)
+    if chapter and chapter not in all_chapters:
+        raise ValueError(f"no chapter {chapter!r}: the chapters are {', '.join(all_chapters)}")
+    wanted_chapters = [chapter] if chapter else all_chapters
+    students = [s for s in _students(root, config) if student in (None, s)]
+    if student and not students:
+        raise ValueError(f"no student {student!r} in {root / config.CourseDirectory.submitted_directory}")
+    sources = {ch: _source(root, ch) for ch in all_chapters}
+    submitted = root / config.CourseDirectory.submitted_directory
+    env = {**os.environ, **ONE_THREAD, "PYDEVD_DISABLE_FILE_VALIDATION": "1"}
+    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
+    rows, stats = {}, {}
+    with tempfile.TemporaryDirectory(prefix="jobs-", dir=out) as tmp:
+        tmp = Path(tmp)
+        results = tmp / "results"
+        (results / "feedback").mkdir(parents=True)
+        todo, templates = [], {}
+        for ch in wanted_chapters:
+            for who in students:
+                path = submitted / who / ch / f"{ch}.ipynb"
+                base = {"assignment": ch, "student_id": who, "raw_score": 0.0, "score": 0.0,
+                        "max_score": max_points(sources[ch]), "flags": ""}
+                if not path.exists():
+                    rows[who, ch] = {**base, "status": "missing"}
+                    continue
+                nb, reason = read_submission(path, ch, sources)
+                if reason:
+                    rows[who, ch] = {**base, "status": "failed: " + reason}
+                    continue
+                flags = ["tests-restored"] if restore_tests(nb, sources[ch]) else []
+                try:
+                    flags += integrity_flags(json.loads(path.read_text(encoding="utf-8")), ch)
+                except Exception as exc:  # a bug in the checks must not stop the run
+                    print(f"warning: attnedu.integrity failed on {who}/{ch}: {exc!r}", file=sys.stderr)
+                from .integrity import without_tampering
+
+                nb, tampered = without_tampering(nb, ch)  # graded as the code would be without it
+                flags += ["tampering"] if tampered else []
+                if ch not in templates:
+                    templates[ch] = _template(root, ch, config, tmp)
+                job = tmp / "jobs" / who / ch
+                shutil.copytree(templates[ch], job)
+                target = job / "_grading" / "submitted" / who / ch / f"{ch}.ipynb"
+                target.parent.mkdir(parents=True)
+                target.write_text(json.dumps(nb, ensure_ascii=False), encoding="utf-8")
+                for extra in path.parent.iterdir():  # files handed in beside the notebook
+                    if extra != path and extra.is_file():
+                        shutil.copy2(extra, target.parent / extra.name)
+                rows[who, ch] = {**base, "status": "graded", "flags": flags}
+                todo.append((who, ch, job))
+
+        def run(item):
+            who, ch, job = item
+            status, stats[who, ch] = _run_job(job, who, ch, env)
+            if verbose:
+                print(f"{who}/{ch}: {status} ({stats[who, ch]['seconds']:.1f} s)", flush=True)
+            return item, status
+
+        with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+            finished = list(pool.map(run, todo))
+        by_exercise = []
+        for (who, ch, job), status in finished:
+            row = rows[who, ch]
+            row["flags"] = ";".join(dict.fromkeys(row["flags"]))
+            row["status"] = status
+            if status != "graded":
+                log = out / "logs" / who / f"{ch}.log"
+                log.parent.mkdir(parents=True, exist_ok=True)
+                error = job / "error.txt"
+                log.write_text((error.read_text(encoding="utf-8") + "\n" if error.exists() else "") +
+                               (job / "log.txt").read_text(encoding="utf-8", errors="replace"), encoding="utf-8")
+                continue
+            [graded] = _read_csv(job / "_grading" / "grades.csv")
+            rows[who, ch] = {**graded, "status": "graded", "flags": row["flags"]}
+            by_exercise += _read_csv(job / "_grading" / "grades_by_exercise.csv")
+            for folder in ("feedback", "autograded"):
+                if (job / "_grading" / folder / who / ch).exists():
+                    shutil.copytree(job / "_grading" / folder / who / ch, results / folder / who / ch)
+        for row in rows.values():
+            if isinstance(row["flags"], list):
+                row["flags"] = ";".join(dict.fromkeys(row["flags"]))
+        _write_csv(results / "grades.csv", GRADES_FIELDS, list(rows.values()))
+        _write_csv(results / "grades_by_exercise.csv", BY_EXERCISE_FIELDS, by_exercise)
+        if not chapter and not student:  # a full run starts afresh
+            for name in ("grades.csv", "grades_by_exercise.csv"):
+                (out / name).unlink(missing_ok=True)
+        paths = merge(out, [results], replace_with_missing=True)
+    apply_overrides(out)
+    statuses = [r["status"] for r in rows.values()]
+    summary = {
+        "graded": statuses.count("graded"),
+        "failed": sum(s.startswith("failed") for s in statuses),
+        "flagged": sum(bool(r["flags"]) for r in rows.values()),
+        "missing": statuses.count("missing"),
+    }
     return {
-        "graded": graded,
-        "grades": export_grades(out / "grades.csv", config),
-        "by_exercise": export_grades_by_exercise(out / "grades_by_exercise.csv", config),
+        "graded": sorted(k for k, r in rows.items() if r["status"] == "graded"),
+        "rows": rows,
+        "summary": summary,
+        "stats": stats,
+        "grades": paths["grades"],
+        "by_exercise": paths["by_exercise"],
         "feedback": root / config.CourseDirectory.feedback_directory,
     }
 
@@ -268,25 +826,41 @@ def workspace(root: Path | str = ".", dest: Path | str | None = None) -> list[Pa
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m attnedu.grading", description=__doc__.split("\n\n")[0])
-    parser.add_argument("command", choices=["release", "grade", "workspace"])
+    parser.add_argument("command", choices=["release", "grade", "workspace", "merge", "_worker"])
+    parser.add_argument("folders", nargs="*", help="merge: the result folders (each a _grading/ made by "
+                        "`make grade` elsewhere), merged into ROOT/_grading")
     parser.add_argument("--root", default=".", help="the top of the attnedu repository (default: .)")
+    parser.add_argument("--jobs", type=int, default=1, help="grade: submissions graded at a time (default: 1)")
+    parser.add_argument("--chapter", default=None, help="grade: only this chapter (e.g. 01-weighted-sums)")
+    parser.add_argument("--student", default=None, help="grade: only this student")
     args = parser.parse_args(argv)
     root = Path(args.root)
+    if args.command == "_worker":  # one job's own process (see grade)
+        job, student, chapter = args.folders
+        return _worker(Path(job).resolve(), student, chapter)
     if args.command == "release":
         for path in release(root):
             print(f"student version: {path}")
     elif args.command == "workspace":
         added = workspace(root)
         print(f"my-work/: {len(added)} new chapter(s) added; existing copies were left as they are.")
+    elif args.command == "merge":
+        if not args.folders:
+            parser.error("merge needs at least one result folder")
+        paths = merge(root.resolve() / "_grading", args.folders)
+        print(f"merged {len(args.folders)} folder(s)\ngrades: {paths['grades']}\nby exercise: {paths['by_exercise']}")
     else:
-        found = submissions(root)
-        if not found:
+        if not submissions(root) and not any((root / "_grading" / "submitted").glob("*/*/*")):
             print(f"No submissions in {root / '_grading/submitted'}: put each one at "
                   "_grading/submitted/<student>/<NN-slug>/<NN-slug>.ipynb", file=sys.stderr)
             return 1
-        result = grade(root)
-        print(f"graded {len(result['graded'])} submission(s)")
+        result = grade(root, jobs=args.jobs, chapter=args.chapter, student=args.student, verbose=True)
+        for (who, chapter), row in sorted(result["rows"].items()):
+            if row["status"].startswith("failed") or row["flags"]:
+                print(f"{who}/{chapter}: {row['status']}" + (f" [flags: {row['flags']}]" if row["flags"] else ""))
+        s = result["summary"]
         print(f"grades: {result['grades']}\nby exercise: {result['by_exercise']}\nfeedback: {result['feedback']}")
+        print(f"summary: {s['graded']} graded, {s['failed']} failed, {s['flagged']} flagged, {s['missing']} missing")
     return 0
 
 

@@ -35,7 +35,7 @@ import sys
 from pathlib import Path
 from typing import Any, Iterable
 
-__all__ = ["FLAGS", "explain", "flags", "reasons", "tampering", "exercise_rows", "exercise_table", "write_exercise_table"]
+__all__ = ["FLAGS", "explain", "flags", "reasons", "tampering", "without_tampering", "exercise_rows", "exercise_table", "write_exercise_table"]
 
 #: Every flag the grades' CSV can show, with the sentence that explains it.
 FLAGS = {
@@ -48,8 +48,9 @@ FLAGS = {
         "notebook before grading, so the score is what the untouched notebook would have earned."),
     "tampering": (
         "A solution cell wrote attributes of modules the learner did not define, `sys.modules` or `builtins`, "
-        "or exited the kernel or took over a signal handler (found by reading the notebook); grading judges "
-        "the recorded results in another process, so the tampering cannot raise the score."),
+        "or exited the kernel or took over a signal handler (found by reading the notebook); the submission is "
+        "graded without those statements, its results judged in another process, so it scores what the "
+        "code would earn without the tampering."),
 }
 
 #: The command that regenerates the book's exercise table.
@@ -451,6 +452,43 @@ def _source_cells(chapter: str) -> set[str]:
     except (OSError, ValueError):
         return set()
     return {(_source(c) or "").strip() for c in nb.get("cells", []) if not _nbgrader(c).get("solution")}
+
+
+def without_tampering(notebook: Any, chapter: str) -> tuple[Any, list[str]]:
+    """The notebook with every top-level statement that tampers removed from the learner's cells
+    (its solution cells and the cells they added or changed), and the sentences of
+    :func:`tampering`: grading the result gives the score the code would earn without the
+    tampering. A statement that hides tampering inside (a ``def`` whose body exits the kernel)
+    goes as a whole. An unchanged notebook when nothing tampers or the notebook is garbage."""
+    import copy
+
+    cells = notebook.get("cells") if isinstance(notebook, dict) else None
+    if not isinstance(cells, list):
+        return notebook, []
+    given = _source_cells(chapter)
+    out, modules, found = copy.deepcopy(notebook), {}, []
+    for cell in out["cells"]:
+        if not isinstance(cell, dict) or cell.get("cell_type") != "code":
+            continue
+        text = _source(cell)
+        tree = _parse(text) if text is not None else None
+        if tree is None:
+            continue
+        mine = _nbgrader(cell).get("solution") is True or text.strip() not in given
+        lines, drop = text.splitlines(keepends=True), set()
+        for statement in tree.body:
+            scan = _Tampering(modules)
+            try:
+                scan.visit(statement)
+            except RecursionError:
+                continue
+            if mine and scan.found:
+                where = _nbgrader(cell).get("grade_id") or "a cell the learner added or changed"
+                found += [f"{where} {what}" for what in scan.found]
+                drop.update(range(statement.lineno - 1, (statement.end_lineno or statement.lineno)))
+        if drop:
+            cell["source"] = "".join(ln for i, ln in enumerate(lines) if i not in drop)
+    return (out, found) if found else (notebook, [])
 
 
 def tampering(notebook: Any, chapter: str) -> list[str]:
