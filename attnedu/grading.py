@@ -848,6 +848,7 @@ def main(argv=None) -> int:
         if not args.folders:
             parser.error("merge needs at least one result folder")
         paths = merge(root.resolve() / "_grading", args.folders)
+        apply_overrides(root.resolve() / "_grading")
         print(f"merged {len(args.folders)} folder(s)\ngrades: {paths['grades']}\nby exercise: {paths['by_exercise']}")
     else:
         if not submissions(root) and not any((root / "_grading" / "submitted").glob("*/*/*")):
