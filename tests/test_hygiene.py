@@ -125,3 +125,20 @@ def test_every_heading_of_the_book_has_a_unique_label():
     assert all(re.fullmatch(r"[a-z0-9-]+", x) for x in labels), [x for x in labels if not re.fullmatch(r"[a-z0-9-]+", x)]
     pages = {s.page for s in sections}
     assert {f"notebooks/{p.parent.name}/{p.stem}" for p in NOTEBOOKS} <= pages, "every chapter is in _toc.yml"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=ids)
+def test_a_chapter_that_does_not_exist_yet_is_named_only_as_planned(path):
+    """A reader who follows "chapter 9" must find it: a chapter without a folder yet (the
+    landing page lists those being written) is mentioned only as "the planned chapter N"."""
+    existing = {int(nb.parent.name[:2]) for nb in NOTEBOOKS}
+    for cell in load_notebook(path)["cells"]:
+        if cell["cell_type"] != "markdown":
+            continue
+        text = source(cell)
+        for m in re.finditer(r"\b[Cc]hapters? ((?:\d+(?:\s*(?:,|and|or|to|-)\s*)?)+)", text):
+            missing = [n for n in map(int, re.findall(r"\d+", m.group(1))) if n not in existing]
+            if missing:
+                assert "planned" in text[max(0, m.start() - 20):m.start()], (
+                    f"{path.parent.name} points to chapter {missing[0]}, which does not exist yet: "
+                    f"write 'the planned chapter {missing[0]}' ({text[m.start():m.end() + 40]!r})")
