@@ -182,17 +182,16 @@ class _Scan(ast.NodeVisitor):
         if isinstance(node.ctx, ast.Load) and node.id in self.env:
             self.seen.append(self.env[node.id])
 
-    def visit_Attribute(self, node):
-        found = self.dotted(node) if isinstance(node.ctx, ast.Load) else None  # writing one is not using it
+    def _use(self, node, found: str | None) -> None:
         if found:
             self.seen.append(found)
         self.generic_visit(node)
 
+    def visit_Attribute(self, node):
+        self._use(node, self.dotted(node) if isinstance(node.ctx, ast.Load) else None)  # writing one is not using it
+
     def visit_Call(self, node):
-        found = self.dotted(node)
-        if found:
-            self.seen.append(found)
-        self.generic_visit(node)
+        self._use(node, self.dotted(node))
         if isinstance(node.func, ast.Name) and node.func.id in ("exec", "eval") and node.args \
                 and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str):
             inner = _parse(node.args[0].value)  # code in a string is still code
@@ -200,10 +199,7 @@ class _Scan(ast.NodeVisitor):
                 self.visit(inner)
 
     def visit_Subscript(self, node):
-        found = self.dotted(node)
-        if found:
-            self.seen.append(found)
-        self.generic_visit(node)
+        self._use(node, self.dotted(node))
 
     # ---- bindings
     def bind(self, target: ast.AST, value: str | None) -> None:
@@ -497,29 +493,7 @@ def tampering(notebook: Any, chapter: str) -> list[str]:
     did not define, into ``sys.modules`` or ``builtins``, and calls that exit the kernel or
     replace a signal handler (the checks' time limit). Seeding generators and setting thread
     counts are calls, not writes: never flagged. Never runs the code; garbage finds nothing."""
-    cells = notebook.get("cells") if isinstance(notebook, dict) else None
-    if not isinstance(cells, list):
-        return []
-    given = _source_cells(chapter)
-    modules: dict[str, str] = {}
-    found: list[str] = []
-    for cell in cells:
-        if not isinstance(cell, dict) or cell.get("cell_type") != "code":
-            continue
-        text = _source(cell)
-        tree = _parse(text) if text is not None else None
-        if tree is None:
-            continue
-        scan = _Tampering(modules)
-        try:
-            scan.visit(tree)
-        except RecursionError:
-            continue
-        mine = _nbgrader(cell).get("solution") is True or text.strip() not in given
-        if mine and scan.found:
-            where = _nbgrader(cell).get("grade_id") or "a cell the learner added or changed"
-            found += [f"{where} {what}" for what in scan.found]
-    return found
+    return without_tampering(notebook, chapter)[1]
 
 
 def flags(notebook: Any, chapter: str) -> list[str]:
