@@ -360,7 +360,7 @@ def train(model: nn.Module, batch_fn: Callable, *, iters: int, lr: float = 1e-3,
           min_lr: float | None = None, weight_decay: float = 0.0, betas: tuple[float, float] = (0.9, 0.999),
           grad_clip: float | None = None, loss_fn: Callable | None = None, eval_fn: Callable | None = None,
           eval_every: int | None = None, seed: int = 0, progress: bool = True,
-          max_seconds: float | None = None) -> History:
+          max_seconds: float | None = None, stop_after: int | None = None) -> History:
     """Train ``model`` for ``iters`` steps: the one training loop of the course.
 
     Each iteration: ``batch = batch_fn(generator)``, its loss, the gradient, the gradient
@@ -392,6 +392,9 @@ def train(model: nn.Module, batch_fn: Callable, *, iters: int, lr: float = 1e-3,
         max_seconds: stop early after this many seconds (then evaluate once more), to keep a
             notebook within its time budget; the run is then no longer reproducible. At least
             one iteration always runs.
+        stop_after: stop after this many iterations, with the learning-rate schedule of ``iters``: the
+            first ``stop_after`` losses of a full run, e.g. to test that a recipe still reproduces
+            the start of the run that made a shipped checkpoint.
 
     The defaults are Adam's (no weight decay, betas 0.9 and 0.999, no clipping); chapter 6
     passes nanoGPT's (weight decay 0.1, beta2 0.99, clipping at 1).
@@ -415,6 +418,7 @@ def train(model: nn.Module, batch_fn: Callable, *, iters: int, lr: float = 1e-3,
     iters = positive_int(iters, "iters")
     if eval_every is not None:
         positive_int(eval_every, "eval_every")
+    last = iters if stop_after is None else min(iters, positive_int(stop_after, "stop_after"))
     if isinstance(warmup, bool) or not isinstance(warmup, numbers.Integral) or not 0 <= warmup <= iters:
         raise ValueError(f"warmup must be an integer in [0, iters={iters}], got {warmup!r}")
     min_lr = lr / 10 if min_lr is None else min_lr
@@ -464,7 +468,7 @@ def train(model: nn.Module, batch_fn: Callable, *, iters: int, lr: float = 1e-3,
     model.train()
     with torch.random.fork_rng(devices=[]):  # dropout draws from the global generator: seed it, then restore it
         torch.manual_seed(seed)
-        for it in range(iters):
+        for it in range(last):
             if it == 0 or (eval_every is not None and it % eval_every == 0):
                 evaluate(it)
             t0 = time.perf_counter()
@@ -487,7 +491,7 @@ def train(model: nn.Module, batch_fn: Callable, *, iters: int, lr: float = 1e-3,
             history.tokens += _targets(batch)
             if bar is not None:
                 bar.update(it + 1, f"loss {history.loss[-1]:.4f}, lr {lr_it:.2e}")
-            if max_seconds is not None and it + 1 < iters and time.perf_counter() - start > max_seconds:
+            if max_seconds is not None and it + 1 < last and time.perf_counter() - start > max_seconds:
                 history.stopped_early = True
                 if bar is not None:
                     why = f"${MAX_SECONDS_ENV}={max_seconds:g}" if capped else f"max_seconds={max_seconds:g}"
