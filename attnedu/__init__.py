@@ -35,7 +35,14 @@ chapter  modules                                                         exercis
          ``pretrained``: ``minilm`` (all-MiniLM-L6-v2 on ``nn``,
          ``our_name``), ``smollm`` (SmolLM2 on ``llama``), ``gguf``,
          ``heads``, ``pooling`` (``mean_pool``)
-8, 9     not written yet                                                 (none yet)
+8        ``vision``: ``patches`` (``patchify``, ``unpatchify``), ``vit``    ``checks.ch08_beyond_text``
+         (``ViT``, ``attention_rollout``), ``images`` (bundled
+         digits and photos), ``scenes`` (drawn scenes and captions),
+         ``captions``, ``superres``, ``clip``
+         (``contrastive_loss``), ``text_to_image``
+         (``sample_image``), ``checkpoints`` (shipped models and
+         their recipes)
+9        not written yet                                                 (none yet)
 10       ``retrieval``: ``vector`` (exact and FAISS search,              ``checks.ch10_vector_search``
          ``cosine_similarity``, ``top_k``, ``filter_after``),
          ``evaluation`` (``recall_at_k``, ``setting_for_recall``)

@@ -346,3 +346,18 @@ def test_sequence_accuracy_counts_whole_rows():
         sequence_accuracy(torch.zeros(2, 3), torch.zeros(2, 4))
     with pytest.raises(ValueError, match="empty batch"):
         sequence_accuracy(torch.zeros(0, 3), torch.zeros(0, 3))
+
+
+def test_stop_after_gives_the_first_losses_of_the_full_run_with_its_schedule():
+    def run(**kw):
+        torch.manual_seed(0)
+        model = torch.nn.Linear(4, 1)
+        data = torch.randn(64, 4)
+        batch = lambda g: (data[torch.randint(64, (8,), generator=g)],)  # noqa: E731
+        loss = lambda m, b: m(b[0]).pow(2).mean()  # noqa: E731
+        return train(model, batch, iters=30, lr=1e-2, warmup=10, loss_fn=loss, progress=False, **kw)
+
+    full, start = run(), run(stop_after=12)
+    assert len(start.loss) == 12 and start.loss == full.loss[:12] and start.lr == full.lr[:12]
+    with pytest.raises(ValueError, match="stop_after"):
+        run(stop_after=0)

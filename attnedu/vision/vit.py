@@ -48,6 +48,7 @@ class ViTConfig:
         d_model, n_head, n_layer, d_ff: the encoder's sizes (``d_ff`` default ``4 * d_model``).
         n_classes: the head's outputs; ``None``: no head, the model returns the tokens.
         class_token: put a learned class token in front of the patches.
+        positions: add learned position embeddings (``False``: the model cannot tell where a patch was).
         dropout: dropout in the blocks and on the embeddings.
     """
 
@@ -60,6 +61,7 @@ class ViTConfig:
     d_ff: int | None = None
     n_classes: int | None = 10
     class_token: bool = True
+    positions: bool = True
     dropout: float = 0.0
 
     def __post_init__(self):
@@ -112,7 +114,8 @@ class ViT(nn.Module):
         self.embed = PatchEmbedding(c.channels, c.patch, c.d_model)
         self.cls = nn.Parameter(torch.zeros(1, 1, c.d_model)) if c.class_token else None
         T = c.n_patches + int(c.class_token)
-        self.pos = nn.Parameter(0.02 * torch.randn(1, T, c.d_model))  # learned, one per place
+        # learned, one per place; without them the model sees a bag of patches
+        self.pos = nn.Parameter(0.02 * torch.randn(1, T, c.d_model)) if c.positions else None
         self.drop = nn.Dropout(c.dropout)
         self.blocks = nn.ModuleList(EncoderBlock(c.d_model, c.n_head, c.d_ff, c.dropout) for _ in range(c.n_layer))
         self.norm = nn.LayerNorm(c.d_model)
@@ -130,7 +133,9 @@ class ViT(nn.Module):
         x = self.embed(images)  # (B, N, d_model)
         if self.cls is not None:
             x = torch.cat([self.cls.expand(len(x), -1, -1), x], dim=1)  # (B, 1 + N, d_model)
-        x = self.drop(x + self.pos)  # the positions: where each patch came from
+        if self.pos is not None:
+            x = x + self.pos  # the positions: where each patch came from
+        x = self.drop(x)
         self.attention_weights = []
         for block in self.blocks:
             x = block(x, need_weights=need_weights)  # (B, T, d_model)
