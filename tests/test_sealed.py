@@ -14,13 +14,15 @@ from attnedu.checks import sealed
 @pytest.mark.parametrize("value", [
     None, True, 3, -2**70, 2.5, b"\x00key", float("nan"), float("-inf"), "text", [1, "a"], (1, (2.0, None)),
     {"a": 1, 3: [2]}, {(1, 2): "pair"}, np.arange(6, dtype=np.float32).reshape(2, 3), np.array([True, False]),
-    np.int64(7), np.float64(0.5), torch.tensor([[1.0, 2.0]], dtype=torch.float64)])
+    np.int64(7), np.float64(0.5), torch.tensor([[1.0, 2.0]], dtype=torch.float64),
+    torch.tensor(0.25, dtype=torch.float64), np.array(3.0)])  # a 0-d tensor (a loss) keeps its shape ()
 def test_results_survive_the_trip_through_json(value):
     back = sealed.decode(json.loads(json.dumps(sealed.encode(value))))
     if isinstance(value, torch.Tensor):
         assert isinstance(back, torch.Tensor) and back.dtype == value.dtype and torch.equal(back, value)
+        assert back.shape == value.shape
     elif isinstance(value, np.ndarray):
-        assert back.dtype == value.dtype and np.array_equal(back, value)
+        assert back.dtype == value.dtype and np.array_equal(back, value) and back.shape == value.shape
     elif isinstance(value, float) and math.isnan(value):
         assert math.isnan(back)
     else:

@@ -70,8 +70,9 @@ def encode(value: Any) -> Any:
 
 
 def _array(a: np.ndarray) -> dict:
+    shape = list(a.shape)  # np.ascontiguousarray makes a 0-d array 1-d: keep the shape it had
     a = np.ascontiguousarray(a)
-    return {"dtype": a.dtype.str, "shape": list(a.shape), "data": base64.b64encode(a.tobytes()).decode("ascii")}
+    return {"dtype": a.dtype.str, "shape": shape, "data": base64.b64encode(a.tobytes()).decode("ascii")}
 
 
 class Unsupported:
