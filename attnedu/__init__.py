@@ -42,7 +42,11 @@ chapter  modules                                                         exercis
          (``contrastive_loss``), ``text_to_image``
          (``sample_image``), ``checkpoints`` (shipped models and
          their recipes)
-9        not written yet                                                 (none yet)
+9        (the chapter is being written) ``efficient``: ``tiled``         (none yet)
+         (online softmax, ``flash_attention``), ``measure`` (time
+         and peak memory in child processes), ``kv_cache``
+         (``kv_cache_bytes``, grouped heads), ``window``
+         (sliding window, ``RollingKVCache``), ``linear``
 10       ``retrieval``: ``vector`` (exact and FAISS search,              ``checks.ch10_vector_search``
          ``cosine_similarity``, ``top_k``, ``filter_after``),
          ``evaluation`` (``recall_at_k``, ``setting_for_recall``)

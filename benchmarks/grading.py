@@ -8,7 +8,7 @@ Then grades the whole class once per JOBS setting, as `make grade JOBS=N` does (
 in its own process and course folder, one thread each, training capped at
 ATTNEDU_MAX_TRAIN_SECONDS=10), and prints one row per setting: the wall time, the median time
 of one submission, submissions per minute and the speed-up over the first setting.
-(--quick: two students, chapter 1 only: a smoke test.)
+(--quick: two students, chapter 1 only, JOBS=2: a smoke test.)
 """
 
 from __future__ import annotations
@@ -45,10 +45,11 @@ def make_class(root: Path, chapters: list[str], students: int) -> int:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="two students, chapter 1 only (a smoke test)")
+    parser.add_argument("--quick", action="store_true", help="two students, chapter 1 only, JOBS=2 (a smoke test)")
     parser.add_argument("--students", type=int, default=8, help="students in the class (default: 8)")
-    parser.add_argument("--jobs", type=int, nargs="+", default=[1, 2], help="JOBS settings (default: 1 2)")
+    parser.add_argument("--jobs", type=int, nargs="+", default=None, help="JOBS settings (default: 1 2; --quick: 2)")
     args = parser.parse_args(argv)
+    args.jobs = args.jobs or ([2] if args.quick else [1, 2])
     chapters = CHAPTERS[:1] if args.quick else CHAPTERS
     students = 2 if args.quick else args.students
     os.environ.setdefault("ATTNEDU_MAX_TRAIN_SECONDS", "10")

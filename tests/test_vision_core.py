@@ -160,31 +160,3 @@ def test_the_caption_vocabulary_round_trips_and_rejects_unknown_words():
     with pytest.raises(ValueError, match="purple"):
         scenes.VOCAB.encode("a purple circle")
 
-
-def test_the_chapters_vit_reaches_95_percent_on_the_held_out_digits_beside_an_mlp_of_its_size(one_thread):
-    """Chapter 8's recipe, as its notebook runs it: 400 steps of a 2-block ViT on 16 patches of 2x2 pixels."""
-    import torch.nn.functional as F
-
-    from attnedu.train import train
-    from attnedu.vision.vit import MLPClassifier
-
-    data = images.digits_split()
-
-    def batches(gen):
-        idx = torch.randint(len(data.train_labels), (64,), generator=gen)
-        return data.train_images[idx], data.train_labels[idx]
-
-    def fit(model):
-        train(model, batches, iters=400, lr=2e-3, warmup=40, weight_decay=0.05, progress=False,
-              loss_fn=lambda m, b: F.cross_entropy(m(b[0]), b[1]))
-        with torch.no_grad():
-            return (model(data.test_images).argmax(-1) == data.test_labels).float().mean().item()
-
-    torch.manual_seed(0)
-    vit = ViT(ViTConfig(image_size=8, patch=2, channels=1, d_model=64, n_head=4, n_layer=2))
-    n = sum(p.numel() for p in vit.parameters())
-    torch.manual_seed(0)
-    mlp = MLPClassifier(64, hidden=n // 75, n_classes=10)
-    assert abs(sum(p.numel() for p in mlp.parameters()) - n) < 0.01 * n  # the same size
-    assert fit(vit) >= 0.95
-    assert fit(mlp) >= 0.95
