@@ -114,8 +114,8 @@ def tiled_attention(q, k, v, tile: int = 32, causal: bool = False) -> np.ndarray
 
     For each tile of queries, start from the empty result (``m = -inf, l = 0, o = 0``), merge
     in the :func:`partial_attention` of each tile of keys, then divide: ``o / l``. With
-    ``causal=True`` key ``j`` is hidden from query ``i > j``... that is, query ``i`` sees keys
-    ``j <= i``, and the key tiles that start after a query tile ends are skipped.
+    ``causal=True`` query ``i`` sees only the keys ``j <= i``, and the key tiles that start after
+    a query tile ends are skipped.
 
     Args:
         q: ``(Tq, d)``; k: ``(Tk, d)``; v: ``(Tk, dv)``; ``causal`` needs ``Tq == Tk``.
