@@ -15,12 +15,7 @@ from attnedu.vision.superres import (HELD_OUT, PatchTransformer, PatchTransforme
                                      bicubic_upsample, box_blur, downsample, evaluate, psnr)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")

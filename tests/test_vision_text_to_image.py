@@ -7,41 +7,19 @@ import torch
 import torch.nn.functional as F
 
 from attnedu.models import GPT, GPTConfig
-from attnedu.train import train
 from attnedu.vision import checkpoints
 from attnedu.vision import text_to_image as t2i
 from attnedu.vision.images import DIGIT_NAMES, digits_split
-from attnedu.vision.vit import ViT, ViTConfig
 
 NAME = "text-to-image"
 
 
-def trained_vit(iters: int = 600, seed: int = 0) -> ViT:
-    """The judge: chapter 8's small ViT trained on the training digits (about 6 s, test accuracy ~0.99)."""
-    split = digits_split()
-    torch.manual_seed(seed)
-    vit = ViT(ViTConfig(8, 4, d_model=64, n_head=4, n_layer=2))
-
-    def batch_fn(generator):
-        i = torch.randint(len(split.train_images), (64,), generator=generator)
-        return split.train_images[i], split.train_labels[i]
-
-    train(vit, batch_fn, iters=iters, lr=3e-3, warmup=50, loss_fn=lambda m, b: F.cross_entropy(m(b[0]), b[1]),
-          progress=False, seed=seed)
-    return vit.eval()
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")
 def judge():
-    return trained_vit()
+    return t2i.digit_judge()  # the classifier the recipe's metrics use
 
 
 @pytest.fixture(scope="module")

@@ -51,7 +51,8 @@ from .images import DIGIT_NAMES, digits_split
 
 __all__ = ["LEVELS", "N_PIXELS", "CAPTION_TEMPLATES", "CAPTION_LENGTH", "WORDS", "TOKENS", "PAD", "IMAGE",
            "VOCAB_SIZE", "PROMPT_LENGTH", "quantise", "dequantise", "caption_for", "caption_ids", "sequences",
-           "inputs_and_targets", "sample_image", "generate_images", "recognised_fraction", "load_model", "recipe"]
+           "inputs_and_targets", "sample_image", "generate_images", "recognised_fraction", "digit_judge", "load_model",
+           "recipe"]
 
 #: grey levels per pixel: a pixel's token is its level, ``0`` (no ink) .. ``LEVELS - 1`` (full ink)
 LEVELS = 4
@@ -314,7 +315,7 @@ _TEMPERATURES = (1.0, 0.8, 0.7, 0.5, 0.0)
 _PER_DIGIT = 100
 
 
-def _judge(seed: int = 0) -> nn.Module:
+def digit_judge(seed: int = 0) -> nn.Module:
     """The digit classifier that the recipe's metrics use: chapter 8's ViT on the training digits, 600 steps."""
     from .vit import ViT, ViTConfig  # here: the module itself needs no classifier
 
@@ -338,7 +339,7 @@ def _metrics(model: GPT) -> dict:
     prompts = caption_ids([caption_for(int(d)) for d in split.test_labels])  # (N, P)
     with torch.no_grad():
         _, test_loss = model(*inputs_and_targets(torch.cat([prompts, quantise(split.test_images)], dim=1)))
-    judge = _judge()
+    judge = digit_judge()
     with torch.no_grad():
         accuracy = (judge(split.test_images).argmax(-1) == split.test_labels).float().mean().item()
         requantised = dequantise(quantise(split.test_images))
