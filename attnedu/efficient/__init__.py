@@ -17,12 +17,13 @@ from .kv_cache import (group_kv_heads, grouped_cache_bytes, grouped_losses, kv_c
                        measured_cache_bytes, validation_ids)
 from .linear import (approximation_error, crossover, feature_map, linear_attention, linear_attention_quadratic,
                      softmax_attention)
-from .measure import (ATTENTION_KERNELS, cpu_sdpa_backends, fit_exponent, peak_memory, projected_bytes,
+from .measure import (ATTENTION_KERNELS, cpu_sdpa_backends, crossover_length, fit_exponent, peak_memory, projected_bytes,
                       time_call)
 from .tiled import (flash_attention, online_softmax_merge, partial_attention, plain_attention, tile_counts,
                     tiled_attention)
 from .window import (RollingKVCache, cache_bytes_by_length, chapter3_passage, perturbation_reach, receptive_field,
-                     rolling_window_attention, sliding_window_attention, sliding_window_mask, window_attention_step)
+                     rolling_buffer_attention, rolling_window_attention, sliding_window_attention, sliding_window_mask,
+                     window_attention_step)
 
 __all__ = [
     # kv_cache
@@ -30,7 +31,7 @@ __all__ = [
     "validation_ids",
     # window
     "sliding_window_mask", "sliding_window_attention", "RollingKVCache", "window_attention_step",
-    "rolling_window_attention", "cache_bytes_by_length", "receptive_field", "chapter3_passage",
+    "rolling_window_attention", "rolling_buffer_attention", "cache_bytes_by_length", "receptive_field", "chapter3_passage",
     "perturbation_reach",
     # linear
     "feature_map", "linear_attention", "linear_attention_quadratic", "softmax_attention",
@@ -40,4 +41,5 @@ __all__ = [
     "tile_counts",
     # measure
     "ATTENTION_KERNELS", "peak_memory", "cpu_sdpa_backends", "time_call", "fit_exponent", "projected_bytes",
+    "crossover_length",
 ]

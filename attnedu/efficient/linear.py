@@ -34,6 +34,7 @@ from torch import Tensor
 
 from attnedu._validate import positive_int
 from attnedu.functional import causal_mask
+from attnedu.efficient.measure import crossover_length
 
 __all__ = ["feature_map", "linear_attention", "linear_attention_quadratic", "softmax_attention",
            "approximation_error", "crossover"]
@@ -220,9 +221,5 @@ def crossover(Ts=(64, 128, 256, 512, 1024, 2048, 4096), d: int = 64, *, batch: i
             result["softmax_s"].append(_seconds(lambda: F.scaled_dot_product_attention(q, k, v, is_causal=causal),
                                                 repeats))
             result["linear_s"].append(_seconds(lambda: linear_attention(q, k, v, causal, chunk=chunk), repeats))
-    faster = [lin < soft for lin, soft in zip(result["linear_s"], result["softmax_s"])]
-    for i in range(len(Ts)):
-        if all(faster[i:]):
-            result["crossover"] = Ts[i]
-            break
+    result["crossover"] = crossover_length(Ts, result["softmax_s"], result["linear_s"])  # softmax dearer for good
     return result

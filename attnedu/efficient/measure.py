@@ -64,6 +64,7 @@ __all__ = [
     "time_call",
     "fit_exponent",
     "projected_bytes",
+    "crossover_length",
     "GiB",
     "MiB",
 ]
@@ -330,3 +331,31 @@ def projected_bytes(T: int, B: int = 1, H: int = 1, dtype_bytes: int = 4) -> int
     """Bytes of the ``(B, H, T, T)`` score matrix: what the explicit path needs at least, ``B H T^2 dtype_bytes``."""
     T, B, H, dtype_bytes = (positive_int(x, n) for x, n in ((T, "T"), (B, "B"), (H, "H"), (dtype_bytes, "dtype_bytes")))
     return B * H * T * T * dtype_bytes
+
+
+def crossover_length(Ts, cost_a, cost_b):
+    """The shortest length from which ``a`` costs more than ``b`` for good: the smallest ``T`` in ``Ts``
+    such that ``cost_a > cost_b`` at that ``T`` and at every longer ``T`` measured; ``None`` if
+    ``a`` is not dearer at the longest ``T``.
+
+    Ts: ``(n,)`` lengths, in any order (each at most once); cost_a, cost_b: ``(n,)`` costs (seconds,
+    bytes, FLOPs) measured at those lengths. "For good": timings are noisy near the crossover, and a
+    single lucky measurement below it must not count as the crossover. A tie is not "more".
+
+    >>> crossover_length([64, 128, 256, 512], [1.0, 3.0, 2.0, 9.0], [2.0, 2.0, 2.5, 4.0])
+    512
+    """
+    Ts = as_float_array(Ts, "Ts", min_ndim=1, max_ndim=1)
+    a = as_float_array(cost_a, "cost_a", min_ndim=1, max_ndim=1)
+    b = as_float_array(cost_b, "cost_b", min_ndim=1, max_ndim=1)
+    if not (Ts.shape == a.shape == b.shape) or Ts.shape[0] < 1 or np.unique(Ts).size < Ts.size:
+        raise ValueError(f"need Ts, cost_a and cost_b of the same shape (n,), n >= 1, each T once; "
+                         f"got {Ts.shape}, {a.shape} and {b.shape}")
+    order = np.argsort(Ts)
+    Ts, dearer = Ts[order], (a > b)[order]
+    found = None
+    for i in range(len(Ts) - 1, -1, -1):  # from the longest T down, while a stays dearer
+        if not dearer[i]:
+            break
+        found = Ts[i]
+    return None if found is None else int(found) if float(found).is_integer() else float(found)

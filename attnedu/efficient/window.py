@@ -33,10 +33,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from attnedu._validate import positive_int
+from attnedu._validate import as_float_array, positive_int
 
 __all__ = ["sliding_window_mask", "sliding_window_attention", "RollingKVCache", "window_attention_step",
-           "rolling_window_attention", "cache_bytes_by_length", "receptive_field", "chapter3_passage",
+           "rolling_window_attention", "rolling_buffer_attention", "cache_bytes_by_length", "receptive_field", "chapter3_passage",
            "perturbation_reach"]
 
 _PATHS = ("explicit", "sdpa", "banded")
@@ -213,6 +213,34 @@ def rolling_window_attention(q: Tensor, k: Tensor, v: Tensor, window: int) -> Te
         cache.append(k[:, :, t:t + 1], v[:, :, t:t + 1])  # (B, H, 1, d): the newest position
         outs.append(window_attention_step(q[:, :, t:t + 1], cache))  # (B, H, 1, d_v)
     return torch.cat(outs, dim=2)  # (B, H, T, d_v)
+
+
+def rolling_buffer_attention(q, k, v, window: int) -> np.ndarray:
+    """Sliding-window attention for one sequence in NumPy, computed as a generator does: position by
+    position, with keys and values in a ring buffer of ``window`` slots (chapter 9's exercise).
+
+    q, k: ``(T, d)``; v: ``(T, d_v)``; returns ``(T, d_v)``, equal to :func:`sliding_window_attention`.
+    Position ``t`` first writes its key and value into slot ``t mod window`` (overwriting position
+    ``t - window``), then its query attends over the filled slots: ``min(t + 1, window)`` of them.
+    The slots are not in time order once the buffer wraps around, and need not be: attention is a
+    weighted average over a *set* of keys, and the positions are already inside the vectors.
+    """
+    q = as_float_array(q, "q", min_ndim=2, max_ndim=2)
+    k = as_float_array(k, "k", min_ndim=2, max_ndim=2)
+    v = as_float_array(v, "v", min_ndim=2, max_ndim=2)
+    window = positive_int(window, "window")
+    if k.shape != q.shape or v.shape[0] != q.shape[0]:
+        raise ValueError(f"q {q.shape}, k {k.shape} and v {v.shape} must be (T, d), (T, d) and (T, d_v)")
+    T, d = q.shape
+    buffer_k, buffer_v = np.zeros((window, d)), np.zeros((window, v.shape[1]))  # (window, d), (window, d_v)
+    out = np.empty((T, v.shape[1]))
+    for t in range(T):
+        buffer_k[t % window], buffer_v[t % window] = k[t], v[t]  # overwrite the oldest slot
+        filled = min(t + 1, window)  # slots 0 .. filled - 1 hold real positions
+        scores = buffer_k[:filled] @ q[t] / math.sqrt(d)  # (filled,)
+        weights = np.exp(scores - scores.max())
+        out[t] = weights @ buffer_v[:filled] / weights.sum()  # (d_v,)
+    return out
 
 
 def cache_bytes_by_length(Ts, window: int, *, batch: int = 1, n_head: int = 4, head_dim: int = 32,
