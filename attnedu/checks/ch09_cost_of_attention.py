@@ -1,14 +1,75 @@
-"""Chapter 9's exercises, *The cost of attention*, as records (see :mod:`attnedu.checks`). Written before the
-chapter's notebook: the online-softmax merge and the tiled loop work on NumPy arrays (queries ``(Tq, d)``, keys
-``(Tk, d)``, values ``(Tk, dv)``, partial results ``(m, l, o)`` of shapes ``(Tq,)``, ``(Tq,)``, ``(Tq, dv)``), and
-``kv_cache_bytes`` counts a KV cache's bytes."""
+"""Chapter 9's exercises, *The cost of attention*, as records (see :mod:`attnedu.checks`): where a block's quadratic
+part overtakes the rest (a measurement, judged also on the learner's own), the online-softmax merge and the tiled
+loop on NumPy arrays (queries ``(Tq, d)``, keys ``(Tk, d)``, values ``(Tk, dv)``, partial results ``(m, l, o)`` of
+shapes ``(Tq,)``, ``(Tq,)``, ``(Tq, dv)``), a KV cache's bytes, and sliding-window attention with a rolling buffer."""
 
 import numpy as np
 
 from ..efficient.kv_cache import kv_cache_bytes
+from ..efficient.measure import crossover_length
 from ..efficient.tiled import online_softmax_merge, partial_attention, tiled_attention
+from ..efficient.window import rolling_buffer_attention
 from . import Case, Exercise, ExerciseSet
 
+
+# ------------------------------------------------------------------ where the quadratic part takes over (measure)
+def _crossover_with(Ts, attention_s, rest_s, *, lasting=True, ties=False, give="T", swap=False, order=True):
+    Ts, a, b = (np.asarray(x, dtype=float) for x in (Ts, attention_s, rest_s))
+    if swap:
+        a, b = b, a
+    idx = np.argsort(Ts) if order else np.arange(len(Ts))
+    dearer = (a >= b) if ties else (a > b)
+    picks = [int(i) for i in idx if dearer[i]]
+    if lasting:
+        picks = []
+        for i in idx[::-1]:
+            if not dearer[i]:
+                break
+            picks.insert(0, int(i))
+    if not picks:
+        return None
+    i = picks[0]
+    return i if give == "index" else int(Ts[i]) if float(Ts[i]).is_integer() else float(Ts[i])
+def _crossover_cases():
+    noisy = ([64, 128, 256, 512, 1024, 2048], [0.10, 0.31, 0.52, 1.9, 6.8, 26.0], [0.30, 0.30, 0.61, 1.2, 2.5, 5.1])
+    return [Case(args, about=about, hint=hint) for args, about, hint in [
+        (([100, 200, 400], [1.0, 3.0, 9.0], [2.0, 2.0, 2.0]), "Ts = [100, 200, 400], attention_s = [1, 3, 9], "
+         "rest_s = [2, 2, 2]", "by hand: attention takes longer from T = 200 on (3 > 2, 9 > 2): the answer is 200."),
+        (noisy, "a noisy measurement: attention is dearer at T = 128, cheaper again at 256, dearer from 512 on",
+         "a crossover is where attention stays dearer: one lucky T before it does not count. Walk down from the "
+         "longest T while attention is dearer."),
+        (([512, 64, 256, 128], [4.0, 0.1, 1.5, 0.4], [2.0, 0.3, 1.0, 0.5]), "the same kind of data, Ts not in order",
+         "sort by T first (np.argsort), and carry the times along."),
+        (([64, 128, 256], [0.1, 0.2, 0.3], [1.0, 2.0, 3.0]), "attention never takes longer", "return None when "
+         "attention is not dearer even at the longest T."),
+        (([32, 64, 128], [1.0, 2.0, 4.0], [1.0, 2.0, 3.0]), "a tie at T = 32 and 64", "a tie is not 'longer': the "
+         "answer is 128."),
+        (([16, 32, 64, 128], [5.0, 6.0, 7.0, 8.0], [1.0, 1.0, 1.0, 1.0]), "attention dearer everywhere", "then the "
+         "crossover is at (or before) the shortest T measured.")]]
+def _crossover_hidden():
+    rng = np.random.default_rng(909)
+    cases = []
+    for n, at in [(1, 0), (1, 1), (2, 1), (7, 3), (9, 9), (12, 5)]:
+        Ts = 2 ** np.arange(4, 4 + n)
+        rest = Ts * rng.uniform(0.8, 1.2, n) / 100
+        attention = Ts ** 2 * rng.uniform(0.8, 1.2, n) / (100 * float(Ts[min(at, n - 1)]))
+        attention[:at] = rest[:at] * rng.uniform(0.5, 0.99, at)  # cheaper before ...
+        attention[at:] = np.maximum(attention[at:], rest[at:] * 1.01)  # ... and dearer from `at` on
+        if at >= 2:
+            attention[at - 2] = rest[at - 2] * 1.5  # one noisy win before the crossover
+        perm = rng.permutation(n)
+        cases.append(Case(([int(t) for t in Ts[perm]], attention[perm].tolist(), rest[perm].tolist())))
+    return cases + [Case(([10, 20, 30, 40], [1.0, 2.5, 3.0, 5.0], [1.0, 2.0, 3.0, 4.0]))]  # a tie at 10 and at 30
+_CROSSOVER = Exercise("crossover_length", ["Ts", "attention_s", "rest_s"], crossover_length, _crossover_cases,
+                      _crossover_hidden, compare="value", options={"none_allowed": True}, kind="measure",
+                      wrong=_crossover_with, mistakes=[
+    ({"lasting": False}, "it returns the first T where attention takes longer: timings are noisy, so the crossover "
+     "is the smallest T from which attention stays dearer at every longer T."),
+    ({"ties": True}, "a tie counts as 'longer': compare with >, so that equal times are not a crossover."),
+    ({"give": "index"}, "it returns the position in the list: return the length T itself."),
+    ({"swap": True}, "it finds where the rest of the block takes longer than attention: the question is where "
+     "attention (the T^2 part) overtakes the rest."),
+    ({"order": False}, "it walks the lists in the order given: sort by T first, the lengths need not be in order.")])
 
 # ------------------------------------------------------------------ the online-softmax merge
 def _merge_with(m1, l1, o1, m2, l2, o2, *, rescale_l=True, rescale_o=True, use="max", guard=True):
@@ -142,6 +203,57 @@ _KV = Exercise("kv_cache_bytes", ["n_layer", "n_kv_head", "head_dim"], kv_cache_
     ({"pair": False}, "only the keys are counted: the cache holds a key AND a value for every token, the factor 2."),
     ({"per_layer": True}, "one layer's cache: every layer keeps its own keys and values, multiply by n_layer.")])
 
-EXERCISES = ExerciseSet(_MERGE, _TILED, _KV)
+
+# ------------------------------------------------------------------ the rolling buffer
+def _rolling_with(q, k, v, window, *, attend_first=False, unfilled=False, extra=0, scaled=True):
+    q, k, v = (np.asarray(a, dtype=np.float64) for a in (q, k, v))
+    T, d = q.shape
+    slots = window + extra
+    bk, bv = np.zeros((slots, d)), np.zeros((slots, v.shape[1]))
+    out = np.zeros((T, v.shape[1]))
+    for t in range(T):
+        if not attend_first:
+            bk[t % slots], bv[t % slots] = k[t], v[t]
+        n = slots if unfilled else min(t + (0 if attend_first else 1), slots)
+        if n:
+            s = bk[:n] @ q[t] / (np.sqrt(d) if scaled else 1.0)
+            w = np.exp(s - s.max())
+            out[t] = w @ bv[:n] / w.sum()
+        if attend_first:
+            bk[t % slots], bv[t % slots] = k[t], v[t]
+    return out
+def _rolling_cases():
+    rng = np.random.default_rng(190)
+    one = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    return [Case(args, kwargs, about=about, hint=hint, rtol=1e-7, atol=1e-9) for args, kwargs, about, hint in [
+        ((one, one, np.array([[1.0], [2.0], [3.0]]), 2), {}, "q = k = [[1, 0], [0, 1], [1, 1]], v = [[1], [2], [3]], "
+         "window = 2", "by hand: position 0 sees only itself (output 1); position 2 sees keys 1 and 2, scores "
+         "[1, 2] / sqrt(2), so its output is (2 + 3 e^0.707) / (1 + e^0.707) = 2.670, and key 0 is gone."),
+        ((rng.normal(size=(6, 4)), rng.normal(size=(6, 4)), rng.normal(size=(6, 3)), 3), {}, "T = 6, window = 3",
+         "write position t into slot t % window first, then attend over the filled slots only."),
+        ((rng.normal(size=(5, 4)), rng.normal(size=(5, 4)), rng.normal(size=(5, 2)), 8), {}, "window = 8 longer than "
+         "T = 5 (plain causal attention)", "before the buffer fills, only min(t + 1, window) slots hold keys."),
+        ((rng.normal(size=(9, 8)), rng.normal(size=(9, 8)), rng.normal(size=(9, 4)), 1), {}, "window = 1",
+         "a window of 1: each position sees only itself, so the output is its own value."),
+        ((rng.normal(size=(20, 8)) * 3, rng.normal(size=(20, 8)), rng.normal(size=(20, 4)), 4), {},
+         "T = 20, window = 4, large scores", None)]]
+def _rolling_hidden():
+    rng = np.random.default_rng(1909)
+    return [Case((rng.normal(size=(T, d)) * sc, rng.normal(size=(T, d)), rng.normal(size=(T, dv)), w), rtol=1e-7,
+                 atol=1e-9) for T, d, dv, w, sc in [(1, 2, 1, 1, 1.0), (1, 3, 2, 4, 1.0), (7, 4, 4, 7, 1.0),
+                                                    (16, 8, 2, 5, 2.0), (33, 16, 8, 8, 1.0), (12, 4, 3, 2, 10.0)]]
+_ROLLING = Exercise("rolling_buffer_attention", ["q", "k", "v", "window"], rolling_buffer_attention, _rolling_cases,
+                    _rolling_hidden, wrong=_rolling_with, mistakes=[
+    ({"attend_first": True}, "each query attends before its own key and value are written: write position t into "
+     "slot t % window first, then attend (a token sees itself)."),
+    ({"unfilled": True}, "the query attends over all window slots, also those not yet written: until the buffer is "
+     "full, only the first min(t + 1, window) slots hold keys (the others are zeros, not keys)."),
+    ({"extra": 1}, "the buffer has window + 1 slots: a window of w is the position itself and the w - 1 before it, "
+     "w slots."),
+    ({"scaled": False}, "the scores are not divided by sqrt(d): scaled dot-product attention, q . k / sqrt(d)."),
+    ({"attend_first": True, "unfilled": True}, "the query attends before writing its own key, and over slots not "
+     "yet written: write first, then attend over the min(t + 1, window) filled slots.")])
+
+EXERCISES = ExerciseSet(_CROSSOVER, _MERGE, _TILED, _KV, _ROLLING)
 check = EXERCISES.check
 reveal = EXERCISES.reveal

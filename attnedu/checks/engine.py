@@ -159,18 +159,22 @@ class ExerciseSet(dict):
         if len(self) < len(exercises):
             raise ValueError(f"two exercises have the same name among {[ex.name for ex in exercises]}")
 
-    def check(self, name: str, fn, *, hidden: bool = False) -> None:
+    def check(self, name: str, fn, *, hidden: bool = False, own: tuple | None = None) -> None:
         """Check the learner's ``fn`` on exercise ``name``'s visible cases (one line printed on
-        success) or hidden ones (quietly); :class:`CheckFailed` says what is wrong."""
+        success) or hidden ones (quietly); :class:`CheckFailed` says what is wrong.
+
+        ``own``: the arguments of one more case, the learner's own measurement (a measure
+        exercise judged on the data the chapter measured on this machine): the reference runs on
+        the same arguments, here and, when grading, in the grader's process."""
         if name not in self:
             raise KeyError(f"no exercise called {name!r} here; the exercises are {', '.join(self)}")
         from . import sealed
 
         where = sealed.recording_dir()
         if where is not None:  # grading: record the results; the grader judges them in its own process
-            sealed.record(self[name], fn, hidden=hidden, where=where)
+            sealed.record(self[name], fn, hidden=hidden, where=where, own=own)
             return
-        check(self[name], fn, hidden=hidden)
+        check(self[name], fn, hidden=hidden, own=own)
 
     def reveal(self, name: str, fn) -> None:
         """After the experiment: print the learner's prediction beside the right answer and why.
@@ -443,16 +447,25 @@ def reveal(ex: Exercise, fn) -> None:
     if ex.explain:
         print(ex.explain)
 
-def check(ex: Exercise, fn, *, hidden: bool = False) -> None:
+def own_case(own) -> list[Case]:
+    """The learner's own measurement as a case (``[]`` without one): ``own`` is its arguments, a tuple."""
+    if own is None:
+        return []
+    if not isinstance(own, tuple):
+        raise TypeError(f"own must be the tuple of arguments of one call, got {type(own).__name__}")
+    return [Case(own, about="your own measurement above (the reference reads it too)")]
+
+def check(ex: Exercise, fn, *, hidden: bool = False, own: tuple | None = None) -> None:
     """Run the exercise ``ex`` on the learner's ``fn`` in this process: its visible cases
-    (printing one line on success) or its hidden cases (``hidden=True``, quietly)."""
+    (printing one line on success) or its hidden cases (``hidden=True``, quietly), and, with
+    ``own``, one more case on the learner's own measurement (see :func:`own_case`)."""
     _require_callable(ex, fn)
     if ex.kind == "predict" and not hidden:  # the experiment has not run yet: the form only
         got = check_prediction_form(ex, fn)
         print(f"\u2713 Your prediction, {got!r}, is recorded. The experiment below decides it; it is graded "
               "with your work.")
         return
-    cases = ex.all_cases(hidden)
+    cases = ex.all_cases(hidden) + own_case(own)
     outcomes = run_cases(ex, fn, cases)
     probes = []
     if ex.probes and len(outcomes) == len(cases) and any(o.kind == "value" for o in outcomes):

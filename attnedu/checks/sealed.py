@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from .engine import CheckFailed, Exercise, Outcome, _answer_form, judge, run_cases, run_one
+from .engine import CheckFailed, Exercise, Outcome, _answer_form, judge, own_case, run_cases, run_one
 
 __all__ = ["ENV", "decode", "encode", "judge_recorded", "record", "recording_dir"]
 
@@ -147,19 +147,22 @@ def _path(where: Path, ex: Exercise, hidden: bool) -> Path:
     return Path(where) / f"{ex.grade_id}{'-hidden' if hidden else ''}.json"
 
 
-def record(ex: Exercise, fn, *, hidden: bool, where: Path) -> Path:
+def record(ex: Exercise, fn, *, hidden: bool, where: Path, own: tuple | None = None) -> Path:
     """The learner's side: run ``fn`` on the exercise's cases and write the outcomes (a
-    prediction's visible check: the one answer, judged for its form only)."""
+    prediction's visible check: the one answer, judged for its form only). ``own``, the
+    arguments of the learner's own measurement, is written too: the grader runs the reference
+    on it (a kernel that rewrote it gains nothing: the record's own cases are judged as well)."""
+    extra = own_case(own) if isinstance(own, tuple) else []
     if ex.kind == "predict" and not hidden:
         outcomes = [run_one(ex, fn, ex.all_cases()[0])]
     elif not callable(fn):
         outcomes = [Outcome("raised", error=f"TypeError: `{ex.name}` is not defined as a function or class",
                             error_type="TypeError")]
     else:
-        outcomes = run_cases(ex, fn, ex.all_cases(hidden))
+        outcomes = run_cases(ex, fn, ex.all_cases(hidden) + extra)
     path = _path(where, ex, hidden)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"exercise": ex.name, "hidden": hidden,
+    path.write_text(json.dumps({"exercise": ex.name, "hidden": hidden, "own": encode(own) if extra else None,
                                 "outcomes": [_outcome_to_json(o) for o in outcomes]}), encoding="utf-8")
     print(f"`{ex.name}`: results recorded for grading.")
     return path
@@ -174,6 +177,9 @@ def judge_recorded(ex: Exercise, *, hidden: bool, where: Path) -> tuple[bool, st
         if data.get("exercise") != ex.name or bool(data.get("hidden")) != hidden:
             raise ValueError("the file belongs to another check")
         outcomes = [_outcome_from_json(d) for d in data["outcomes"]]
+        own = decode(data.get("own"))
+        if own is not None and not isinstance(own, tuple):
+            raise ValueError("the recorded measurement is not a tuple of arguments")
     except FileNotFoundError:
         return False, f"no results were recorded for `{ex.name}` (its check cell did not run to the end)"
     except (ValueError, KeyError, TypeError, AttributeError, json.JSONDecodeError) as exc:
@@ -183,7 +189,7 @@ def judge_recorded(ex: Exercise, *, hidden: bool, where: Path) -> tuple[bool, st
             if len(outcomes) != 1 or outcomes[0].kind != "value" or _answer_form(ex, outcomes[0].value):
                 return False, f"`{ex.name}()` did not return an answer of the right form"
             return True, "the prediction has the right form"
-        cases = ex.all_cases(hidden)
+        cases = ex.all_cases(hidden) + own_case(own)
         if len(outcomes) != len(cases):
             if outcomes and outcomes[-1].kind in ("stub", "timeout") and len(outcomes) < len(cases):
                 cases = cases[:len(outcomes)]
