@@ -27,6 +27,18 @@ duplicate, a question with no section of grade 2)::
 ``python -m attnedu.coursebook label`` gives every heading without a label one made from its
 words (run it after adding a section); ``python -m attnedu.coursebook list`` prints them.
 
+**The frozen collection.** Chapters 10 to 14 search the course's text and say what they find
+("fusion hurts more keyword questions than it helps"), and their cells check those sentences. If
+they read the live book, every edit to any chapter, their own prose included, would move the
+numbers under the sentences. So they read :func:`collection`: every section as it was when the
+collection was last frozen, stored in ``data/collection.jsonl`` (one JSON object per line, with
+``id``, ``page``, ``title`` and ``text``). Test collections such as TREC's are frozen for the same
+reason. Refresh it on purpose, with ``python -m attnedu.coursebook freeze``, then run ``make test``
+to see whether chapters 10 to 14 still say what they find; :func:`check_collection` (and
+``tests/test_questions.py``) fails when a judged section is missing from it::
+
+    sections = coursebook.collection()       # the frozen sections, as Section objects
+
 The book's files come from ``_toc.yml`` in the course's folder: :func:`course_root` finds it
 from the working folder or from this package's location (an editable install in a clone).
 """
@@ -40,7 +52,10 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["Section", "course_root", "book_files", "sections", "slugify", "label_headings"]
+__all__ = ["Section", "course_root", "book_files", "sections", "slugify", "label_headings", "COLLECTION_FILE",
+           "collection", "freeze"]
+
+COLLECTION_FILE = "data/collection.jsonl"
 
 LABEL = re.compile(r"^\(([A-Za-z0-9_.:-]+)\)=\s*$")
 HEADING = re.compile(r"^(#{1,6})\s+(.+?)\s*#*\s*$")
@@ -175,6 +190,45 @@ def sections(root: str | Path | None = None, min_chars: int = 0) -> list[Section
     return result
 
 
+def collection(root: str | Path | None = None, min_chars: int = 0) -> list[Section]:
+    """The frozen collection: every section of the book as it was at the last :func:`freeze`.
+
+    Reads ``data/collection.jsonl`` in the course folder; ``min_chars`` drops sections whose
+    text is shorter, as in :func:`sections`. A missing or malformed file raises an error that
+    names the command to run.
+    """
+    path = course_root(root) / COLLECTION_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist: run `python -m attnedu.coursebook freeze` in the course "
+                                "folder to freeze the book's sections there")
+    out = []
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            section = Section(**{k: record[k] for k in ("id", "page", "title", "text")})
+        except (json.JSONDecodeError, KeyError, TypeError) as e:
+            raise ValueError(f"{COLLECTION_FILE}:{n}: not a section ({type(e).__name__}: {e}); each line is "
+                             '{"id", "page", "title", "text"}; `python -m attnedu.coursebook freeze` rewrites '
+                             "the file from the book") from None
+        if len(section.text) >= min_chars:
+            out.append(section)
+    return out
+
+
+def freeze(root: str | Path | None = None) -> tuple[Path, int]:
+    """Write every section of the live book to ``data/collection.jsonl``; return (path, sections)."""
+    root = course_root(root)
+    found = sections(root)
+    path = root / COLLECTION_FILE
+    path.parent.mkdir(exist_ok=True)
+    lines = [json.dumps({"id": s.id, "page": s.page, "title": s.title, "text": s.text}, ensure_ascii=False)
+             for s in found]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path, len(found)
+
+
 def slugify(text: str, max_words: int = 6) -> str:
     """``"Softmax: from scores to weights"`` -> ``"softmax-from-scores-to-weights"``."""
     text = re.sub(r"\$[^$]*\$", " ", text)  # drop inline maths
@@ -246,7 +300,9 @@ def _existing_labels(root: Path) -> set[str]:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m attnedu.coursebook", description=__doc__.split("\n")[0])
-    parser.add_argument("command", choices=["label", "list"])
+    parser.add_argument("command", choices=["label", "list", "freeze"],
+                        help="label: add missing labels; list: print the sections; freeze: write "
+                             f"{COLLECTION_FILE}, the collection chapters 10 to 14 search")
     parser.add_argument("--root", default=None, help="the course folder (default: found from here)")
     args = parser.parse_args(argv)
     root = course_root(args.root)
@@ -257,13 +313,14 @@ def main(argv=None) -> int:
             if n:
                 print(f"{path.relative_to(root)}: {n} label(s) added")
         return 0
+    if args.command == "freeze":
+        path, n = freeze(root)
+        print(f"froze {n} sections into {path}; now run `make test` to see whether chapters 10 to 14 "
+              "still say what they find")
+        return 0
     for s in sections(root):
         print(f"{s.id:55s} {len(s.text):6d} chars  {s.title}")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
 
 
 # --------------------------------------------------------------------------- the question set
@@ -274,7 +331,7 @@ QUESTION_KINDS = ("keyword", "paraphrase", "mixed")
 RELEVANCE_GRADES = (0, 1, 2)  # 2: answers the question; 1: related, partly useful; 0: judged not relevant
 _QUESTION_KEYS = ("id", "question", "answer", "relevant", "kind")
 
-__all__ += ["QUESTIONS_FILE", "QUESTION_KINDS", "questions", "qrels", "check_questions"]
+__all__ += ["QUESTIONS_FILE", "QUESTION_KINDS", "questions", "qrels", "check_questions", "check_collection"]
 
 
 def _check_question(record, where: str) -> dict:
@@ -383,3 +440,30 @@ def check_questions(root: str | Path | None = None) -> list[str]:
         if 2 not in q["relevant"].values():
             problems.append(f"{qid}: no section has grade 2; judge the section that answers the question")
     return problems
+
+
+def check_collection(root: str | Path | None = None) -> list[str]:
+    """Problems of the frozen collection against the question set, one sentence each.
+
+    A missing or malformed ``data/collection.jsonl``, a label used twice in it, or a judged section
+    that is not in it (the book gained the section after the last freeze): each names the fix.
+    """
+    try:
+        frozen = collection(root)
+        qs = questions(root)
+    except (FileNotFoundError, ValueError) as e:
+        return [str(e)]
+    ids = [s.id for s in frozen]
+    problems = [f"{COLLECTION_FILE}: the label {i!r} is used by more than one section; run "
+                "`python -m attnedu.coursebook freeze` again" for i in sorted({i for i in ids if ids.count(i) > 1})]
+    known = set(ids)
+    for q in qs:
+        for section_id in q["relevant"]:
+            if section_id not in known:
+                problems.append(f"{q['id']}: judges the section {section_id!r}, which is not in the frozen collection "
+                                f"{COLLECTION_FILE}; run `python -m attnedu.coursebook freeze` to refreeze the book")
+    return problems
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -254,7 +254,7 @@ def stub(*args, **kwargs):
 
 # ------------------------------------------------------------------ exercise 2: a prediction
 def test_the_prediction_is_decided_by_a_small_version_of_the_chapters_experiment():
-    sections = [s for s in coursebook.sections() if s.text.strip()]
+    sections = [s for s in coursebook.collection() if s.text.strip()]
     qrels = coursebook.qrels()
     pages = {s.page for s in sections if any(s.id in judged for judged in qrels.values())}
     sections = [s for s in sections if s.page in pages]

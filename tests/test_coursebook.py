@@ -64,3 +64,33 @@ def test_outside_a_clone_the_error_says_where_to_run(tmp_path, monkeypatch):
     monkeypatch.setattr(coursebook, "__file__", str(tmp_path / "x" / "coursebook.py"))
     with pytest.raises(FileNotFoundError, match="run from inside the clone"):
         coursebook.course_root(tmp_path)
+
+
+def test_freeze_then_collection_gives_the_same_sections_and_stays_put_while_the_book_changes(tmp_path):
+    root = write_course(tmp_path, "# Intro\n\nHello.\n", ["# Demo chapter\n\nFirst words.",
+                                                           "(ch01-part)=\n## Part\n\nAlpha, with \u00e9 and \"quotes\"."])
+    with pytest.raises(FileNotFoundError, match="python -m attnedu.coursebook freeze"):
+        coursebook.collection(root)
+    assert coursebook.main(["freeze", "--root", str(root)]) == 0
+    frozen = coursebook.collection(root)
+    assert frozen == coursebook.sections(root) and len(frozen) == 3
+    assert [s.id for s in coursebook.collection(root, min_chars=13)] == ["ch01-part"]  # "First words." has 12
+    nb_path = root / "notebooks" / "01-demo" / "01-demo.ipynb"
+    nb_path.write_text(nb_path.read_text().replace("Alpha", "Beta"))  # the book changes ...
+    assert coursebook.collection(root) == frozen  # ... the frozen collection does not
+    assert coursebook.collection(root) != coursebook.sections(root)
+
+
+def test_a_malformed_collection_line_names_the_line_and_the_fix(tmp_path):
+    root = write_course(tmp_path, "# Intro\n\nHello.\n", ["# Demo chapter\n\nFirst words."])
+    coursebook.freeze(root)
+    path = root / coursebook.COLLECTION_FILE
+    path.write_text(path.read_text() + '{"id": "x", "page": "p"}\n')
+    with pytest.raises(ValueError, match=r"collection\.jsonl:3: not a section.*freeze"):
+        coursebook.collection(root)
+
+
+def test_the_course_reads_its_frozen_collection():
+    frozen = coursebook.collection(REPO)
+    assert {"ch01", "ch11-a-test-collection-about-this", "how-to-use-run-it-on-your-computer"} <= {s.id for s in frozen}
+    assert len({s.id for s in frozen}) == len(frozen)

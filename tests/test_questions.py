@@ -161,3 +161,21 @@ def test_a_missing_question_file_says_where_it_belongs(tmp_path):
     (tmp_path / "_toc.yml").write_text("format: jb-book\nroot: intro\n")
     with pytest.raises(FileNotFoundError, match="questions.jsonl does not exist"):
         coursebook.questions(tmp_path)
+
+
+def test_every_judged_section_is_in_the_frozen_collection():
+    assert coursebook.check_collection(REPO) == []
+
+
+def test_a_judged_section_missing_from_the_frozen_collection_is_reported(tmp_path, questions):
+    root = copy_course(tmp_path)
+    shutil.copyfile(REPO / coursebook.COLLECTION_FILE, root / coursebook.COLLECTION_FILE)
+    label = sorted(questions[0]["relevant"])[0]
+    path = root / coursebook.COLLECTION_FILE
+    kept = [ln for ln in path.read_text(encoding="utf-8").splitlines() if json.loads(ln)["id"] != label]
+    path.write_text("\n".join(kept) + "\n", encoding="utf-8")
+    problems = coursebook.check_collection(root)
+    assert problems and all(repr(label) in p and "attnedu.coursebook freeze" in p for p in problems)
+    assert any(p.startswith(f"{questions[0]['id']}: ") for p in problems)
+    (root / coursebook.COLLECTION_FILE).unlink()
+    assert "does not exist" in coursebook.check_collection(root)[0]

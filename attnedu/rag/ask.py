@@ -2,7 +2,7 @@ r"""Ask the course: retrieval-augmented generation over this book's own sections
 
 The pipeline, one function each:
 
-1. **index** (:class:`CourseIndex`): every section of the book (:func:`attnedu.coursebook.sections`)
+1. **index** (:class:`CourseIndex`): every section of the book (:func:`attnedu.coursebook.collection`, the frozen text)
    is a chunk in a store (:func:`attnedu.store.open_store`), one document per page, with an
    embedding from an encoder such as :class:`attnedu.pretrained.MiniLM`;
 2. **retrieve** (:meth:`CourseIndex.search`): hybrid search, keyword (FTS5's BM25) and vector
@@ -129,7 +129,7 @@ class CourseIndex:
 
     Args:
         sections: :class:`attnedu.coursebook.Section` s (anything with ``id``, ``page``,
-            ``title``, ``text``), e.g. ``coursebook.sections()``.
+            ``title``, ``text``), e.g. ``coursebook.collection()``.
         encoder: has ``encode(list of n texts) -> (n, dim)`` unit vectors (MiniLM).
         embed_words: each section is embedded from its title and first ``embed_words`` words.
         url: the store (default: a new in-memory SQLite store).
@@ -138,7 +138,7 @@ class CourseIndex:
     def __init__(self, sections: Sequence, encoder, *, embed_words: int = 64, url: str = "sqlite://"):
         sections = list(sections)
         if not sections:
-            raise ValueError("sections is empty: pass coursebook.sections() (or some of them)")
+            raise ValueError("sections is empty: pass coursebook.collection() (or some of them)")
         for s in sections:
             if not all(hasattr(s, a) for a in ("id", "page", "title", "text")):
                 raise ValueError(f"each section needs id, page, title and text, got {type(s).__name__}")

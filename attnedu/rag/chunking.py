@@ -8,7 +8,7 @@ and an encoder that reads at most 256 tokens (MiniLM) sees only its beginning. T
 * :func:`chunk_words`: fixed size, ``size`` words per chunk, consecutive chunks sharing
   ``overlap`` words, so that a sentence cut at one boundary is whole in the next chunk;
 * :func:`chunk_sentences`: whole sentences (:func:`split_sentences`) packed up to ``max_words``;
-* by section: the book's own sections (:func:`attnedu.coursebook.sections`), one chunk each.
+* by section: the book's own sections (:func:`attnedu.coursebook.collection`, the frozen text), one chunk each.
 
 :func:`chunk_sections` applies any of the three to a list of sections and keeps, for every
 chunk, the label of the section it came from, so that a retrieved chunk can be judged with
@@ -239,8 +239,8 @@ def chunks_vs_sections(size: int = 50) -> str:
     from attnedu import coursebook
 
     questions, qrels = coursebook.questions(), coursebook.qrels()
-    pages = {s.page for s in coursebook.sections() if any(s.id in judged for judged in qrels.values())}
-    sections = [s for s in coursebook.sections() if s.page in pages and s.text.strip()]
+    pages = {s.page for s in coursebook.collection() if any(s.id in judged for judged in qrels.values())}
+    sections = [s for s in coursebook.collection() if s.page in pages and s.text.strip()]
     whole, cut = (evaluate_chunking(chunk_sections(sections, strategy, size=size), questions, qrels)["ndcg@5"]
                   for strategy in ("section", "words"))
     return "a" if cut - whole >= 0.1 else "c" if whole - cut >= 0.1 else "b"
