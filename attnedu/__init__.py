@@ -35,18 +35,20 @@ chapter  modules                                                         exercis
          ``pretrained``: ``minilm`` (all-MiniLM-L6-v2 on ``nn``,
          ``our_name``), ``smollm`` (SmolLM2 on ``llama``), ``gguf``,
          ``heads``, ``pooling`` (``mean_pool``)
-8        ``vision``: ``patches`` (``patchify``, ``unpatchify``), ``vit``    ``checks.ch08_beyond_text``
-         (``ViT``, ``attention_rollout``), ``images`` (bundled
+8        ``vision``: ``patches`` (``patchify``, ``unpatchify``),         ``checks.ch08_beyond_text``
+         ``vit`` (``ViT``, ``attention_rollout``), ``images`` (bundled
          digits and photos), ``scenes`` (drawn scenes and captions),
          ``captions``, ``superres``, ``clip``
          (``contrastive_loss``), ``text_to_image``
          (``sample_image``), ``checkpoints`` (shipped models and
          their recipes)
-9        (the chapter is being written) ``efficient``: ``tiled``         (none yet)
-         (online softmax, ``flash_attention``), ``measure`` (time
-         and peak memory in child processes), ``kv_cache``
-         (``kv_cache_bytes``, grouped heads), ``window``
-         (sliding window, ``RollingKVCache``), ``linear``
+9        ``efficient``: ``tiled`` (``online_softmax_merge``,             ``checks.ch09_cost_of_attention``
+         ``tiled_attention``, ``flash_attention``), ``measure``
+         (time and peak memory in child processes,
+         ``crossover_length``), ``kv_cache`` (``kv_cache_bytes``,
+         grouped heads), ``window`` (sliding window,
+         ``RollingKVCache``, ``rolling_buffer_attention``),
+         ``linear``
 10       ``retrieval``: ``vector`` (exact and FAISS search,              ``checks.ch10_vector_search``
          ``cosine_similarity``, ``top_k``, ``filter_after``),
          ``evaluation`` (``recall_at_k``, ``setting_for_recall``)
