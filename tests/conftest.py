@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import uuid
 from pathlib import Path
 
@@ -13,6 +14,44 @@ os.environ.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted(p for p in (REPO / "notebooks").glob("*/*.ipynb") if p.stem == p.parent.name)
+
+
+HTML = REPO / "_build" / "html"  # the built book
+
+
+def _build_module():
+    from attnedu import build
+
+    return build
+
+
+def cache_records() -> dict:
+    """The book's cache: notebook -> (record id, key, creation time)."""
+    from jupyter_cache import get_cache
+
+    return {r.uri: (r.pk, r.hashkey, r.created) for r in get_cache(str(_build_module().cache_dir(REPO))).list_cache_records()}
+
+
+@pytest.fixture(scope="session")
+def built_book(run_id):
+    """`make book` once per worker, from the notebooks' outputs (tests/test_book.py and
+    tests/test_browser.py share one xdist group, so one worker builds it once for both)."""
+    # Every notebook executed first, once: those another worker is executing are waited for
+    # (a lock per notebook), the others are executed here, the shortest first (the notebooks'
+    # tests take the longest first).
+    reports = [execute_chapter(nb, run_id) for nb in reversed(NOTEBOOKS_LONGEST_FIRST)]
+    failed = [r["notebook"] for r in reports if r["status"] != "ok"]
+    if failed:
+        pytest.fail(f"the book is built from the executed notebooks, and these failed: {', '.join(failed)} "
+                    "(tests/test_notebooks.py shows the failing cells)", pytrace=False)
+    before = cache_records()
+    result = subprocess.run(["make", "book"], cwd=REPO, capture_output=True, text=True, timeout=1200,
+                            env={**os.environ, "ATTNEDU_RUN_ID": run_id})
+    log = result.stdout + result.stderr
+    assert result.returncode == 0, f"make book failed:\n{log[-6000:]}"
+    assert "build succeeded" in log  # with -W, any Sphinx warning would have failed the build
+    assert f"file://{REPO}/_build/html/index.html" in log, "make book must print where the book is"
+    return {"log": log, "cache_before": before, "cache_after": cache_records()}
 
 
 @pytest.fixture(scope="session")

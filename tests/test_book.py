@@ -13,40 +13,11 @@ import yaml
 from bs4 import BeautifulSoup
 
 from attnedu import build
-from conftest import NOTEBOOKS, NOTEBOOKS_LONGEST_FIRST, REPO, execute_chapter, load_notebook
+from conftest import HTML, NOTEBOOKS, REPO, load_notebook
 
-HTML = REPO / "_build" / "html"
-
-# The first test's setup waits for the notebooks (executing those no other worker has taken
-# yet), then builds the book.
+# The first test's setup (the session fixture built_book in conftest.py) waits for the
+# notebooks (executing those no other worker has taken yet), then builds the book.
 pytestmark = pytest.mark.timeout(1800)
-
-
-def cache_records() -> dict:
-    """The book's cache: notebook -> (record id, key, creation time)."""
-    from jupyter_cache import get_cache
-
-    return {r.uri: (r.pk, r.hashkey, r.created) for r in get_cache(str(build.cache_dir(REPO))).list_cache_records()}
-
-
-@pytest.fixture(scope="module")
-def built_book(run_id):
-    # Every notebook executed first, once: those another worker is executing are waited for
-    # (a lock per notebook), the others are executed here, the shortest first (the notebooks'
-    # tests take the longest first).
-    reports = [execute_chapter(nb, run_id) for nb in reversed(NOTEBOOKS_LONGEST_FIRST)]
-    failed = [r["notebook"] for r in reports if r["status"] != "ok"]
-    if failed:
-        pytest.fail(f"the book is built from the executed notebooks, and these failed: {', '.join(failed)} "
-                    "(tests/test_notebooks.py shows the failing cells)", pytrace=False)
-    before = cache_records()
-    result = subprocess.run(["make", "book"], cwd=REPO, capture_output=True, text=True, timeout=1200,
-                            env={**os.environ, "ATTNEDU_RUN_ID": run_id})
-    log = result.stdout + result.stderr
-    assert result.returncode == 0, f"make book failed:\n{log[-6000:]}"
-    assert "build succeeded" in log  # with -W, any Sphinx warning would have failed the build
-    assert f"file://{REPO}/_build/html/index.html" in log, "make book must print where the book is"
-    return {"log": log, "cache_before": before, "cache_after": cache_records()}
 
 
 def test_the_book_is_built_from_the_executed_notebooks_without_a_kernel(built_book):

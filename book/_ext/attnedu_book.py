@@ -12,8 +12,14 @@
   notebook again: Sphinx then reads the page again, with the new outputs from the cache,
   even though the notebook's file did not change (for instance after a change to the library).
 * A chapter's number is the one in its folder's name (``notebooks/10-vector-search/``), not
-  its position in the table of contents: chapters 8 and 9 are not written yet, and a learner
-  should find chapter 10 in the folder called 10.
+  its position in the table of contents: a learner should find chapter 10 in the folder
+  called 10, even while a chapter before it is missing from the book.
+* A script that the page would carry twice is kept once. sphinx-thebe adds its inline
+  configuration (``const THEBE_JS_URL = ...``) each time Sphinx starts reading documents, and
+  an incremental build reads twice; the second ``const`` is a SyntaxError in the browser's
+  console on every page (``tests/test_browser.py`` fails on any console error).
+* The theme's colour mode defaults to ``auto`` (the reader's system setting) instead of the
+  empty string, which the theme's script reports as an error on every page.
 """
 
 from __future__ import annotations
@@ -92,7 +98,29 @@ def depend_on_execution_report(app, doctree) -> None:
         app.env.note_dependency(str(Path(app.srcdir) / "_build" / "execution" / f"{stem}.json"))
 
 
+def one_of_each_script(app, pagename, templatename, context, doctree) -> None:
+    """Drop the repeats of a script: same file, or the same inline body, with the same attributes."""
+    seen, kept = set(), []
+    for script in context.get("script_files", []):
+        # an inline script's file name is None or "" depending on who added it: the body decides
+        name = getattr(script, "filename", script) or ""
+        key = (str(name), tuple(sorted((k, str(v)) for k, v in getattr(script, "attributes", {}).items())))
+        if key not in seen:
+            seen.add(key)
+            kept.append(script)
+    if "script_files" in context:
+        context["script_files"][:] = kept
+
+
+def default_colour_mode(app, pagename, templatename, context, doctree) -> None:
+    """pydata-sphinx-theme reads the default mode from the page's context (``html_context``)."""
+    if not context.get("default_mode"):
+        context["default_mode"] = "auto"
+
+
 def setup(app):
+    app.connect("html-page-context", default_colour_mode, priority=100)
+    app.connect("html-page-context", one_of_each_script, priority=100)  # before any handler that returns (emit_firstresult stops there)
     app.connect("doctree-read", depend_on_execution_report)
     app.connect("env-get-updated", number_chapters_by_folder, priority=900)
     app.connect("doctree-read", strip_solution_markers)
