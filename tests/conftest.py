@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import uuid
 from pathlib import Path
@@ -90,6 +91,25 @@ def execute_chapter(notebook: Path, run_id: str) -> dict:
 
     threads = int(os.environ.get("OMP_NUM_THREADS") or 1)
     return build.execute(notebook, REPO, run=run_id, threads=threads)
+
+
+def chapter_printed(notebook: Path, run_id: str) -> str:
+    """Everything an executed chapter printed (its stream outputs, from the book's cache), for the
+    tests that read a chapter's numbers (tests/test_chNN_numbers.py)."""
+    build = _build_module()
+    report = execute_chapter(notebook, run_id)
+    if report["status"] != "ok":
+        pytest.fail(build.format_errors(report) or f"{notebook.parent.name} did not run", pytrace=False)
+    nb = build._cache(REPO).merge_match_into_notebook(build._read(notebook))[1]
+    return "\n".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
+                     if o.get("output_type") == "stream")
+
+
+def printed_number(printed: str, pattern: str) -> float:
+    """The number in group 1 of ``pattern`` in a chapter's printed output (thousands commas allowed)."""
+    m = re.search(pattern, printed)
+    assert m, f"the chapter no longer prints {pattern!r}"
+    return float(m.group(1).replace(",", ""))
 
 
 # Scheduling on pytest-xdist workers (`make test`: -n 2 --dist loadgroup --no-loadscope-reorder).

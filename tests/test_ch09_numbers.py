@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from conftest import REPO, execute_chapter
+from conftest import REPO, chapter_printed, printed_number
 
 NOTEBOOK = REPO / "notebooks" / "09-cost-of-attention" / "09-cost-of-attention.ipynb"
 pytestmark = pytest.mark.xdist_group(NOTEBOOK.parent.name)  # beside the notebook's own run
@@ -18,20 +18,10 @@ MEASURED_LENGTHS = [1024, 2048, 4096, 8192]
 @pytest.fixture(scope="module")
 def printed(run_id) -> str:
     """Everything the executed chapter printed."""
-    from attnedu import build
-
-    report = execute_chapter(NOTEBOOK, run_id)
-    if report["status"] != "ok":
-        pytest.fail(build.format_errors(report) or "chapter 9 did not run", pytrace=False)
-    nb = build._cache(REPO).merge_match_into_notebook(build._read(NOTEBOOK))[1]
-    return "\n".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
-                     if o.get("output_type") == "stream")
+    return chapter_printed(NOTEBOOK, run_id)
 
 
-def number(printed: str, pattern: str) -> float:
-    m = re.search(pattern, printed)
-    assert m, f"the chapter no longer prints {pattern!r}"
-    return float(m.group(1).replace(",", ""))
+number = printed_number
 
 
 def row(printed: str, kernel: str, T: int) -> tuple[float, float]:
