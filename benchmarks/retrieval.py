@@ -9,7 +9,8 @@ median of ``--repeats`` runs, the indexes taking turns so a drift of the machine
 hits them alike) and recall@10 against our exact search:
 
 * ``numpy exact``: ``attnedu.retrieval.VectorIndex`` (one float32 matrix multiply per
-  chunk of queries, then ``np.argpartition``);
+  block of about 8,000 vectors, all queries at once; ``np.argpartition`` for the first block,
+  then a running top 10 per query that a later score enters only if it beats the 10th best);
 * ``faiss flat``: ``IndexFlatIP``, exact too;
 * ``faiss hnsw`` and ``faiss ivf`` at a few search settings (``ef_search``, ``nprobe``).
 
@@ -46,7 +47,7 @@ def clustered_vectors(n: int, nq: int, d: int, n_clusters: int, seed: int = 0):
 
     def draw(m):
         x = centres[rng.integers(0, n_clusters, m)] + rng.normal(size=(m, d)).astype(np.float32) / np.sqrt(d)
-        return x / np.linalg.norm(x, axis=1, keepdims=True)
+        return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)  # embeddings are float32
 
     return draw(n), draw(nq)
 

@@ -64,6 +64,39 @@ def test_exact_search_splits_the_top_k_over_threads_with_the_same_result(threads
     np.testing.assert_array_equal(pos, brute_force(q, x, 7)[1])
 
 
+@pytest.mark.parametrize("block", [1, 7, 64, 499])
+@pytest.mark.parametrize("k", [1, 10, 37])
+def test_the_blocked_search_equals_brute_force(data, block, k):
+    """The fast path scores the vectors `block` rows at a time with a running top k per query."""
+    x, q = data
+    scores, pos = exact_search(q, x, k, block=block, threads=1)
+    ref_scores, ref_pos = brute_force(q, x, k)
+    np.testing.assert_array_equal(pos, ref_pos)
+    np.testing.assert_allclose(scores, ref_scores, rtol=1e-5, atol=1e-5)
+
+
+def test_the_blocked_search_when_every_block_beats_the_last():
+    """Vectors in increasing order of score: every block's scores all enter the running top k."""
+    rng = np.random.default_rng(3)
+    q = unit(rng.normal(size=(1, 8))).astype(np.float32)
+    x = rng.normal(size=(300, 8)).astype(np.float32)
+    x = x[np.argsort(x @ q[0])]  # worst case for a running threshold
+    _, pos = exact_search(q, x, 20, block=16)
+    np.testing.assert_array_equal(pos, brute_force(q, x, 20)[1])
+    assert pos[0, 0] == 299
+
+
+def test_the_blocked_search_keeps_the_lower_position_of_equal_scores():
+    """A later block's exact copy of a result ties with it and must not replace it."""
+    rng = np.random.default_rng(4)
+    base = rng.normal(size=(50, 6)).astype(np.float32)
+    x = np.concatenate([base, base, base])  # rows i, 50 + i and 100 + i are equal
+    q = rng.normal(size=(5, 6)).astype(np.float32)
+    scores, pos = exact_search(q, x, 30, block=50)
+    np.testing.assert_array_equal(pos, brute_force(q, x, 30)[1])  # stable: lower positions first
+    assert set(np.unique(pos % 50).tolist()) <= set(range(50)) and (np.diff(scores, axis=1) <= 0).all()
+
+
 def test_exact_search_with_k_equal_to_n_sorts_everything(data):
     x, q = data
     _, pos = exact_search(q[:3], x[:20], 20)

@@ -13,7 +13,8 @@ top-1 lookup.)
 * :func:`cosine_similarity`: the cosine of every pair of rows (chapter 10).
 * :func:`top_k`: the columns of the ``k`` largest scores of each row (chapter 10's exercise 1).
 * :func:`exact_search`: the whole computation on plain arrays, scores then :func:`top_k`:
-  readable path (``argsort`` of the full score matrix) and fast path (chunks, ``argpartition``).
+  readable path (``argsort`` of the full score matrix) and fast path (blocks of the vectors,
+  ``argpartition`` for the first, then a running top ``k`` per query).
 * :func:`filter_after`: the first ``k`` allowed results of an over-fetched search
   (exercise 4), what ``VectorIndex.search(..., filtering="after")`` does.
 * :class:`VectorIndex`: an exact index in NumPy. ``add`` vectors (with optional
@@ -141,8 +142,55 @@ def _top_k_rows(scores: np.ndarray, k: int, pool: ThreadPoolExecutor | None = No
     return np.take_along_axis(scores, columns, axis=1), columns
 
 
+def _merge_top_k(best_s: np.ndarray, best_i: np.ndarray, rows: np.ndarray, cand_s: np.ndarray,
+                 cand_i: np.ndarray):
+    """Merge candidates into each row's running top ``k``.
+
+    ``best_s``, ``best_i``: ``(m, k)``, each row best first. ``rows``, ``cand_s``, ``cand_i``:
+    ``(c,)``, the row, score and position of each candidate. Returns the new ``(m, k)`` pair:
+    per row, the ``k`` best of its old ``k`` and its candidates, equal scores by lower position.
+    """
+    m, k = best_s.shape
+    all_r = np.concatenate([np.repeat(np.arange(m), k), rows])  # (m*k + c,)
+    all_s = np.concatenate([best_s.ravel(), cand_s])
+    all_i = np.concatenate([best_i.ravel(), cand_i])
+    order = np.lexsort((all_i, -all_s, all_r))  # by row, then best score, then lower position
+    counts = np.bincount(all_r, minlength=m)  # (m,): k + the row's candidates
+    starts = np.cumsum(counts) - counts  # (m,): where each row begins in `order`
+    take = order[(starts[:, None] + np.arange(k)).ravel()]  # the first k of each row
+    return all_s[take].reshape(m, k), all_i[take].reshape(m, k)
+
+
+def _blocked_top_k(q: np.ndarray, x: np.ndarray, k: int, block: int, pool, threads: int):
+    """The fast path's inner loop for one chunk of queries ``q`` ``(m, d)`` over ``x`` ``(n, d)``.
+
+    The datastore is scored ``block`` rows at a time. Each query keeps its best ``k`` so far;
+    a score in a later block matters only if it beats the query's current ``k``-th best, and
+    after the first few blocks almost none does, so each block costs one matrix product,
+    one comparison and a small merge. (Chapter 9's tiled attention keeps a running maximum
+    and sum over blocks of keys; this keeps a running top ``k``. FAISS's flat index does the
+    same with a heap per query.)
+    """
+    first = min(block, x.shape[0])
+    scores = q @ x[:first].T  # (m, first), one BLAS call
+    best_s, best_i = _top_k_rows(scores, k, pool, threads)  # (m, k) each
+    best_i = best_i.astype(np.int64)
+    if first == x.shape[0]:
+        return best_s, best_i
+    out = np.empty((q.shape[0], block), dtype=np.float32)  # reused for every block
+    for start in range(first, x.shape[0], block):
+        xb = x[start:start + block]  # (b, d)
+        scores = np.matmul(q, xb.T, out=out[:, :xb.shape[0]])  # (m, b)
+        # np.flatnonzero of the flat mask is an order of magnitude faster than 2-D np.nonzero
+        flat = np.flatnonzero(scores > best_s[:, -1:])  # beats the k-th best (ties keep the lower position)
+        if flat.size:
+            rows, cols = np.divmod(flat, xb.shape[0])
+            best_s, best_i = _merge_top_k(best_s, best_i, rows, scores.ravel()[flat], cols + start)
+    return best_s, best_i
+
+
 def exact_search(queries, vectors, k: int, *, fast: bool = True, chunk: int | None = None,
-                 threads: int | None = None):
+                 block: int | None = None, threads: int | None = None):
     r"""The exact top-``k`` inner products of each query with all vectors.
 
     .. math:: S = Q X^\top, \qquad \text{row } j \text{ of the result: the } k
@@ -154,18 +202,24 @@ def exact_search(queries, vectors, k: int, *, fast: bool = True, chunk: int | No
         k: how many results per query.
         fast: ``False`` is the readable path: the full ``(nq, n)`` score matrix,
             each row sorted completely (``np.argsort``). ``True`` (default) is the
-            same result, faster: queries in chunks (the score matrix of a chunk
-            stays small), one float32 matrix multiply (BLAS, on its own threads)
-            per chunk, and ``np.argpartition`` instead of a full sort, its rows
-            split over ``threads`` threads (NumPy releases the GIL while it sorts).
-        chunk: queries per chunk in the fast path (default: about 32 MB of scores).
-        threads: threads for the top-``k`` step (default: all cores, as BLAS and
-            FAISS use by default).
+            same result, faster: queries in chunks, and the vectors scored in blocks
+            of ``block`` rows, one float32 matrix multiply (BLAS, on its own threads)
+            per block. The first block's top ``k`` is found with ``np.argpartition``
+            (:func:`top_k`); after that each query keeps a running top ``k``, and a
+            later block's score is looked at only when it beats the query's current
+            ``k``-th best. A block's score matrix stays small (at most 32 MB).
+        chunk: queries per chunk in the fast path (default 1024).
+        block: vectors per block in the fast path (default 8192, at least ``k``; measured
+            on 2 cores, about the fastest of 2048 to 100,000 for 1 to 1000 queries over
+            100,000 vectors of 384 numbers).
+        threads: threads for the first block's top-``k`` step, its rows split over
+            them (NumPy releases the GIL while it partitions); default: all cores.
 
     Returns:
         ``(scores, positions)``, both ``(nq, k)``: float32 scores, best first, and
         the int64 row numbers in ``vectors`` they belong to. Ties are broken by the
-        lower row number, except (in the fast path) a tie at the ``k``-th place.
+        lower row number, except (in the fast path) a tie at the ``k``-th place of
+        the first block.
     """
     q = np.ascontiguousarray(queries, dtype=np.float32)  # (nq, d)
     x = np.ascontiguousarray(vectors, dtype=np.float32)  # (n, d)
@@ -181,15 +235,16 @@ def exact_search(queries, vectors, k: int, *, fast: bool = True, chunk: int | No
         return np.take_along_axis(scores, order, axis=1), order.astype(np.int64)
 
     n = x.shape[0]
-    chunk = max(1, (8 << 20) // n) if chunk is None else positive_int(chunk, "chunk")  # 8M scores = 32 MB
+    chunk = min(q.shape[0], 1024) if chunk is None else positive_int(chunk, "chunk")
+    block = max(k, 8192 if block is None else positive_int(block, "block"))  # (chunk, block): at most 32 MB
     threads = (os.cpu_count() or 1) if threads is None else positive_int(threads, "threads")
     out_scores = np.empty((q.shape[0], k), dtype=np.float32)
     out_pos = np.empty((q.shape[0], k), dtype=np.int64)
-    pool = ThreadPoolExecutor(threads) if threads > 1 and q.shape[0] > 1 and n >= 4096 else None
+    pool = ThreadPoolExecutor(threads) if threads > 1 and q.shape[0] > 1 and min(n, block) >= 4096 else None
     try:
         for start in range(0, q.shape[0], chunk):
-            scores = q[start:start + chunk] @ x.T  # (chunk, n): one BLAS call
-            out_scores[start:start + chunk], out_pos[start:start + chunk] = _top_k_rows(scores, k, pool, threads)
+            out_scores[start:start + chunk], out_pos[start:start + chunk] = _blocked_top_k(
+                q[start:start + chunk], x, k, block, pool, threads)
     finally:
         if pool is not None:
             pool.shutdown()
