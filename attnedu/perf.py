@@ -39,6 +39,8 @@ from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 
+from attnedu.plot import COLORS
+
 __all__ = ["RESULTS", "PAGE", "FIGURES", "OKABE_ITO", "machine", "versions", "save", "validate", "load",
            "goal_met", "render", "write_page", "main"]
 
@@ -47,8 +49,7 @@ RESULTS = REPO / "benchmarks" / "results"
 PAGE = REPO / "book" / "performance.md"
 FIGURES = REPO / "book" / "images" / "performance"
 
-#: Okabe and Ito's colour-blind-safe palette (Okabe & Ito 2008, "Color Universal Design").
-OKABE_ITO = ["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000"]
+OKABE_ITO = COLORS  # the course's colour-blind-safe palette (attnedu.plot.COLORS)
 _MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*"]
 _HATCHES = ["", "//", "..", "xx", "\\\\", "--", "++", "oo"]
 

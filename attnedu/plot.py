@@ -15,11 +15,29 @@ import numpy as np
 
 from ._validate import as_float_array
 
-__all__ = ["attention_heatmap", "attention_heatmaps", "CMAP"]
+__all__ = ["attention_heatmap", "attention_heatmaps", "CMAP", "COLORS", "course_style"]
 
 #: One sequential colour map for every attention picture in the course:
-#: light for weight 0, dark for weight 1, readable in grey scale.
+#: light for weight 0, dark for weight 1, readable in grey scale and with any colour vision.
 CMAP = "Blues"
+
+#: The course's colours for lines and bars: Okabe and Ito's palette, chosen to stay distinct
+#: for people with the common kinds of colour blindness (Okabe & Ito, "Color Universal Design",
+#: 2008), with its yellow, hard to see on white, replaced by a neutral grey. Ordered so that
+#: the first five keep the names of Matplotlib's default colours (blue, orange, green, red,
+#: purple) and the last is grey, as there: a sentence about "the orange line" stays true.
+COLORS = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#000000", "#999999"]
+
+
+def course_style() -> None:
+    """Use :data:`COLORS` for every later figure's lines and bars (``"C0"`` to ``"C7"``), and
+    viridis, a colour map that reads the same in grey scale, for images without one. Every
+    chapter calls this in its first cell."""
+    import matplotlib as mpl
+    from cycler import cycler
+
+    mpl.rcParams["axes.prop_cycle"] = cycler(color=COLORS)
+    mpl.rcParams["image.cmap"] = "viridis"
 
 
 def _labels(labels, n: int, name: str, shape) -> list[str] | None:

@@ -79,6 +79,8 @@ def test_chapter_page_has_all_its_figures(built_book, notebook):
     for img in images:
         target = (HTML / notebook.relative_to(REPO).parent / img["src"]).resolve()
         assert target.exists() and target.stat().st_size > 5000, f"figure {img['src']} is missing or empty"
+        alt = img.get("alt", "")
+        assert len(alt.split()) >= 4, f"figure {img['src']} has no alt text that describes it (got {alt!r})"
 
 
 # Where each drawn diagram (attnedu.diagrams) appears.

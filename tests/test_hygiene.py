@@ -1,5 +1,6 @@
 """Notebook hygiene: what every chapter notebook must look like to be a book page and an assignment."""
 
+import ast
 import re
 
 import nbformat
@@ -142,3 +143,68 @@ def test_no_chapter_points_to_a_chapter_that_does_not_exist(path):
             missing = [n for n in map(int, re.findall(r"\d+", m.group(1))) if n not in existing]
             assert not missing, (f"{path.parent.name} points to chapter {missing[0]}, which does not exist: "
                                  f"{text[m.start():m.end() + 40]!r}")
+
+
+# ------------------------------------------------------------------ accessibility
+# Colour maps that run through red and green at equal lightness (or through every hue): a reader
+# with red-green colour blindness cannot read their values, and in grey scale they are not monotone.
+NOT_COLOUR_BLIND_SAFE = ("jet", "rainbow", "gist_rainbow", "hsv", "RdYlGn", "nipy_spectral", "turbo", "gist_ncar")
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=ids)
+def test_figures_use_colour_blind_safe_colours(path):
+    """Every chapter switches to the course's palette in its first cell, and no figure uses a
+    colour map that only people with full colour vision can read."""
+    cells = [c for c in load_notebook(path)["cells"] if c["cell_type"] == "code"]
+    assert "course_style()" in source(cells[0]), "the first code cell should call attnedu.plot.course_style()"
+    for i, cell in enumerate(cells):
+        for name in re.findall(r"cmap\s*=\s*[\"']([A-Za-z_]+)[\"']", source(cell)):
+            assert name.removesuffix("_r") not in NOT_COLOUR_BLIND_SAFE, f"code cell {i} uses cmap={name!r}"
+
+
+def test_the_library_uses_colour_blind_safe_colours():
+    from attnedu.plot import CMAP, COLORS
+
+    assert CMAP not in NOT_COLOUR_BLIND_SAFE and len(set(COLORS)) == len(COLORS) == 8
+    for module in (REPO / "attnedu").rglob("*.py"):
+        for name in re.findall(r"cmap\s*=\s*[\"']([A-Za-z_]+)[\"']", module.read_text(encoding="utf-8")):
+            assert name.removesuffix("_r") not in NOT_COLOUR_BLIND_SAFE, f"{module} uses cmap={name!r}"
+
+
+def heatmap_calls(text):
+    """The calls of attention_heatmap(s) in a cell's code, as ast.Call nodes."""
+    try:
+        tree = ast.parse(text)
+    except SyntaxError:  # IPython syntax (a magic): no Python calls to inspect
+        return []
+    return [node for node in ast.walk(tree) if isinstance(node, ast.Call)
+            and getattr(node.func, "id", getattr(node.func, "attr", "")) in ("attention_heatmap", "attention_heatmaps")]
+
+
+def names_its_axes(call) -> bool:
+    """Tick labels (x_labels, or attention_heatmap's second positional argument) or an axis name."""
+    def given(node):
+        return node is not None and not (isinstance(node, ast.Constant) and node.value is None)
+
+    keywords = {k.arg: k.value for k in call.keywords}
+    positional = call.args[1] if getattr(call.func, "id", "") == "attention_heatmap" and len(call.args) > 1 else None
+    return given(keywords.get("x_labels", positional)) or "xlabel" in keywords
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=ids)
+def test_attention_heatmaps_label_their_axes(path):
+    """An attention map is read by its tokens: every heatmap call names its keys (tick labels,
+    an axis name of its own, or ticks set by hand in the same cell)."""
+    for i, cell in enumerate(load_notebook(path)["cells"]):
+        if cell["cell_type"] != "code":
+            continue
+        for call in heatmap_calls(source(cell)):
+            assert names_its_axes(call) or "set_xticks" in source(cell), \
+                f"cell {i}, line {call.lineno}: an attention heatmap without its tokens on the axes"
+
+
+def test_the_axis_check_sees_an_unlabelled_heatmap():
+    [bare] = heatmap_calls("attention_heatmap(w, ax=axes[0])")
+    [none] = heatmap_calls("attention_heatmaps([w], x_labels=None)")
+    [good] = heatmap_calls("attention_heatmap(w, tokens, tokens)")
+    assert not names_its_axes(bare) and not names_its_axes(none) and names_its_axes(good)
