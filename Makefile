@@ -14,11 +14,12 @@ PIP    := $(BIN)/python -m pip --disable-pip-version-check --quiet
 LAB_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root,)
 export PYDEVD_DISABLE_FILE_VALIDATION := 1
 
-.PHONY: help setup book test lab release grade clean
+.PHONY: help setup book test bench lab release grade clean
 
 help:
 	@echo "make book     set up, execute every chapter, build the HTML book"
 	@echo "make test     set up, then run every test (unit, notebooks, grading, book)"
+	@echo "make bench    run every benchmark, then remake the book's performance page (about 20 minutes)"
 	@echo "make lab      JupyterLab on your own copies of the chapters (my-work/)"
 	@echo "make release  student versions of every chapter (_grading/release/)"
 	@echo "make grade    autograde _grading/submitted/ (JOBS=N at a time; CHAPTER=, STUDENT= to regrade some)"
@@ -59,6 +60,15 @@ TEST_THREADS ?= 1
 test: setup
 	OMP_NUM_THREADS=$(TEST_THREADS) MKL_NUM_THREADS=$(TEST_THREADS) \
 	  $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder
+
+# Every benchmark in turn (each saves benchmarks/results/<name>.json), then the book's
+# performance page from those files (book/performance.md and book/images/performance/).
+# Run it on a quiet machine: the numbers are only as steady as the machine is idle.
+BENCHMARKS := softmax attention attention_cost kv_cache gpt_train pretrained retrieval store grading
+bench: setup
+	@for b in $(BENCHMARKS); do echo "== benchmarks/$$b.py"; $(BIN)/python benchmarks/$$b.py || exit 1; done
+	$(BIN)/python -m attnedu.perf
+	@echo "The performance page is book/performance.md; make book shows it."
 
 lab: setup
 	$(BIN)/python -m attnedu.grading workspace
