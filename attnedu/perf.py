@@ -129,7 +129,8 @@ def validate(data: dict) -> dict:
 
 
 def save(name: str, *, title: str, about: str, columns, rows: list[dict], plot: dict, goals=(), notes=(),
-         packages=("numpy", "torch"), quick: bool = False, settings: dict | None = None) -> Path | None:
+         packages=("numpy", "torch"), quick: bool = False, settings: dict | None = None,
+         command: str | None = None) -> Path | None:
     """Write a benchmark's result to ``benchmarks/results/<name>.json`` (see the module's docstring).
 
     Args:
@@ -145,6 +146,8 @@ def save(name: str, *, title: str, about: str, columns, rows: list[dict], plot: 
         packages: whose versions to record.
         quick: a ``--quick`` run: saved only where ``$ATTNEDU_BENCH_DIR`` says.
         settings: the run's parameters (sizes, repeats, threads), shown with the command.
+        command: how to repeat the run (default: ``python benchmarks/<name>.py`` and this
+            process's arguments).
 
     Returns the path written, or ``None`` for a quick run with nowhere to save it.
     """
@@ -154,7 +157,7 @@ def save(name: str, *, title: str, about: str, columns, rows: list[dict], plot: 
         return None
     data = validate({
         "benchmark": name, "title": title, "about": about,
-        "command": "python benchmarks/" + name + ".py" + "".join(" " + a for a in sys.argv[1:]),
+        "command": command or ("python benchmarks/" + name + ".py" + "".join(" " + a for a in sys.argv[1:])),
         "settings": settings or {}, "quick": bool(quick),
         "date": datetime.now(timezone.utc).replace(microsecond=0).isoformat(),
         "seconds": round(time.time() - _STARTED, 1),
@@ -198,7 +201,7 @@ def goal_met(goal: dict) -> bool:
 # ----------------------------------------------------------------------------- the page
 def _fmt(value, spec: str) -> str:
     if value is None:
-        return "n/a"
+        return "\u2013"  # an en dash: nothing measured here
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return str(value).replace("|", "\\|")
     try:
@@ -207,11 +210,16 @@ def _fmt(value, spec: str) -> str:
         return str(value)
 
 
+def _numeric(data: dict, key: str) -> bool:
+    """Whether a column holds numbers (judged by its first value that is not missing)."""
+    value = next((r[key] for r in data["rows"] if r[key] is not None), None)
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def _table(data: dict) -> list[str]:
     cols = data["columns"]
     lines = ["| " + " | ".join(c["label"] for c in cols) + " |",
-             "|" + "|".join("---:" if isinstance(data["rows"][0][c["key"]], (int, float)) else ":---"
-                            for c in cols) + "|"]
+             "|" + "|".join("---:" if _numeric(data, c["key"]) else ":---" for c in cols) + "|"]
     for row in data["rows"]:
         lines.append("| " + " | ".join(_fmt(row[c["key"]], c["format"]) for c in cols) + " |")
     return lines
@@ -276,7 +284,7 @@ def _figure(data: dict, path: Path) -> None:
             if plot.get("group"):
                 handles, labels = ax.get_legend_handles_labels()
                 unique = dict(zip(labels, handles))
-                ax.legend(unique.values(), unique.keys(), loc="lower right", fontsize=8)
+                ax.legend(unique.values(), unique.keys(), loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8)
         else:
             fig, ax = plt.subplots(figsize=(7.5, 4.2))
             series = list(dict.fromkeys(str(r[plot["series"]]) for r in rows))

@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from attnedu import perf
 from attnedu.nn import MultiHeadAttention
 
 
@@ -74,9 +75,11 @@ def main(argv=None) -> None:
         c, _ = modules["sdpa module"](x)
     assert torch.allclose(a, b, atol=1e-5) and torch.allclose(a, c, atol=1e-5)
 
-    print(f"B={B} T={T} E={E} H={H} float32, forward + backward, {torch.get_num_threads()} threads, "
+    threads = torch.get_num_threads()
+    print(f"B={B} T={T} E={E} H={H} float32, forward + backward, {threads} threads, "
           f"torch {torch.__version__}")
     print(f"{'module':<13} {'need_weights':<13} {'median s':>9} {'vs torch MHA':>13}")
+    rows = []
     for need_weights in (False, True):
         names = [n for n in modules if not (need_weights and n == "sdpa module")]
         times = {n: [] for n in names}
@@ -91,6 +94,37 @@ def main(argv=None) -> None:
         for n in names:
             med = statistics.median(times[n])
             print(f"{n:<13} {str(need_weights):<13} {med:>9.3f} {med / ref_time:>12.2f}x")
+            rows.append({"module": n, "need_weights": str(need_weights), "case": f"need_weights={need_weights}",
+                         "seconds": med, "vs_torch": med / ref_time,
+                         "who": "attnedu" if n == "attnedu" else "reference"})
+
+    ratio = {(r["module"], r["need_weights"]): r["vs_torch"] for r in rows}
+    fast, explicit, sdpa = ratio[("attnedu", "False")], ratio[("attnedu", "True")], ratio[("sdpa module", "False")]
+    notes = [f"With need_weights=False attnedu took {fast:.2f}x the time of torch's module, and the minimal "
+             f"module on `scaled_dot_product_attention` took {sdpa:.2f}x."]
+    if explicit > 1:
+        notes.append(f"With need_weights=True, the explicit path that also returns the attention weights, "
+                     f"attnedu took {explicit:.2f}x the time of torch's module on the same path.")
+    perf.save(
+        "attention", quick=args.quick, packages=("torch",),
+        title="Multi-head attention",
+        about=(f"One training step, forward and backward, of multi-head self-attention (chapter 4) on the CPU: "
+               f"batch {B}, {T:,} tokens, {E} dimensions, {H} heads, float32. Three modules with the same "
+               "weights: the course's `attnedu.nn.MultiHeadAttention`, PyTorch's `nn.MultiheadAttention`, and "
+               "a minimal module that calls `scaled_dot_product_attention` between its two projections. "
+               "With need_weights=True the modules also return the attention weights; the minimal module "
+               f"cannot, so it is timed only without. Each time is the median of {repeats} runs after a "
+               "warm-up, the modules taking turns. The last column is the time divided by torch's."),
+        settings={"repeats": repeats, "threads": threads},
+        columns=[("module", "module"), ("need_weights", "need_weights"), ("seconds", "median s", ".3f"),
+                 ("vs_torch", "vs torch MHA", ".2f")],
+        rows=rows,
+        plot={"kind": "bar", "label": ["module", "case"], "value": "seconds", "group": "module",
+              "xlabel": "median seconds per forward + backward step", "log": False},
+        goals=[{"text": "attnedu at most 1.1x the time of torch's MultiheadAttention (need_weights=False)",
+                "measured": fast, "target": 1.1, "unit": "x", "higher_is_better": False}],
+        notes=notes,
+    )
 
 
 if __name__ == "__main__":

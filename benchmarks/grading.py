@@ -21,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from attnedu import grading
+from attnedu import grading, perf
 
 REPO = Path(__file__).resolve().parents[1]
 CHAPTERS = ["01-weighted-sums", "02-scaled-dot-product"]
@@ -60,6 +60,7 @@ def main(argv=None) -> None:
         print(f"{'jobs':>4} {'submissions':>11} {'wall s':>8} {'median s/submission':>20} "
               f"{'submissions/min':>16} {'speed-up':>9}")
         first = None
+        rows = []
         for jobs in args.jobs:
             start = time.perf_counter()
             result = grading.grade(root, jobs=jobs)
@@ -70,6 +71,38 @@ def main(argv=None) -> None:
             median = statistics.median(s["seconds"] for s in result["stats"].values())
             print(f"{jobs:>4} {n:>11} {wall:>8.1f} {median:>20.1f} {per_minute:>16.1f} {per_minute / first:>8.2f}x",
                   flush=True)
+            rows.append({"setting": f"JOBS={jobs}", "jobs": jobs, "submissions": n, "wall_s": wall,
+                         "median_s": median, "per_minute": per_minute, "speedup": per_minute / first})
+
+    notes = []
+    if len(rows) > 1:
+        a, b = rows[0], rows[-1]
+        notes.append(f"{b['setting']} graded {b['per_minute']:.1f} submissions a minute, {b['speedup']:.2f} times "
+                     f"as many as {a['setting']} ({a['per_minute']:.1f}), on a machine with {os.cpu_count()} cores.")
+        notes.append(f"The median time of one submission was {a['median_s']:.1f} s with {a['setting']} and "
+                     f"{b['median_s']:.1f} s with {b['setting']}: each submission runs in its own process with "
+                     "one thread, and the parallel processes share the machine.")
+    perf.save(
+        "grading", quick=args.quick, packages=("nbgrader", "nbconvert", "nbclient", "numpy", "torch"),
+        title="Grading a class with make grade",
+        about=(f"How many submissions a minute the instructors' `make grade` grades (`attnedu.grading.grade`, "
+               f"through nbgrader). A made-up class of {students} students hands in "
+               f"{' and '.join(f'`{c}`' for c in chapters)}: half of them hand in the solutions, half the "
+               "untouched student versions. The whole class is graded once for each JOBS setting "
+               f"({', '.join(str(j) for j in args.jobs)}). Each submission runs in its own process and course "
+               "folder, with one thread, and training is capped at "
+               f"ATTNEDU_MAX_TRAIN_SECONDS={os.environ['ATTNEDU_MAX_TRAIN_SECONDS']}. The speed-up is against "
+               "the first JOBS setting."),
+        settings={"students": students, "chapters": len(chapters), "jobs": " ".join(map(str, args.jobs)),
+                  "ATTNEDU_MAX_TRAIN_SECONDS": os.environ["ATTNEDU_MAX_TRAIN_SECONDS"]},
+        columns=[("jobs", "JOBS", "d"), ("submissions", "submissions", "d"), ("wall_s", "wall s", ".1f"),
+                 ("median_s", "median s/submission", ".1f"), ("per_minute", "submissions/min", ".1f"),
+                 ("speedup", "speed-up", ".2f")],
+        rows=rows,
+        plot={"kind": "bar", "label": ["setting"], "value": "per_minute", "group": None,
+              "xlabel": "submissions graded per minute", "log": False},
+        goals=[], notes=notes,
+    )
 
 
 if __name__ == "__main__":

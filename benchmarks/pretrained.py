@@ -27,6 +27,8 @@ from typing import Callable
 
 import torch
 
+from attnedu import perf
+
 
 @dataclass
 class Row:
@@ -190,6 +192,46 @@ def main(argv=None) -> None:
     if args.part in ("all", "decoder"):
         rows += bench_decoder(args)
     print_table(rows)
+
+    reference = {"encoder": "sentence-transformers", "decoder": "transformers"}
+    ours = {r.part: r for r in rows if r.ratio is not None}
+    goals, notes = [], []
+    if "encoder" in ours:
+        goals.append({"text": "our MiniLM at least 0.8x the sentences per second of sentence-transformers",
+                      "measured": ours["encoder"].ratio, "target": 0.8, "unit": "x", "higher_is_better": True})
+    for part, r in ours.items():
+        what = {"encoder": "the same embeddings (to within 1e-4)", "decoder": "the same greedy tokens"}[part]
+        notes.append(f"{r.name} ran at {r.ratio:.2f}x the {r.unit} of {reference[part]}. Before timing, the "
+                     f"script checks that both give {what}."
+                     + (" It does not measure where the difference comes from." if r.ratio < 1 else ""))
+    sizes = {r.part: r.note for r in rows}
+    parts = []
+    if "encoder" in sizes:
+        parts.append("the encoder all-MiniLM-L6-v2 (`attnedu.pretrained.MiniLM`) against sentence-transformers, "
+                     f"in sentences per second ({sizes['encoder'].rsplit(', max diff', 1)[0]}; sentences of mixed "
+                     "length, some cut at 256 tokens)")
+    if "decoder" in sizes:
+        parts.append("the decoder SmolLM2-135M-Instruct (`attnedu.pretrained.smollm.SmolLM`, with its KV cache) "
+                     "against Hugging Face transformers loading the same GGUF file, in new tokens per second "
+                     f"({sizes['decoder']}, float32, batch 1)")
+    perf.save(
+        "pretrained", quick=args.quick,
+        packages=("numpy", "torch", "sentence-transformers", "transformers", "gguf"),
+        title="Pretrained models on the CPU",
+        about=("Inference speed of chapter 7's pretrained models on the course's own attention, against the "
+               "reference libraries, on the CPU: " + "; and ".join(parts) + ". "
+               f"Each contender runs once as a warm-up, then {args.repeats} times, the contenders taking turns. "
+               "The table gives the median rate and its ratio to the reference of the same part."),
+        settings={"threads": torch.get_num_threads(), "repeats": args.repeats, "part": args.part},
+        columns=[("part", "part"), ("name", "contender"), ("median", "median", ",.1f"), ("unit", "unit"),
+                 ("vs_ref", "vs reference (x)", ".2f"), ("note", "note")],
+        rows=[{"part": r.part, "name": r.name, "median": r.median, "unit": r.unit,
+               "vs_ref": 1.0 if r.ratio is None else r.ratio, "note": r.note,
+               "who": "reference" if r.ratio is None else "attnedu"} for r in rows],
+        plot={"kind": "bar", "label": ["part", "name"], "value": "vs_ref", "group": "who",
+              "xlabel": "speed relative to the reference library of the same part (reference = 1)", "log": False},
+        goals=goals, notes=notes,
+    )
 
 
 if __name__ == "__main__":
