@@ -268,7 +268,7 @@ def _figure(data: dict, path: Path) -> None:
         if plot["kind"] == "bar":
             rows = [r for r in rows if r.get(plot["value"]) is not None]
             groups = list(dict.fromkeys(str(r.get(plot.get("group"), "")) for r in rows)) if plot.get("group") else [""]
-            fig, ax = plt.subplots(figsize=(7.5, 0.45 * len(rows) + 1.4))
+            fig, ax = plt.subplots(figsize=(9.5 if plot.get("group") else 7.5, 0.45 * len(rows) + 1.4))
             y = range(len(rows))[::-1]
             for yi, r in zip(y, rows):
                 g = groups.index(str(r.get(plot.get("group"), ""))) if plot.get("group") else 0
@@ -333,9 +333,10 @@ def render(results: list[dict]) -> tuple[str, dict[str, dict]]:
         "`benchmarks/results/`; this page is made from those files. The machine, the versions, the date and",
         "the load average of the machine are given with each table, because the numbers belong to them.",
         "",
-        "Each benchmark states a goal, and the page says plainly which goals were not met. A laptop that",
-        "is busy with other work gives slower and noisier numbers: the scripts report medians of repeated",
-        "runs, with the contenders taking turns.",
+        "Where a benchmark has a goal, the page says whether it was met; where the course's code is slower",
+        "than the reference, the notes under its table say by how much, and why where the script measured",
+        "why. A laptop that is busy with other work gives slower and noisier numbers: the scripts report",
+        "medians of repeated runs, with the contenders taking turns.",
         "",
         "(performance-run-them-yourself)=",
         "## Run them yourself",

@@ -220,7 +220,8 @@ def main(argv=None) -> None:
             "datastore (NumPy's OpenBLAS against FAISS's own), and a running top 10 per query that a score "
             "enters only when it beats the 10th best. An earlier version of `VectorIndex` scored chunks of "
             "83 queries against all 100,000 vectors and ran `np.argpartition` over every row of scores: "
-            "0.34x to 0.39x of FAISS flat. The partition, not the matrix product, was the cost.",
+            "0.34x to 0.39x of FAISS flat. Profiled on this machine for 1,000 queries, its products took "
+            "0.50 s (0.31 s as one product) and its partitions 0.33 s, while FAISS's whole search took 0.33 s.",
             f"Queries per second of BM25: the course's (Python, its postings in memory) "
             f"{bm25:,.0f}, SQLite FTS5's (C, its index in database pages, queried through SQL) {fts5:,.0f}.",
         ],
