@@ -14,13 +14,14 @@ PIP    := $(BIN)/python -m pip --disable-pip-version-check --quiet
 LAB_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root,)
 export PYDEVD_DISABLE_FILE_VALIDATION := 1
 
-.PHONY: help setup book test bench lab release grade clean
+.PHONY: help setup book test bench lab lab-instructor release grade clean
 
 help:
 	@echo "make book     set up, execute every chapter, build the HTML book"
 	@echo "make test     set up, then run every test (unit, notebooks, grading, book)"
 	@echo "make bench    run every benchmark, then remake the book's performance page (about 20 minutes)"
 	@echo "make lab      JupyterLab on your own copies of the chapters (my-work/)"
+	@echo "make lab-instructor  JupyterLab on the source notebooks, with nbgrader's instructor tools"
 	@echo "make release  student versions of every chapter (_grading/release/)"
 	@echo "make grade    autograde _grading/submitted/ (JOBS=N at a time; CHAPTER=, STUDENT= to regrade some)"
 
@@ -70,9 +71,15 @@ bench: setup
 	$(BIN)/python -m attnedu.perf
 	@echo "The performance page is book/performance.md; make book shows it."
 
+# JupyterLab, offline and quiet, with its own configuration (jupyter/README.md): for learners,
+# their copies in my-work/ and only nbgrader's Validate button; for instructors, the source
+# notebooks and all of nbgrader's tools.
 lab: setup
 	$(BIN)/python -m attnedu.grading workspace
-	$(BIN)/jupyter lab --notebook-dir=my-work $(LAB_ROOT)
+	JUPYTER_CONFIG_DIR=$(CURDIR)/jupyter/learner $(BIN)/jupyter lab --notebook-dir=my-work $(LAB_ROOT)
+
+lab-instructor: setup
+	JUPYTER_CONFIG_DIR=$(CURDIR)/jupyter/instructor $(BIN)/jupyter lab --notebook-dir=$(CURDIR) $(LAB_ROOT)
 
 release: setup
 	$(BIN)/python -m attnedu.grading release

@@ -149,6 +149,7 @@ NEEDS: dict[str, Need] = {
     "torch": Need(("torch",), CHAPTERS[1:]),  # chapter 1 is NumPy only
     "scikit-learn": Need(("sklearn",), (8,)),  # chapter 8's bundled digits and photos
     "scikit-image": Need(("skimage",), (8,)),
+    "tqdm": Need(("tqdm",), (5, 6, 8, 12)),  # attnedu.train's progress bar, where chapters train
     # the chapters' extras
     "ipykernel": Need(("ipykernel",), CHAPTERS),  # the notebooks' kernel
     "tokenizers": Need(("tokenizers",), tuple(sorted(set(_MINILM_CHAPTERS + _SMOLLM_CHAPTERS)))),
@@ -172,6 +173,8 @@ NEEDS: dict[str, Need] = {
     "pyyaml": Need(("yaml",), tools=_BOOK),
     "nbgrader": Need(("nbgrader",), tools="make lab, make release, make grade, make test"),
     "jupyterlab": Need(("jupyterlab",), tools="make lab"),
+    "jupyterlab-myst": Need(("jupyterlab_myst",), tools="make lab"),  # without it Lab shows MyST's source
+    "ipywidgets": Need(("ipywidgets",), tools="make lab"),  # without it the explorers draw static figures
     "pytest": Need(("pytest",), tools=_TEST),
     "pytest-timeout": Need(("pytest_timeout",), tools=_TEST),
     "pytest-xdist": Need(("xdist",), tools=_TEST),

@@ -37,6 +37,9 @@ from collections import defaultdict
 from pathlib import Path
 
 __all__ = [
+    "WORKSPACE_RECORD",
+    "changed_chapters",
+    "student_fingerprint",
     "load_config",
     "chapters",
     "release",
@@ -706,7 +709,8 @@ def grade(root: Path | str = ".", config=None, jobs: int = 1, chapter: str | Non
         raise ValueError(f"no student {student!r} in {root / config.CourseDirectory.submitted_directory}")
     sources = {ch: _source(root, ch) for ch in all_chapters}
     submitted = root / config.CourseDirectory.submitted_directory
-    env = {**os.environ, **ONE_THREAD, "PYDEVD_DISABLE_FILE_VALIDATION": "1"}
+    env = {**os.environ, **ONE_THREAD, "PYDEVD_DISABLE_FILE_VALIDATION": "1",
+           "ATTNEDU_STATIC_OUTPUTS": "1"}  # explorers draw static figures, progress bars print text
     env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
     rows, stats = {}, {}
     with tempfile.TemporaryDirectory(prefix="jobs-", dir=out) as tmp:
@@ -803,25 +807,69 @@ def grade(root: Path | str = ".", config=None, jobs: int = 1, chapter: str | Non
     }
 
 
+#: In ``my-work/``: for each chapter copied there, a fingerprint of the student version it was
+#: copied from, so that ``make lab`` can tell when the course's chapter has changed since.
+WORKSPACE_RECORD = ".attnedu-copies.json"
+
+
+def student_fingerprint(notebook: Path | str) -> str:
+    """A short hash of a student version's cells (their types and sources, not outputs or metadata)."""
+    import hashlib
+
+    nb = json.loads(Path(notebook).read_text(encoding="utf-8"))
+    text = json.dumps([[c.get("cell_type"), "".join(c.get("source", ""))] for c in nb.get("cells", [])])
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
 def workspace(root: Path | str = ".", dest: Path | str | None = None) -> list[Path]:
     """Give a learner their own student copy of each chapter in ``my-work/``.
 
     Existing copies are never overwritten: a learner's work is not lost when a
-    new chapter arrives. Returns the notebooks that were added.
+    new chapter arrives. Returns the notebooks that were added. See :func:`changed_chapters`
+    for the chapters that changed since the learner's copy was made.
     """
+    return _workspace(root, dest)[0]
+
+
+def changed_chapters(root: Path | str = ".", dest: Path | str | None = None) -> list[str]:
+    """Bring ``my-work/`` up to date as :func:`workspace` does, and return the chapters
+    (``NN-slug``) whose student version has changed since the learner's copy was made
+    (their copies are left as they are)."""
+    return _workspace(root, dest)[1]
+
+
+def _workspace(root: Path | str, dest: Path | str | None) -> tuple[list[Path], list[str]]:
     root = Path(root).resolve()
     dest = Path(dest) if dest else root / "my-work"
-    added = []
+    record_path = dest / WORKSPACE_RECORD
+    try:
+        record = json.loads(record_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        record = {}
+    added, changed = [], []
     with tempfile.TemporaryDirectory() as tmp:
         config = load_config(root, **{"CourseDirectory.release_directory": str(Path(tmp) / "release")})
         config.CourseDirectory.db_url = f"sqlite:///{Path(tmp) / 'gradebook.db'}"
         for nb in release(root, config):
-            target = dest / nb.parent.name / nb.name
+            chapter, now = nb.parent.name, student_fingerprint(nb)
+            target = dest / chapter / nb.name
             if not target.exists():
                 target.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(nb, target)
                 added.append(target)
-    return added
+                record[chapter] = now
+            elif record.setdefault(chapter, now) != now:  # a copy from before the record: as of now
+                changed.append(chapter)
+    dest.mkdir(parents=True, exist_ok=True)
+    record_path.write_text(json.dumps(record, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+    return added, changed
+
+
+def _say_changed(changed: list[str]) -> None:
+    for chapter in changed:
+        print(f"{chapter} has changed since your copy was made. Your copy, my-work/{chapter}/{chapter}.ipynb, "
+              f"is untouched. To get the new version, rename your copy (for example to {chapter}.mine.ipynb) "
+              "and run `make lab` again; then bring your answers across.")
 
 
 def main(argv=None) -> int:
@@ -842,8 +890,9 @@ def main(argv=None) -> int:
         for path in release(root):
             print(f"student version: {path}")
     elif args.command == "workspace":
-        added = workspace(root)
+        added, changed = _workspace(root, None)
         print(f"my-work/: {len(added)} new chapter(s) added; existing copies were left as they are.")
+        _say_changed(changed)
     elif args.command == "merge":
         if not args.folders:
             parser.error("merge needs at least one result folder")

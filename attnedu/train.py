@@ -245,79 +245,73 @@ def sequence_accuracy(pred, target) -> float:
 
 
 # ----------------------------------------------------------------------------- progress bar
-def _in_notebook() -> bool:
-    try:
-        from IPython import get_ipython
-    except ImportError:
-        return False
-    shell = get_ipython()
-    return shell is not None and type(shell).__name__ == "ZMQInteractiveShell"
-
-
-def _duration(seconds: float) -> str:
-    m, s = divmod(int(round(seconds)), 60)
-    return f"{m}m{s:02d}s" if m else f"{s}s"
-
-
 class ProgressBar:
-    """A text progress bar with no dependencies, for a terminal or a notebook.
+    """Training progress, drawn by tqdm, the ecosystem's progress bar.
 
-    In a Jupyter notebook it is one output redrawn in place (a display handle: the saved
-    notebook keeps only its last state); in a terminal, one line redrawn with ``"\\r"``; when
-    the output is a file or a pipe, only the :meth:`log` lines are written (no redrawing).
+    It picks one of three ways when it starts:
+
+    * **notebook**: in JupyterLab (a live kernel with ipywidgets, :func:`attnedu.explore.live`),
+      tqdm's notebook bar, with the evaluations printed below it;
+    * **terminal**: when the output is a terminal, tqdm's text bar redrawn in place, with the
+      evaluations printed above it (``tqdm.write``);
+    * **log**: anywhere else (the book's build and grading, which set ``ATTNEDU_STATIC_OUTPUTS``;
+      a file; a pipe): nothing redrawn, the evaluations as lines, and at :meth:`close` one line
+      with the bar's final state. The book shows that, and loads no widget code.
+
+    ``update(n, postfix)`` shows ``n`` of ``total`` done; ``log(line)`` prints a line that stays.
     """
 
     def __init__(self, total: int, width: int = 30, file=None, min_interval: float = 0.2):
-        self.total, self.width, self.min_interval = total, width, min_interval
+        from tqdm.std import tqdm
+
+        from .explore import live
+
+        self.total, self.min_interval = total, min_interval
         self.file = file if file is not None else sys.stdout
+        self.n, self.postfix = 0, ""
         self.start = time.perf_counter()
         self.lines: list[str] = []
-        self._last_draw = -math.inf
-        self._bar = ""
-        self._handle = None
-        self._mode = "notebook" if file is None and _in_notebook() else (
-            "terminal" if hasattr(self.file, "isatty") and self.file.isatty() else "log")
-        if self._mode == "notebook":
-            from IPython.display import display
-            self._handle = display({"text/plain": ""}, raw=True, display_id=True)
+        if file is None and live():
+            from tqdm.notebook import tqdm as notebook_tqdm
 
-    def _render(self, n: int, postfix: str) -> str:
-        frac = n / self.total if self.total else 1.0
-        filled = int(round(self.width * frac))
-        elapsed = time.perf_counter() - self.start
-        eta = elapsed / n * (self.total - n) if n else 0.0
-        return (f"{n:>{len(str(self.total))}}/{self.total} [{'#' * filled}{'.' * (self.width - filled)}] "
-                f"{100 * frac:3.0f}% {_duration(elapsed)}<{_duration(eta)} {postfix}").rstrip()
+            self._mode, self._bar = "notebook", notebook_tqdm(total=total, mininterval=min_interval)
+        elif hasattr(self.file, "isatty") and self.file.isatty():
+            self._mode = "terminal"
+            self._bar = tqdm(total=total, file=self.file, ncols=width + 60, mininterval=min_interval, leave=True)
+        else:
+            self._mode, self._bar = "log", None
+        self._width = width
 
     def update(self, n: int, postfix: str = "", force: bool = False) -> None:
-        """Show ``n`` of ``total`` done (redrawn at most every ``min_interval`` seconds)."""
-        now = time.perf_counter()
-        if not force and now - self._last_draw < self.min_interval and n < self.total:
-            return
-        self._last_draw = now
-        self._bar = self._render(n, postfix)
-        if self._mode == "notebook":
-            self._handle.update({"text/plain": "\n".join(self.lines + [self._bar])}, raw=True)
-        elif self._mode == "terminal":
-            self.file.write("\r\033[K" + self._bar)
-            self.file.flush()
+        """Show ``n`` of ``total`` done (tqdm redraws at most every ``min_interval`` seconds)."""
+        self.postfix = postfix
+        if self._bar is not None:
+            self._bar.set_postfix_str(postfix, refresh=False)
+            self._bar.update(n - self._bar.n)
+            if force:
+                self._bar.refresh()
+        self.n = n
 
     def log(self, line: str) -> None:
-        """A line that stays (an evaluation's result), printed above the bar."""
+        """A line that stays (an evaluation's result), printed above (terminal) or below the bar."""
         self.lines.append(line)
-        if self._mode == "notebook":
-            self._handle.update({"text/plain": "\n".join(self.lines + [self._bar])}, raw=True)
-        elif self._mode == "terminal":
-            self.file.write("\r\033[K" + line + "\n" + self._bar)
-            self.file.flush()
+        if self._mode == "terminal":
+            self._bar.write(line, file=self.file)
         else:
             self.file.write(line + "\n")
             self.file.flush()
 
     def close(self) -> None:
-        if self._mode == "terminal":
-            self.file.write("\n")
-            self.file.flush()
+        """Finish the bar; in the log mode, print its final state as one line."""
+        if self._bar is not None:
+            self._bar.close()
+            return
+        from tqdm.std import tqdm
+
+        meter = tqdm.format_meter(self.n, self.total, time.perf_counter() - self.start, ncols=self._width + 60,
+                                  postfix=self.postfix or None, ascii=" #")
+        self.file.write(meter + "\n")
+        self.file.flush()
 
 
 # ----------------------------------------------------------------------------- the loop

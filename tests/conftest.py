@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
+import tempfile
 import uuid
 from pathlib import Path
 
@@ -226,3 +228,41 @@ def assert_one_sentence(check, fn, message: str) -> None:
         check(fn)
     assert "\n" not in str(info.value)
 
+
+# ------------------------------------------------------------------------ a real browser
+INSTALL = "sudo apt-get install chromium chromium-driver (Debian/Ubuntu; .ci/run does this in CI)"
+
+
+def browser_paths() -> tuple[str, str] | None:
+    chromium = next((p for p in map(shutil.which, ["chromium", "chromium-browser", "google-chrome"]) if p), None)
+    driver = shutil.which("chromedriver")
+    return (chromium, driver) if chromium and driver else None
+
+
+@pytest.fixture(scope="module")
+def browser():
+    paths = browser_paths()
+    if paths is None:
+        pytest.skip(f"no Chromium and ChromeDriver on this machine; install them with: {INSTALL}")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = paths[0]
+    for arg in ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1280,900",
+                "--no-first-run", "--disable-background-networking", "--disable-component-update",
+                # any host but this machine fails to resolve: a page that needs the network breaks visibly
+                "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1"]:
+        options.add_argument(arg)
+    profile = tempfile.mkdtemp(prefix="attnedu-browser-")  # else Chromium leaves /tmp/org.chromium.* behind
+    options.add_argument(f"--user-data-dir={profile}")
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL", "performance": "ALL"})
+    try:
+        driver = webdriver.Chrome(service=Service(executable_path=paths[1]), options=options)
+        driver.set_page_load_timeout(60)
+        try:
+            yield driver
+        finally:
+            driver.quit()
+    finally:
+        shutil.rmtree(profile, ignore_errors=True)

@@ -22,22 +22,15 @@ from pathlib import Path
 
 import pytest
 
-from conftest import HTML, REPO
+from conftest import HTML, REPO, browser  # noqa: F401 (browser: a fixture, one Chromium per module)
 
 # The same worker as tests/test_book.py, whose session fixture built_book builds the book once for both.
 pytestmark = [pytest.mark.xdist_group("tests/test_book.py"), pytest.mark.timeout(600)]
 
-INSTALL = "sudo apt-get install chromium chromium-driver (Debian/Ubuntu; .ci/run does this in CI)"
 SHOTS = REPO / "_build" / "browser"
 CHAPTER_10_TERM = "FAISS"
 # URL schemes that never leave the machine: inline data, and the browser's own pages (its new-tab page)
 BROWSER_INTERNAL = {"data", "blob", "about", "chrome", "chrome-untrusted"}  # a word of chapter 10 (vector search) that the search page must find
-
-
-def browser_paths() -> tuple[str, str] | None:
-    chromium = next((p for p in map(shutil.which, ["chromium", "chromium-browser", "google-chrome"]) if p), None)
-    driver = shutil.which("chromedriver")
-    return (chromium, driver) if chromium and driver else None
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
@@ -57,35 +50,6 @@ def site(built_book):
         server.shutdown()
         server.server_close()
         thread.join(timeout=10)
-
-
-@pytest.fixture(scope="module")
-def browser():
-    paths = browser_paths()
-    if paths is None:
-        pytest.skip(f"no Chromium and ChromeDriver on this machine; install them with: {INSTALL}")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = paths[0]
-    for arg in ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1280,900",
-                "--no-first-run", "--disable-background-networking", "--disable-component-update",
-                # any host but this machine fails to resolve: a page that needs the network breaks visibly
-                "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1"]:
-        options.add_argument(arg)
-    profile = tempfile.mkdtemp(prefix="attnedu-browser-")  # else Chromium leaves /tmp/org.chromium.* behind
-    options.add_argument(f"--user-data-dir={profile}")
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL", "performance": "ALL"})
-    try:
-        driver = webdriver.Chrome(service=Service(executable_path=paths[1]), options=options)
-        driver.set_page_load_timeout(60)
-        try:
-            yield driver
-        finally:
-            driver.quit()
-    finally:
-        shutil.rmtree(profile, ignore_errors=True)
 
 
 def drain(driver) -> None:

@@ -270,6 +270,30 @@ def test_a_learners_workspace_is_created_once_and_never_overwritten(course, tmp_
     assert mine.read_text() == '{"my": "work"}'
 
 
+def test_make_lab_says_which_chapters_changed_and_keeps_the_learners_copy(tmp_path, capsys):
+    root = tmp_path / "course"
+    (root / "notebooks").mkdir(parents=True)
+    shutil.copytree(REPO / "notebooks" / "01-weighted-sums", root / "notebooks" / "01-weighted-sums")
+    shutil.copy(REPO / "nbgrader_config.py", root / "nbgrader_config.py")
+    dest = root / "my-work"
+    [mine] = grading.workspace(root, dest)
+    mine.write_text(mine.read_text().replace("# YOUR CODE HERE", "# my answer", 1))
+    assert grading.changed_chapters(root, dest) == []  # the learner's edits are not a change of the chapter
+
+    source = root / "notebooks" / "01-weighted-sums" / "01-weighted-sums.ipynb"
+    nb = json.loads(source.read_text())
+    nb["cells"][0]["source"] = ["# Weighted sums, revised\n"] + nb["cells"][0]["source"][1:]
+    source.write_text(json.dumps(nb))
+    before = mine.read_text()
+    assert grading.main(["workspace", "--root", str(root)]) == 0
+    out = capsys.readouterr().out
+    assert "01-weighted-sums has changed since your copy was made" in out and "rename your copy" in out
+    assert mine.read_text() == before  # never overwritten
+    mine.rename(mine.with_name("01-weighted-sums.mine.ipynb"))  # what the message says to do
+    [new] = grading.workspace(root, dest)
+    assert "Weighted sums, revised" in new.read_text() and grading.changed_chapters(root, dest) == []
+
+
 def test_grading_with_no_submissions_says_where_to_put_them(tmp_path, capsys):
     shutil.copytree(REPO / "notebooks", tmp_path / "notebooks")
     shutil.copy(REPO / "nbgrader_config.py", tmp_path / "nbgrader_config.py")

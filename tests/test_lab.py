@@ -1,0 +1,174 @@
+"""The learner's JupyterLab in a real browser: `make lab`'s configuration (jupyter/learner) on a
+released chapter, opened in headless Chromium.
+
+One Lab server is started on a free port of 127.0.0.1 with a token, on a student copy of
+chapter 1 made as `make lab` makes it. The page must show the chapter's markdown rendered by
+jupyterlab-myst, with no raw MyST (roles, directives, section labels) left, no news pop-up, and
+the learner's toolbar: nbgrader's Validate button, none of the instructor's tools. Then the same
+server is asked for the page with jupyterlab-myst switched off (Lab reads its page configuration
+at every page load), and the same check must see the raw MyST: the check can fail.
+
+Lab's own files (settings, workspaces, runtime) go to a temporary folder, removed afterwards.
+Without Chromium and ChromeDriver the tests skip and say how to install them."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from attnedu import grading
+from conftest import REPO, browser  # noqa: F401 (browser: a fixture, one Chromium per module)
+
+pytestmark = pytest.mark.timeout(300)
+
+LEARNER = REPO / "jupyter" / "learner"
+CHAPTER = "01-weighted-sums"
+TOKEN = "attnedu-test-token"
+
+#: What MyST source looks like when nothing has rendered it, in a rendered page's text (plain
+#: Markdown turns a role's backticks into code, so "{term}`x`" reads "{term}x") or its HTML (a
+#: directive's fence becomes a code block of language "{note}").
+RAW_MYST = {
+    "a role": re.compile(r"\{(term|cite|cite:p|cite:t|ref|doc|numref|eq)\}"),
+    "a section label": re.compile(r"\(ch\d\d-[a-z0-9-]+\)="),
+    "a directive": re.compile(r"(```|:::)\{[a-z-]+\}|language-\{[a-z-]+\}"),
+}
+
+
+def raw_myst(text: str) -> list[str]:
+    """The kinds of raw MyST in ``text``, each with its first occurrence."""
+    return [f"{kind}: {m.group(0)!r}" for kind, pattern in RAW_MYST.items() if (m := pattern.search(text))]
+
+
+def test_the_raw_myst_detector_sees_each_kind():
+    source = "A {term}convex combination.\n(ch01-an-average)=\n## Title\n<code class=\"language-{note}\">"
+    assert [line.split(":")[0] for line in raw_myst(source)] == ["a role", "a section label", "a directive"]
+    assert raw_myst("A convex combination, see hinton2015. Math: {n} and {softmax}(x). Code: `x = 1`.") == []
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def lab():
+    """A Lab server with the learner's configuration on a student copy of chapter 1; yields
+    (base URL, the configuration folder it reads)."""
+    tmp = Path(tempfile.mkdtemp(prefix="attnedu-lab-"))
+    try:
+        course = tmp / "course"
+        (course / "notebooks").mkdir(parents=True)
+        shutil.copytree(REPO / "notebooks" / CHAPTER, course / "notebooks" / CHAPTER)
+        shutil.copy(REPO / "nbgrader_config.py", course)
+        grading.workspace(course, course / "my-work")  # what `make lab` does first
+        config = tmp / "config"
+        shutil.copytree(LEARNER, config)  # a copy: the test changes its page configuration
+        port = free_port()
+        # draw every cell, not only those in view (Lab's default windowing), so the whole chapter is checked
+        tracker = tmp / "settings" / "@jupyterlab" / "notebook-extension" / "tracker.jupyterlab-settings"
+        tracker.parent.mkdir(parents=True)
+        tracker.write_text('{"windowingMode": "none"}')
+        env = {**os.environ, "JUPYTER_CONFIG_DIR": str(config), "JUPYTER_RUNTIME_DIR": str(tmp / "runtime"),
+               "JUPYTERLAB_SETTINGS_DIR": str(tmp / "settings"), "JUPYTERLAB_WORKSPACES_DIR": str(tmp / "workspaces")}
+        command = [str(Path(sys.executable).with_name("jupyter")), "lab", "--no-browser", f"--port={port}",
+                   "--ServerApp.ip=127.0.0.1", f"--IdentityProvider.token={TOKEN}", "--ServerApp.port_retries=0",
+                   f"--ServerApp.root_dir={course / 'my-work'}"]
+        if hasattr(os, "geteuid") and os.geteuid() == 0:
+            command.append("--allow-root")
+        log = open(tmp / "lab.log", "w")
+        server = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=course)
+        try:
+            base = f"http://127.0.0.1:{port}"
+            deadline = time.monotonic() + 90
+            while True:
+                try:
+                    urllib.request.urlopen(f"{base}/api/status?token={TOKEN}", timeout=5)
+                    break
+                except OSError:
+                    if server.poll() is not None or time.monotonic() > deadline:
+                        log.flush()
+                        pytest.fail("JupyterLab did not start:\n" + (tmp / "lab.log").read_text()[-3000:])
+                    time.sleep(0.5)
+            yield base, config
+        finally:
+            server.terminate()
+            try:
+                server.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                server.kill()
+                server.wait()
+            log.close()
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+RENDERED = ".jp-Notebook .jp-MarkdownCell .myst, .jp-Notebook .jp-MarkdownCell .jp-MarkdownOutput"
+
+
+def open_chapter(driver, base: str, n_markdown: int) -> str:
+    """Open the learner's copy of chapter 1, wait until Lab has rendered all its ``n_markdown``
+    markdown cells (by jupyterlab-myst, or by Lab's own Markdown renderer), and return their
+    rendered text and HTML (not the cells' hidden editors, which hold the source)."""
+    driver.get(f"{base}/lab/tree/{CHAPTER}/{CHAPTER}.ipynb?token={TOKEN}")
+    deadline = time.monotonic() + 90
+    while driver.execute_script(f"return document.querySelectorAll('{RENDERED}').length") < n_markdown:
+        assert time.monotonic() < deadline, "Lab did not render the chapter's markdown cells within 90 s"
+        time.sleep(0.5)
+    time.sleep(2)  # let the renderers finish (MyST renders asynchronously)
+    return driver.execute_script(
+        f"return [...document.querySelectorAll('{RENDERED}')].map(c => c.textContent + '\\n' + c.innerHTML).join('\\n')")
+
+
+def markdown_cells() -> int:
+    nb = json.loads((REPO / "notebooks" / CHAPTER / f"{CHAPTER}.ipynb").read_text(encoding="utf-8"))
+    return sum(c["cell_type"] == "markdown" for c in nb["cells"])
+
+
+def page_config(config: Path, disabled: dict) -> None:
+    path = config / "labconfig" / "page_config.json"
+    data = json.loads(path.read_text())
+    data["disabledExtensions"] = {**data["disabledExtensions"], **disabled}
+    path.write_text(json.dumps(data))
+
+
+def test_the_learners_lab_renders_the_chapter_with_no_raw_myst_no_popup_and_the_learners_toolbar(browser, lab):
+    base, _ = lab
+    text = open_chapter(browser, base, markdown_cells())
+    assert "Weighted" in text  # the chapter is there
+    assert raw_myst(text) == [], f"Lab shows raw MyST: {raw_myst(text)}"
+    body = browser.execute_script("return document.body.textContent")
+    assert "Jupyter news" not in body, "the news pop-up is shown"
+    toolbar = browser.execute_script(
+        "return [...document.querySelectorAll('.jp-NotebookPanel-toolbar .jp-ToolbarButtonComponent, "
+        ".jp-NotebookPanel-toolbar button')].map(b => (b.textContent + ' ' + (b.title || '')).trim())")
+    assert any("Validate" in b for b in toolbar), f"no Validate button in the toolbar: {toolbar}"
+    menus = browser.execute_script("return [...document.querySelectorAll('.lm-MenuBar-itemLabel')].map(m => m.textContent)")
+    assert "Nbgrader" not in menus, f"the instructor's Nbgrader menu is shown: {menus}"
+    for tool in ("Create Assignment", "Formgrader", "Manage Assignments"):
+        assert tool not in body, f"the instructor's tool {tool!r} is shown to learners"
+    shots = REPO / "_build" / "browser"
+    shots.mkdir(parents=True, exist_ok=True)
+    browser.save_screenshot(str(shots / "lab-chapter-1.png"))
+
+
+def test_without_jupyterlab_myst_the_same_check_sees_raw_myst(browser, lab):
+    base, config = lab
+    page_config(config, {"jupyterlab-myst": True})
+    try:
+        text = open_chapter(browser, base, markdown_cells())
+    finally:
+        page_config(config, {"jupyterlab-myst": False})
+    assert raw_myst(text), "with jupyterlab-myst off, the chapter's MyST should show raw"
