@@ -77,8 +77,12 @@ chapter  modules                                                         exercis
 Across chapters: ``checks`` (one record per exercise, one loop that checks them all and
 explains a wrong answer in one sentence; the records point at the functions above), ``build``
 (executes every chapter once, for the book and the tests), ``grading``
-(release student versions and autograde, via nbgrader, for teachers), ``_validate`` (the
-argument checks every public function shares).
+(release student versions and autograde, via nbgrader, for teachers), ``explore`` (a figure
+with sliders in JupyterLab, fixed settings in the book: chapters 1, 7 and 11), ``plot``'s
+``course_style`` (the colour-blind-safe palette every chapter uses), ``doctor`` (is this
+machine ready? ``ready(N)`` in each chapter's first cell), ``perf`` (the benchmarks' results
+and the book's performance page), ``_validate`` (the argument checks every public function
+shares).
 
 One vocabulary runs through all of it. Sizes are ``d_model, n_head, n_kv_head, d_ff, context``
 (and ``vocab_size``, ``n_layer``); a boolean mask is True where a position *may attend*

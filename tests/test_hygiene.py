@@ -208,3 +208,16 @@ def test_the_axis_check_sees_an_unlabelled_heatmap():
     [none] = heatmap_calls("attention_heatmaps([w], x_labels=None)")
     [good] = heatmap_calls("attention_heatmap(w, tokens, tokens)")
     assert not names_its_axes(bare) and not names_its_axes(none) and names_its_axes(good)
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=ids)
+def test_every_figure_has_alt_text_that_describes_it(path):
+    """A cell that shows a figure carries its description for screen readers in its metadata
+    (mystnb.image.alt, which the book puts on every image the cell outputs); without it the
+    book's alt text would be the image's file name."""
+    for i, cell in enumerate(load_notebook(path)["cells"]):
+        text = source(cell)
+        if cell["cell_type"] != "code" or not ("plt.show()" in text or re.search(r"^explorer\(", text, re.M)):
+            continue
+        alt = cell.get("metadata", {}).get("mystnb", {}).get("image", {}).get("alt", "")
+        assert len(alt.split()) >= 8, f"cell {i} shows a figure but has no alt text that describes it: {alt!r}"
