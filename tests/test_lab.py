@@ -2,11 +2,13 @@
 released chapter, opened in headless Chromium.
 
 One Lab server is started on a free port of 127.0.0.1 with a token, on a student copy of
-chapter 1 made as `make lab` makes it. The page must show the chapter's markdown rendered by
+chapter 1 made as `make lab` makes it (and, for the explorer, the chapter's source, so that
+"Run All" runs every cell). The page must show the chapter's markdown rendered by
 jupyterlab-myst, with no raw MyST (roles, directives, section labels) left, no news pop-up, and
 the learner's toolbar: nbgrader's Validate button, none of the instructor's tools. Then the same
 server is asked for the page with jupyterlab-myst switched off (Lab reads its page configuration
-at every page load), and the same check must see the raw MyST: the check can fail.
+at every page load), and the same check must see the raw MyST: the check can fail. Last,
+chapter 1's explorer runs live: its slider moves and its figure is redrawn.
 
 Lab's own files (settings, workspaces, runtime) go to a temporary folder, removed afterwards.
 Without Chromium and ChromeDriver the tests skip and say how to install them."""
@@ -66,7 +68,7 @@ def free_port() -> int:
 @pytest.fixture(scope="module")
 def lab():
     """A Lab server with the learner's configuration on a student copy of chapter 1; yields
-    (base URL, the configuration folder it reads)."""
+    (base URL, the configuration folder it reads, the folder it serves)."""
     tmp = Path(tempfile.mkdtemp(prefix="attnedu-lab-"))
     try:
         course = tmp / "course"
@@ -76,12 +78,15 @@ def lab():
         grading.workspace(course, course / "my-work")  # what `make lab` does first
         config = tmp / "config"
         shutil.copytree(LEARNER, config)  # a copy: the test changes its page configuration
+        page = config / "labconfig" / "page_config.json"  # and lets the test run Lab's commands
+        page.write_text(json.dumps({**json.loads(page.read_text()), "exposeAppInBrowser": True}))
         port = free_port()
         # draw every cell, not only those in view (Lab's default windowing), so the whole chapter is checked
         tracker = tmp / "settings" / "@jupyterlab" / "notebook-extension" / "tracker.jupyterlab-settings"
         tracker.parent.mkdir(parents=True)
         tracker.write_text('{"windowingMode": "none"}')
-        env = {**os.environ, "JUPYTER_CONFIG_DIR": str(config), "JUPYTER_RUNTIME_DIR": str(tmp / "runtime"),
+        env = {k: v for k, v in os.environ.items() if k != "ATTNEDU_STATIC_OUTPUTS"}  # a learner's Lab: live
+        env = {**env, "JUPYTER_CONFIG_DIR": str(config), "JUPYTER_RUNTIME_DIR": str(tmp / "runtime"),
                "JUPYTERLAB_SETTINGS_DIR": str(tmp / "settings"), "JUPYTERLAB_WORKSPACES_DIR": str(tmp / "workspaces")}
         command = [str(Path(sys.executable).with_name("jupyter")), "lab", "--no-browser", f"--port={port}",
                    "--ServerApp.ip=127.0.0.1", f"--IdentityProvider.token={TOKEN}", "--ServerApp.port_retries=0",
@@ -102,7 +107,7 @@ def lab():
                         log.flush()
                         pytest.fail("JupyterLab did not start:\n" + (tmp / "lab.log").read_text()[-3000:])
                     time.sleep(0.5)
-            yield base, config
+            yield base, config, course / "my-work"
         finally:
             server.terminate()
             try:
@@ -145,7 +150,7 @@ def page_config(config: Path, disabled: dict) -> None:
 
 
 def test_the_learners_lab_renders_the_chapter_with_no_raw_myst_no_popup_and_the_learners_toolbar(browser, lab):
-    base, _ = lab
+    base, _, _ = lab
     text = open_chapter(browser, base, markdown_cells())
     assert "Weighted" in text  # the chapter is there
     assert raw_myst(text) == [], f"Lab shows raw MyST: {raw_myst(text)}"
@@ -165,10 +170,55 @@ def test_the_learners_lab_renders_the_chapter_with_no_raw_myst_no_popup_and_the_
 
 
 def test_without_jupyterlab_myst_the_same_check_sees_raw_myst(browser, lab):
-    base, config = lab
+    base, config, _ = lab
     page_config(config, {"jupyterlab-myst": True})
     try:
         text = open_chapter(browser, base, markdown_cells())
     finally:
         page_config(config, {"jupyterlab-myst": False})
     assert raw_myst(text), "with jupyterlab-myst off, the chapter's MyST should show raw"
+
+
+def test_an_explorer_redraws_in_lab_when_its_slider_moves(browser, lab):
+    """Chapter 1's explorer, live: run the chapter (its source, so that every cell runs), find the
+    slider of the kernel width, move it, and see the figure change. A screenshot is kept."""
+    base, _, root = lab
+    (root / "source").mkdir(exist_ok=True)
+    shutil.copy(REPO / "notebooks" / CHAPTER / f"{CHAPTER}.ipynb", root / "source" / f"{CHAPTER}.ipynb")
+    browser.get(f"{base}/lab/tree/source/{CHAPTER}.ipynb?token={TOKEN}")
+    wait_for(browser, "return document.querySelectorAll('.jp-Notebook .jp-Cell').length", bool, 90)
+    wait_for(browser, "return document.querySelector('.jp-Notebook-ExecutionIndicator, .jp-KernelStatus')"
+                      " !== null", bool, 30)
+    time.sleep(3)  # the kernel starts
+    run_command(browser, "notebook:run-all-cells")
+    wait_for(browser, "return document.querySelectorAll('.jp-OutputArea .widget-slider').length", bool, 120)
+    image = "return [...document.querySelectorAll('.jp-OutputArea .widget-output img')].map(i => i.src).join()"
+    wait_for(browser, image, lambda src: bool(src))
+    before = browser.execute_script(image)
+    readout = "return document.querySelector('.jp-OutputArea .widget-slider .widget-readout').textContent"
+    assert browser.execute_script(readout).strip() == "0.1"  # the first static setting
+    browser.execute_script("document.querySelector('.jp-OutputArea .widget-slider').scrollIntoView({block: 'center'})")
+    handle = browser.find_element("css selector", ".jp-OutputArea .widget-slider .noUi-handle")
+    handle.click()
+    for _ in range(3):
+        handle.send_keys("\ue014")  # the right arrow key: three steps along the slider
+    wait_for(browser, readout, lambda text: text.strip() == "0.5")
+    wait_for(browser, image, lambda src: src and src != before)
+    shots = REPO / "_build" / "browser"
+    shots.mkdir(parents=True, exist_ok=True)
+    browser.save_screenshot(str(shots / "lab-explorer-chapter-1.png"))
+
+
+def run_command(driver, command: str) -> None:
+    """Run one of Lab's commands, as its menu item or shortcut would."""
+    driver.execute_script("return window.jupyterapp.commands.execute(arguments[0])", command)
+
+
+def wait_for(driver, script: str, ok, seconds: float = 60):
+    deadline = time.monotonic() + seconds
+    while True:
+        value = driver.execute_script(script)
+        if ok(value):
+            return value
+        assert time.monotonic() < deadline, f"waited {seconds} s for {script!r}; last value {value!r}"
+        time.sleep(0.5)
