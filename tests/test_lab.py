@@ -126,15 +126,22 @@ RENDERED = ".jp-Notebook .jp-MarkdownCell .myst, .jp-Notebook .jp-MarkdownCell .
 def open_chapter(driver, base: str, n_markdown: int) -> str:
     """Open the learner's copy of chapter 1, wait until Lab has rendered all its ``n_markdown``
     markdown cells (by jupyterlab-myst, or by Lab's own Markdown renderer), and return their
-    rendered text and HTML (not the cells' hidden editors, which hold the source)."""
+    rendered text (not the cells' hidden editors, which hold the source)."""
     driver.get(f"{base}/lab/tree/{CHAPTER}/{CHAPTER}.ipynb?token={TOKEN}")
     deadline = time.monotonic() + 90
     while driver.execute_script(f"return document.querySelectorAll('{RENDERED}').length") < n_markdown:
         assert time.monotonic() < deadline, "Lab did not render the chapter's markdown cells within 90 s"
         time.sleep(0.5)
     time.sleep(2)  # let the renderers finish (MyST renders asynchronously)
-    return driver.execute_script(
-        f"return [...document.querySelectorAll('{RENDERED}')].map(c => c.textContent + '\\n' + c.innerHTML).join('\\n')")
+    # The text outside code (a chapter may show MyST's syntax as an example, in code), and the
+    # languages of code blocks (an unrendered directive's fence becomes a block of language "{note}").
+    return driver.execute_script(f"""
+        return [...document.querySelectorAll('{RENDERED}')].map(cell => {{
+            const copy = cell.cloneNode(true);
+            const fences = [...copy.querySelectorAll('code[class*="language-"]')].map(c => c.className);
+            copy.querySelectorAll('code, pre').forEach(c => c.remove());
+            return copy.textContent + '\\n' + fences.join(' ');
+        }}).join('\\n')""")
 
 
 def markdown_cells() -> int:
