@@ -17,11 +17,11 @@ import argparse
 import os
 import shutil
 import statistics
-import tempfile
 import time
 from pathlib import Path
 
 from attnedu import grading, perf
+from attnedu.store.cleanup import make_folder
 
 REPO = Path(__file__).resolve().parents[1]
 CHAPTERS = ["01-weighted-sums", "02-scaled-dot-product"]
@@ -54,7 +54,8 @@ def main(argv=None) -> None:
     students = 2 if args.quick else args.students
     os.environ.setdefault("ATTNEDU_MAX_TRAIN_SECONDS", "10")
     print(f"cores: {os.cpu_count()}; chapters: {', '.join(chapters)}; students: {students}")
-    with tempfile.TemporaryDirectory(prefix="attnedu-grading-bench-") as tmp:
+    tmp = make_folder("grading-bench")  # /tmp/attnedu-grading-bench-*, marked as this process's
+    try:
         root = Path(tmp) / "course"
         n = make_class(root, chapters, students)
         print(f"{'jobs':>4} {'submissions':>11} {'wall s':>8} {'median s/submission':>20} "
@@ -73,6 +74,8 @@ def main(argv=None) -> None:
                   flush=True)
             rows.append({"setting": f"JOBS={jobs}", "jobs": jobs, "submissions": n, "wall_s": wall,
                          "median_s": median, "per_minute": per_minute, "speedup": per_minute / first})
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
     notes = []
     if len(rows) > 1:

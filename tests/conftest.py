@@ -7,7 +7,6 @@ import os
 import re
 import shutil
 import subprocess
-import tempfile
 import uuid
 from pathlib import Path
 
@@ -254,7 +253,9 @@ def browser():
                 # any host but this machine fails to resolve: a page that needs the network breaks visibly
                 "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1"]:
         options.add_argument(arg)
-    profile = tempfile.mkdtemp(prefix="attnedu-browser-")  # else Chromium leaves /tmp/org.chromium.* behind
+    from attnedu.store.cleanup import make_folder
+
+    profile = make_folder("browser")  # else Chromium leaves /tmp/org.chromium.* behind; marked as ours
     options.add_argument(f"--user-data-dir={profile}")
     options.set_capability("goog:loggingPrefs", {"browser": "ALL", "performance": "ALL"})
     try:

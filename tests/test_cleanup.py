@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -278,3 +279,15 @@ def test_running_chapters_13_and_14_leaves_no_new_temporary_folder_and_no_server
     time.sleep(0.5)  # (another worker's server may be stopping, its folder gone already)
     orphans = {pid: data for pid, data in orphans.items() if cleanup._alive(pid, None)}
     assert orphans == {}, f"PostgreSQL servers outlived the chapters' kernels: {orphans}"
+
+
+def test_every_temporary_folder_of_the_course_is_made_with_an_owner_marker():
+    """A folder /tmp/attnedu-* without an owner marker looks like a leftover to the test above
+    (and an unmarked one of a known kind to the sweeper): the course makes them all with
+    make_folder or workdir, which mark them."""
+    pattern = re.compile(r"""(mkdtemp|TemporaryDirectory)\([^)]*prefix=["']attnedu-""")
+    files = [p for folder in ("attnedu", "benchmarks", "tests") for p in (REPO / folder).rglob("*.py")]
+    files += list((REPO / "notebooks").glob("*/*.ipynb"))
+    offenders = [str(p.relative_to(REPO)) for p in files
+                 if p.name != "cleanup.py" and pattern.search(p.read_text(encoding="utf-8"))]
+    assert offenders == [], f"make these folders with attnedu.store.cleanup.make_folder: {offenders}"

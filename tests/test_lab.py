@@ -22,7 +22,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -30,6 +29,7 @@ from pathlib import Path
 import pytest
 
 from attnedu import grading
+from attnedu.store.cleanup import make_folder
 from conftest import REPO, browser  # noqa: F401 (browser: a fixture, one Chromium per module)
 
 pytestmark = pytest.mark.timeout(300)
@@ -69,7 +69,7 @@ def free_port() -> int:
 def lab():
     """A Lab server with the learner's configuration on a student copy of chapter 1; yields
     (base URL, the configuration folder it reads, the folder it serves)."""
-    tmp = Path(tempfile.mkdtemp(prefix="attnedu-lab-"))
+    tmp = make_folder("lab")  # /tmp/attnedu-lab-*, marked as this process's (tests/test_cleanup.py)
     try:
         course = tmp / "course"
         (course / "notebooks").mkdir(parents=True)
