@@ -624,21 +624,17 @@ class NotReady(RuntimeError):
 
 
 def chapter_checks(chapter: int, root: Path | None = None) -> list[Callable[[], Result]]:
-    """The checks of what chapter ``chapter`` needs beyond Python itself: its packages, its
-    models, FTS5 and PostgreSQL where it uses them (no disk, memory or tool checks)."""
-    _, reqs = requirements(root)
-    special = {_normalise(_requirement_name(m.requirement)) for m in MODELS}
-    postgres = _normalise(_requirement_name(POSTGRES_REQUIREMENT))
-    declared = {r.key: r.text for r in reqs}
-    found = [partial(check_package, r) for r in reqs
-             if r.key not in special | {postgres} and chapter in NEEDS.get(r.key, Need(())).chapters]
-    found += [partial(check_model, m, declared.get(_normalise(_requirement_name(m.requirement))))
-              for m in MODELS if chapter in m.chapters]
-    if chapter in FTS5_CHAPTERS:
-        found.append(check_fts5)
-    if chapter in POSTGRES_CHAPTERS:
-        found.append(partial(check_postgres, declared.get(postgres, POSTGRES_REQUIREMENT)))
-    return found
+    """The checks of :func:`checks` that chapter ``chapter`` needs: its packages, its models,
+    FTS5 and PostgreSQL where it uses them (not Python, disk, memory or the tools)."""
+    def needed(check) -> bool:
+        func, args = getattr(check, "func", check), getattr(check, "args", ())
+        if func is check_package:
+            return chapter in NEEDS.get(args[0].key, Need(())).chapters
+        if func is check_model:
+            return chapter in args[0].chapters
+        return chapter in {check_fts5: FTS5_CHAPTERS, check_postgres: POSTGRES_CHAPTERS}.get(func, ())
+
+    return [check for check in checks(root) if needed(check)]
 
 
 def ready(chapter: int, root: Path | None = None) -> None:

@@ -41,7 +41,7 @@ from pathlib import Path
 
 from attnedu.plot import COLORS
 
-__all__ = ["RESULTS", "PAGE", "FIGURES", "OKABE_ITO", "machine", "versions", "save", "validate", "load",
+__all__ = ["RESULTS", "PAGE", "FIGURES", "machine", "versions", "save", "validate", "load",
            "goal_met", "render", "write_page", "main"]
 
 REPO = Path(__file__).resolve().parents[1]
@@ -49,7 +49,6 @@ RESULTS = REPO / "benchmarks" / "results"
 PAGE = REPO / "book" / "performance.md"
 FIGURES = REPO / "book" / "images" / "performance"
 
-OKABE_ITO = COLORS  # the course's colour-blind-safe palette (attnedu.plot.COLORS)
 _MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*"]
 _HATCHES = ["", "//", "..", "xx", "\\\\", "--", "++", "oo"]
 
@@ -264,7 +263,7 @@ def _figure(data: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     plot, rows = data["plot"], data["rows"]
-    with plt.rc_context({"font.size": 10, "svg.hashsalt": "attnedu"}):
+    with plt.rc_context({"font.size": 10}):
         if plot["kind"] == "bar":
             rows = [r for r in rows if r.get(plot["value"]) is not None]
             groups = list(dict.fromkeys(str(r.get(plot.get("group"), "")) for r in rows)) if plot.get("group") else [""]
@@ -272,7 +271,7 @@ def _figure(data: dict, path: Path) -> None:
             y = range(len(rows))[::-1]
             for yi, r in zip(y, rows):
                 g = groups.index(str(r.get(plot.get("group"), ""))) if plot.get("group") else 0
-                ax.barh(yi, r[plot["value"]], color=OKABE_ITO[g % 8], hatch=_HATCHES[g % 8], edgecolor="black",
+                ax.barh(yi, r[plot["value"]], color=COLORS[g % 8], hatch=_HATCHES[g % 8], edgecolor="black",
                         linewidth=0.5, label=groups[g] if plot.get("group") else None)
                 ax.text(r[plot["value"]], yi, " " + _fmt(r[plot["value"]], _spec(data, plot["value"])),
                         va="center", fontsize=8)
@@ -291,7 +290,7 @@ def _figure(data: dict, path: Path) -> None:
             for i, name in enumerate(series):
                 rs = [r for r in rows if str(r[plot["series"]]) == name and r.get(plot["y"]) is not None]
                 ax.plot([r[plot["x"]] for r in rs], [r[plot["y"]] for r in rs], marker=_MARKERS[i % 8],
-                        color=OKABE_ITO[i % 8], linestyle=["-", "--", "-.", ":"][i % 4], label=name)
+                        color=COLORS[i % 8], linestyle=["-", "--", "-.", ":"][i % 4], label=name)
             ax.set_xlabel(plot.get("xlabel", plot["x"]))
             ax.set_ylabel(plot.get("ylabel", plot["y"]))
             if plot.get("logx"):
