@@ -55,7 +55,7 @@ __all__ = [
     "Result", "Need", "Req", "ModelPackage", "NEEDS", "MODELS", "CHAPTERS", "TORCH", "SMOLLM",
     "requirements", "satisfies", "pip_install", "check_python", "check_package", "check_model",
     "check_fts5", "check_postgres", "check_disk", "check_memory", "checks", "run", "summary",
-    "report", "ready", "NotReady", "main",
+    "report", "ready", "section_ready", "NotReady", "MLFLOW_SECTION", "MILVUS_SECTION", "main",
 ]
 
 # ------------------------------------------------------------------------------ the results
@@ -77,7 +77,8 @@ class Result:
     ``name``: what was checked (``"torch"``, ``"SQLite FTS5"``); ``status``: ``ok``, ``warn``, or
     one of :data:`PROBLEMS`; ``detail``: what was found (a version, a folder); ``chapters`` and
     ``tools``: who needs it (``(7, 9, 12)``; ``"make test"``); ``fix``: the command that fixes a
-    problem or warning (empty when all is well).
+    problem or warning (empty when all is well); ``section``: set when only one section of those
+    chapters needs it (``"Milvus Lite"``), which is skipped without it.
     """
 
     name: str
@@ -86,6 +87,7 @@ class Result:
     chapters: tuple[int, ...] = ()
     tools: str = ""
     fix: str = ""
+    section: str = ""
 
     @property
     def problem(self) -> bool:
@@ -94,8 +96,12 @@ class Result:
 
     @property
     def needed_by(self) -> str:
-        """``"chapters 7, 10-13"``, ``"chapter 8"``, ``"every chapter"``, ``"make test"``."""
-        return "; ".join(part for part in (_chapter_list(self.chapters), self.tools) if part)
+        """``"chapters 7, 10-13"``, ``"chapter 8"``, ``"every chapter"``, ``"make test"``,
+        ``"chapter 14's section Milvus Lite"``."""
+        chapters = _chapter_list(self.chapters)
+        if chapters and self.section:
+            chapters += f"'s section {self.section}" if len(self.chapters) == 1 else f", their section {self.section}"
+        return "; ".join(part for part in (chapters, self.tools) if part)
 
     def line(self) -> str:
         """The report's line, e.g. ``ok       faiss-cpu 1.15.1 (chapter 10)``."""
@@ -128,13 +134,18 @@ def _chapter_list(chapters) -> str:
 @dataclass(frozen=True)
 class Need:
     """Why the course needs a package: the ``modules`` it must provide (found, not imported),
-    the ``chapters`` that import it and the ``tools`` (``make`` targets) that use it."""
+    the ``chapters`` that import it and the ``tools`` (``make`` targets) that use it.
+    ``section``: only that section of those chapters needs it; :func:`ready` then lets the chapter
+    start without it, and the section asks :func:`section_ready` and skips itself."""
 
     modules: tuple[str, ...]
     chapters: tuple[int, ...] = ()
     tools: str = ""
+    section: str = ""
 
 
+MLFLOW_SECTION = "MLflow's model registry"  # chapter 13
+MILVUS_SECTION = "Milvus Lite"  # chapter 14
 _MINILM_CHAPTERS = (7, 10, 11, 12, 13, 14)  # MiniLM.load(): chapter 7, then retrieval and the stores
 _SMOLLM_CHAPTERS = (7, 9, 12)  # SmolLM.load(); chapter 9's measured_cache_bytes loads it too
 _BOOK, _TEST = "make book, make test", "make test"
@@ -160,6 +171,12 @@ NEEDS: dict[str, Need] = {
     "faiss-cpu": Need(("faiss",), (10,)),
     "pytrec-eval-terrier": Need(("pytrec_eval",), (11,)),
     "cryptography": Need(("cryptography",), (13, 14)),  # attnedu.governance imports it
+    # a real model registry beside the course's content-hash versions
+    "mlflow": Need(("mlflow",), (13,), section=MLFLOW_SECTION),
+    # a dedicated vector database beside pgvector and FAISS (pymilvus installs milvus-lite only
+    # on Linux and macOS; the section says so and skips itself elsewhere)
+    "pymilvus": Need(("pymilvus",), (14,), section=MILVUS_SECTION),
+    "milvus-lite": Need(("milvus_lite",), (14,), section=MILVUS_SECTION),
     # PostgreSQL's clients: chapter 14 (and chapter 13 when ATTNEDU_STORE_URL is postgresql://)
     "psycopg": Need(("psycopg", "psycopg_binary"), (14,)),
     "pgvector": Need(("pgvector",), (14,)),
@@ -427,17 +444,19 @@ def check_package(req: Req) -> Result:
     absent = [m for m in need.modules if _find(m) is None]
     version = _version(req.name)
     if absent and version is None:
-        return Result(req.name, MISSING, "", need.chapters, need.tools, fix)
+        return Result(req.name, MISSING, "", need.chapters, need.tools, fix, need.section)
     if absent and absent[0] == need.modules[0]:  # pip lists it, but its files are gone: install it again
         return Result(req.name, BROKEN, f"{version} (its module {absent[0]} is missing)", need.chapters,
-                      need.tools, pip_install(req.text, reinstall=True))
+                      need.tools, pip_install(req.text, reinstall=True), need.section)
     if absent:  # an extra's module (psycopg_binary): installing the requirement brings it
-        return Result(req.name, MISSING, f"{version} without {', '.join(absent)}", need.chapters, need.tools, fix)
+        return Result(req.name, MISSING, f"{version} without {', '.join(absent)}", need.chapters, need.tools, fix,
+                      need.section)
     if version is None:
-        return Result(req.name, OK, "(version unknown)", need.chapters, need.tools)
+        return Result(req.name, OK, "(version unknown)", need.chapters, need.tools, section=need.section)
     if satisfies(version, req.specifier) is False:
-        return Result(req.name, VERSION, f"{version}, needs {req.specifier}", need.chapters, need.tools, fix)
-    return Result(req.name, OK, version, need.chapters, need.tools)
+        return Result(req.name, VERSION, f"{version}, needs {req.specifier}", need.chapters, need.tools, fix,
+                      need.section)
+    return Result(req.name, OK, version, need.chapters, need.tools, section=need.section)
 
 
 def check_model(model: ModelPackage, requirement: str | None = None) -> Result:
@@ -623,13 +642,17 @@ class NotReady(RuntimeError):
         return [f"\x1b[1;31mNotReady\x1b[0m: {self}"]
 
 
-def chapter_checks(chapter: int, root: Path | None = None) -> list[Callable[[], Result]]:
+def chapter_checks(chapter: int, root: Path | None = None, section: str = "") -> list[Callable[[], Result]]:
     """The checks of :func:`checks` that chapter ``chapter`` needs: its packages, its models,
-    FTS5 and PostgreSQL where it uses them (not Python, disk, memory or the tools)."""
+    FTS5 and PostgreSQL where it uses them (not Python, disk, memory or the tools). Without
+    ``section``, what the whole chapter needs; with it, only the packages of that section."""
     def needed(check) -> bool:
         func, args = getattr(check, "func", check), getattr(check, "args", ())
         if func is check_package:
-            return chapter in NEEDS.get(args[0].key, Need(())).chapters
+            need = NEEDS.get(args[0].key, Need(()))
+            return chapter in need.chapters and need.section == section
+        if section:
+            return False
         if func is check_model:
             return chapter in args[0].chapters
         return chapter in {check_fts5: FTS5_CHAPTERS, check_postgres: POSTGRES_CHAPTERS}.get(func, ())
@@ -645,22 +668,59 @@ def ready(chapter: int, root: Path | None = None) -> None:
     Quick (a few milliseconds; a PostgreSQL chapter also runs ``postgres --version``): like the
     doctor, it imports none of the packages it checks.
     """
+    problems = _problems(chapter, root)
+    if problems:
+        raise NotReady(f"Chapter {chapter} cannot run on this machine yet: {_what(problems)}; run "
+                       "`python -m attnedu doctor` in a terminal (in the course folder, `.venv/bin/python -m "
+                       "attnedu doctor`) for the command that fixes it.")
+
+
+def _problems(chapter: int, root: Path | None, section: str = "") -> list[Result]:
     if chapter not in CHAPTERS:
         raise ValueError(f"chapter must be one of {CHAPTERS[0]}..{CHAPTERS[-1]}, got {chapter!r}")
     problems = []
-    for check in chapter_checks(chapter, root):
+    for check in chapter_checks(chapter, root, section):
         try:
             result = check()
         except Exception as error:  # noqa: BLE001 (a broken check is reported, not raised)
             result = Result(getattr(getattr(check, "func", check), "__name__", "a check"), BROKEN, f"({error})")
         if result.problem:
             problems.append(result)
+    return problems
+
+
+def _what(problems: list[Result]) -> str:
+    """``"pymilvus is missing; faiss-cpu is of the wrong version 1.7.0, needs >=1.8"``."""
+    return "; ".join(f"{r.name} is {'missing' if r.status == MISSING else 'broken' if r.status == BROKEN else 'of the wrong version'}"
+                     + (f" {r.detail}" if r.detail and r.status != MISSING else "") for r in problems)
+
+
+#: Sections that cannot run on some operating systems: ``{section: (platforms, why)}``, the
+#: platforms as :data:`sys.platform` starts.
+SECTION_PLATFORMS = {
+    MILVUS_SECTION: (("linux", "darwin"), "Milvus Lite runs on Linux and macOS only (pymilvus installs it only there)"),
+}
+
+
+def section_ready(chapter: int, section: str, root: Path | None = None, platform_name: str | None = None) -> bool:
+    """Whether a section that needs optional packages (``Need.section``) can run here. When it
+    cannot, print one sentence that says why and what fixes it, and return False: the chapter
+    then skips only that section (``if section_ready(14, "Milvus Lite"):``), never stops.
+    ``platform_name``: :data:`sys.platform` unless given (the tests pretend to be Windows)."""
+    if not any(chapter in n.chapters and n.section == section for n in NEEDS.values()):
+        raise ValueError(f"chapter {chapter} has no section {section!r} with packages of its own; "
+                         f"the sections are {sorted({n.section for n in NEEDS.values() if n.section})}")
+    platforms, why = SECTION_PLATFORMS.get(section, ((), ""))
+    here = sys.platform if platform_name is None else platform_name
+    if platforms and not here.startswith(platforms):
+        print(f"This section is skipped: {why}, and this machine runs {here}; the rest of the chapter runs.")
+        return False
+    problems = _problems(chapter, root, section)
     if problems:
-        what = "; ".join(f"{r.name} is {'missing' if r.status == MISSING else 'broken' if r.status == BROKEN else 'of the wrong version'}"
-                         + (f" {r.detail}" if r.detail and r.status != MISSING else "") for r in problems)
-        raise NotReady(f"Chapter {chapter} cannot run on this machine yet: {what}; run "
-                       "`python -m attnedu doctor` in a terminal (in the course folder, `.venv/bin/python -m "
-                       "attnedu doctor`) for the command that fixes it.")
+        print(f"This section is skipped: {_what(problems)}; the rest of the chapter runs. Run `python -m attnedu "
+              "doctor` in a terminal for the command that fixes it, then run the chapter again.")
+        return False
+    return True
 
 
 def main(argv=None) -> int:

@@ -373,3 +373,41 @@ def test_ready_checks_only_its_chapters_needs():
     assert any("check_postgres" in n for n in names[14]) and any("check_fts5" in n for n in names[14])
     with pytest.raises(ValueError, match="chapter must be one of 1..14"):
         doctor.ready(15)
+
+
+def test_a_missing_section_package_skips_that_section_only(in_course, monkeypatch, capsys):
+    """mlflow and Milvus Lite serve one section each: without them the chapter still starts
+    (ready), and the section's own check says in one sentence that it is skipped and why."""
+    hide_modules(monkeypatch, "mlflow", "pymilvus")
+    forget_distributions(monkeypatch, "mlflow", "pymilvus")
+    doctor.ready(13)
+    doctor.ready(14)  # neither stops its chapter
+    assert doctor.section_ready(13, doctor.MLFLOW_SECTION) is False
+    said = capsys.readouterr().out.strip()
+    assert said.startswith("This section is skipped: mlflow is missing; the rest of the chapter runs.")
+    assert "python -m attnedu doctor" in said and "\n" not in said
+    assert doctor.section_ready(14, doctor.MILVUS_SECTION) is False
+    assert "pymilvus is missing" in capsys.readouterr().out
+    line = next(r for r in doctor.run() if r.name == "mlflow")
+    assert line.problem and line.needed_by == "chapter 13's section MLflow's model registry", line.line()
+
+
+def test_sections_run_where_their_packages_are_and_skip_on_other_systems(capsys):
+    assert doctor.section_ready(13, doctor.MLFLOW_SECTION) is True
+    assert doctor.section_ready(14, doctor.MILVUS_SECTION) is True
+    assert capsys.readouterr().out == ""  # nothing said when the section runs
+    assert doctor.section_ready(14, doctor.MILVUS_SECTION, platform_name="win32") is False
+    said = capsys.readouterr().out.strip()
+    assert said == ("This section is skipped: Milvus Lite runs on Linux and macOS only (pymilvus installs it only "
+                    "there), and this machine runs win32; the rest of the chapter runs.")
+    assert doctor.section_ready(13, doctor.MLFLOW_SECTION, platform_name="win32") is True  # MLflow runs anywhere
+    with pytest.raises(ValueError, match="has no section 'Milvus Lite'"):
+        doctor.section_ready(13, doctor.MILVUS_SECTION)
+
+
+def test_the_section_packages_follow_pymilvus_own_platform_marker(repo):
+    """pymilvus's [milvus-lite] extra installs milvus-lite only where sys_platform != 'win32'; the
+    course asks for it the same way, and the doctor's platforms for the section agree."""
+    [marker] = [r for r in pyproject_requirements() if r.startswith("milvus-lite")]
+    assert marker.endswith("; sys_platform != 'win32'"), marker
+    assert doctor.SECTION_PLATFORMS[doctor.MILVUS_SECTION][0] == ("linux", "darwin")
