@@ -65,7 +65,7 @@ test: setup
 # Every benchmark in turn (each saves benchmarks/results/<name>.json), then the book's
 # performance page from those files (book/performance.md and book/images/performance/).
 # Run it on a quiet machine: the numbers are only as steady as the machine is idle.
-BENCHMARKS := softmax attention attention_cost kv_cache gpt_train pretrained retrieval store grading
+BENCHMARKS := softmax attention attention_cost kv_cache gpt_train pretrained retrieval store vector_databases grading
 bench: setup
 	@for b in $(BENCHMARKS); do echo "== benchmarks/$$b.py"; $(BIN)/python benchmarks/$$b.py || exit 1; done
 	$(BIN)/python -m attnedu.perf

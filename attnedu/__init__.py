@@ -66,10 +66,12 @@ chapter  modules                                                         exercis
 13       ``store``: SQLite or PostgreSQL with pgvector;                  ``checks.ch13_databases``
          ``governance``: ``portable``, ``dedup``
          (``exact_duplicate_groups``), ``redact``, ``versions``,
-         ``graph`` (a knowledge graph, ``prerequisites``)
-14       ``store``: pgvector's HNSW search, ``cluster`` (a replica,      ``checks.ch14_databases_at_scale``
-         a sharded table), ``quorum`` (N, W, R), ``sharding``
-         (``ring_owner``, ``measure_movement``); ``governance``:
+         ``graph`` (a knowledge graph, ``prerequisites``),
+         ``tracking`` (MLflow's runs and model registry, offline)
+14       ``store``: pgvector's HNSW search, ``milvus`` (Milvus Lite),   ``checks.ch14_databases_at_scale``
+         ``cluster`` (a replica, a sharded table), ``quorum``
+         (N, W, R), ``sharding`` (``ring_owner``,
+         ``measure_movement``); ``governance``:
          ``access`` (``authorised_rows``), ``crypto`` (field and
          envelope encryption, ``rotate_key``)
 =======  ==============================================================  ==================================

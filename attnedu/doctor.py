@@ -168,7 +168,7 @@ NEEDS: dict[str, Need] = {
     "gguf": Need(("gguf",), _SMOLLM_CHAPTERS),
     "sentence-transformers": Need(("sentence_transformers",), (7,)),
     "transformers": Need(("transformers",), (7,)),
-    "faiss-cpu": Need(("faiss",), (10,)),
+    "faiss-cpu": Need(("faiss",), (10, 14)),  # chapter 14 compares FAISS with pgvector and Milvus Lite
     "pytrec-eval-terrier": Need(("pytrec_eval",), (11,)),
     "cryptography": Need(("cryptography",), (13, 14)),  # attnedu.governance imports it
     # a real model registry beside the course's content-hash versions

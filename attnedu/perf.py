@@ -187,7 +187,7 @@ def load(folder: Path | str = RESULTS) -> list[dict]:
 
 #: The page's order: from the attention of Part I to the stores of Part III.
 ORDER = ["softmax", "attention", "attention_cost", "kv_cache", "gpt_train", "pretrained", "retrieval", "store",
-         "grading"]
+         "vector_databases", "grading"]
 
 
 def goal_met(goal: dict) -> bool:

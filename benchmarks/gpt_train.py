@@ -100,7 +100,10 @@ def main(argv=None) -> None:
         model.save(args.save, dtype=dtype, vocab=tok.chars, iters=len(history.loss),
                    train_loss=history.train_loss[-1], val_loss=history.val_loss[-1],
                    python_version=platform.python_version(), torch_version=str(torch.__version__), command=command,
-                   created=time.strftime("%Y-%m-%d"))
+                   created=time.strftime("%Y-%m-%d"),
+                   # the loss curve, which chapter 13 logs to MLflow (attnedu.governance.checkpoint_record)
+                   history={"eval_iters": list(history.eval_iters), "train_loss": list(history.train_loss),
+                            "val_loss": list(history.val_loss)})
         size = os.path.getsize(args.save)
         print(f"\nsaved {args.save} ({size / 1e6:.2f} MB, {'float16' if dtype else 'float32'} weights)")
         print(f"reproduce with: {command}")

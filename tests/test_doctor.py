@@ -110,7 +110,7 @@ def test_json_has_every_check_and_the_verdict(in_course, capsys):
     assert data["ok"] is True and data["problems"] == 0
     assert [c["name"] for c in data["checks"]] == [r.name for r in doctor.run()]
     faiss = next(c for c in data["checks"] if c["name"] == "faiss-cpu")
-    assert faiss["status"] == "ok" and faiss["chapters"] == [10] and faiss["needed_by"] == "chapter 10"
+    assert faiss["status"] == "ok" and faiss["chapters"] == [10, 14] and faiss["needed_by"] == "chapters 10, 14"
 
 
 # ------------------------------------------------------------------------------- problems
@@ -140,12 +140,12 @@ def test_a_missing_optional_package_names_its_chapter_and_fix(in_course, monkeyp
     hide_modules(monkeypatch, "faiss")
     forget_distributions(monkeypatch, "faiss-cpu")
     result = doctor.check_package(requirement("faiss-cpu"))
-    assert result.status == "MISSING" and result.chapters == (10,)
-    assert result.line() == f'MISSING  faiss-cpu (chapter 10): fix: {VENV_PYTHON} -m pip install "faiss-cpu>=1.8"'
+    assert result.status == "MISSING" and result.chapters == (10, 14)
+    assert result.line() == f'MISSING  faiss-cpu (chapters 10, 14): fix: {VENV_PYTHON} -m pip install "faiss-cpu>=1.8"'
     assert doctor.main([]) == 1
     out = capsys.readouterr().out
     assert result.line() in out.splitlines()
-    assert "1 problem, " in out and "chapter 10 needs the fix above." in out
+    assert "1 problem, " in out and "chapters 10, 14 need the fix above." in out
 
 
 def test_a_package_whose_files_are_gone_is_reinstalled(in_course, monkeypatch):

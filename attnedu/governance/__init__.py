@@ -24,13 +24,16 @@ module          what is in it
 ``versions``    :func:`hash_bytes`, :func:`hash_file`, :func:`hash_rows` (content hashes),
                 :class:`VersionRegistry` (a table of data and model versions),
                 :func:`dvc_pointer` (what ``dvc add`` would write)
+``tracking``    :func:`open_tracking`: MLflow's runs and model registry, offline and quiet, in
+                one folder (:class:`Tracking`, closed before the folder is removed);
+                :func:`checkpoint_record`: a GPT checkpoint's record as MLflow params and metrics
 ``graph``       :class:`KnowledgeGraph`: entities and relations in two tables, queried
                 with recursive SQL (:data:`REACHABLE_SQL`, :data:`PATH_SQL`);
                 :func:`prerequisites`, :func:`example_graph` (a small course's graph),
                 :data:`COURSE_REQUIRES` (this course's, chapter 13's)
 
-Chapter 13 uses ``portable``, ``dedup``, ``redact``, ``versions`` and ``graph``; chapter 14
-uses ``crypto`` and ``access``.
+Chapter 13 uses ``portable``, ``dedup``, ``redact``, ``versions``, ``tracking`` and ``graph``;
+chapter 14 uses ``crypto`` and ``access``.
 ==============  =========================================================================
 
 Everything that touches a database works on both backends of :mod:`attnedu.store`.
@@ -43,6 +46,7 @@ from .dedup import (content_key, deduplicate, duplicate_groups, exact_duplicate_
 from .graph import COURSE_REQUIRES, EXAMPLE_EDGES, KnowledgeGraph, example_graph, prerequisites
 from .portable import day_of, ddl, json_field
 from .redact import PII_KINDS, Span, find_pii, pseudonym, redact, span_precision_recall, span_scores
+from .tracking import Tracking, checkpoint_record, open_tracking
 from .versions import VersionRegistry, dvc_pointer, hash_bytes, hash_file, hash_rows
 
 __all__ = [
@@ -53,5 +57,6 @@ __all__ = [
     "FieldCipher", "generate_key", "key_from_env", "envelope_encrypt", "envelope_decrypt", "rewrap", "rotate_key",
     "authorised_rows", "policy",
     "hash_bytes", "hash_file", "hash_rows", "VersionRegistry", "dvc_pointer",
+    "open_tracking", "Tracking", "checkpoint_record",
     "KnowledgeGraph", "prerequisites", "example_graph", "EXAMPLE_EDGES", "COURSE_REQUIRES",
 ]

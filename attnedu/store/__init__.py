@@ -46,7 +46,9 @@ start runs. Where everything lives, and the per-machine cache of the PostgreSQL 
 
 Beside the store, for chapter 14: ``cluster`` (a PostgreSQL standby, a sharded table on
 real servers), ``quorum`` (Dynamo-style N, W, R replication, simulated) and ``sharding``
-(which shard holds a key: modulo against a hash ring, and what moves when a shard is added).
+(which shard holds a key: modulo against a hash ring, and what moves when a shard is added);
+and ``milvus`` (``MilvusLite``: a dedicated vector database, Milvus Lite, in a local folder,
+compared with pgvector and FAISS).
 """
 
 from __future__ import annotations
