@@ -7,6 +7,8 @@ import os
 import re
 import shutil
 import subprocess
+import tempfile
+import time
 import uuid
 from pathlib import Path
 
@@ -84,14 +86,83 @@ def run_id(request) -> str:
     return workerinput["testrunuid"] if workerinput else _RUN_ID
 
 
+#: The chapters that start servers and write temporary folders: when one of them is executed,
+#: :func:`execute_chapter` also checks that its kernel left no folder and no server behind.
+CLEANUP_CHAPTERS = ("13-databases", "14-databases-at-scale")
+
+
 def execute_chapter(notebook: Path, run_id: str) -> dict:
     """Execute a chapter notebook into the book's cache through attnedu.build, or reuse its
     outputs: those of an earlier run when the notebook and the library have not changed since,
-    and always those of this run (a failure included), whichever worker or test made them."""
+    and always those of this run (a failure included), whichever worker or test made them.
+
+    A chapter of :data:`CLEANUP_CHAPTERS` that is executed here (not reused) must leave no new
+    ``/tmp/attnedu-*`` folder and no PostgreSQL server behind, or the test that ran it fails:
+    checked on the one execution ``make test`` makes anyway, instead of running the chapters a
+    second time."""
     from attnedu import build
 
     threads = int(os.environ.get("OMP_NUM_THREADS") or 1)
-    return build.execute(notebook, REPO, run=run_id, threads=threads)
+    if notebook.parent.name not in CLEANUP_CHAPTERS:
+        return build.execute(notebook, REPO, run=run_id, threads=threads)
+    before, servers_before = temporary_folders(), set(postgres_servers())
+    report = build.execute(notebook, REPO, run=run_id, threads=threads)
+    if report.get("executed") and report["status"] == "ok":
+        problems = leftovers(before, servers_before)
+        if problems:
+            pytest.fail(f"{notebook.parent.name} {problems}", pytrace=False)
+    return report
+
+
+# ------------------------------------------------------- what a chapter or a test leaves behind
+TMP = Path(tempfile.gettempdir())
+
+
+def temporary_folders() -> set[Path]:
+    """Every ``/tmp/attnedu-*`` folder there is now."""
+    return set(TMP.glob("attnedu-*"))
+
+
+def owned_by_a_live_process(folder: Path) -> bool:
+    """Whether ``folder``'s owner marker names a process that is still running (another
+    worker's chapter, test or server: not a leftover)."""
+    from attnedu.store import cleanup
+
+    m = cleanup._read_marker(folder)
+    return isinstance(m, dict) and cleanup._alive(m["pid"], m.get("start"))
+
+
+def postgres_servers() -> dict[int, Path]:
+    """Every running PostgreSQL server (postmaster): pid -> its data directory."""
+    found = {}
+    proc_dir = Path("/proc")
+    for proc in proc_dir.glob("[0-9]*") if proc_dir.is_dir() else ():
+        try:
+            args = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if args and args[0].endswith(b"/postgres") and b"-D" in args:
+            found[int(proc.name)] = Path(os.fsdecode(args[args.index(b"-D") + 1]))
+    return found
+
+
+def leftovers(folders_before: set[Path], servers_before: set[int]) -> str:
+    """What appeared since ``folders_before`` and ``servers_before`` and is owned by no live
+    process: "" when nothing, else a sentence naming the folders and servers left behind."""
+    from attnedu.store import cleanup
+
+    left = sorted(str(p) for p in temporary_folders() - folders_before if not owned_by_a_live_process(p))
+    orphans = {pid: data for pid, data in postgres_servers().items()
+               if pid not in servers_before and not owned_by_a_live_process(data.parent)}
+    if orphans:
+        time.sleep(0.5)  # (another worker's server may be stopping, its folder gone already)
+        orphans = {pid: str(data) for pid, data in orphans.items() if cleanup._alive(pid, None)}
+    said = []
+    if left:
+        said.append(f"left these folders behind: {left}")
+    if orphans:
+        said.append(f"left PostgreSQL servers running after its kernel exited: {orphans}")
+    return "; ".join(said)
 
 
 def chapter_printed(notebook: Path, run_id: str) -> str:

