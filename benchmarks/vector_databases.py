@@ -298,9 +298,9 @@ def main(argv=None) -> None:
                                              "(every neighbour found, as an exact scan would)")
         + f", {one('pgvector hnsw', 'filter 10%'):,.0f} queries a second.",
         f"The SQLite store's filtered search answered {one('sqlite store', 'filter 10%'):,.0f} queries a second, "
-        f"against {one('sqlite store'):,.0f} without the filter: at every call it first asks SQLite for the chunks "
-        "whose document passes (`json_each` over the metadata of every chunk's document), then searches "
-        "those in NumPy.",
+        f"against {one('sqlite store'):,.0f} without the filter: at every call it first asks SQLite for the "
+        "documents whose metadata passes (`json_each` over each document's metadata), then for their chunks, "
+        "and searches those in NumPy.",
     ]
     if milvus:
         notes.insert(1, f"Batches: Milvus Lite answered {milvus['qps_batch']:,.0f} queries a second when all {nq:,} "

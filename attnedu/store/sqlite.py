@@ -233,9 +233,10 @@ class SQLiteStore(Store):
     def _vector_search(self, vector, k, where):
         ids, x = self._embeddings()
         if where:  # filter before the search: only the chunks of matching documents
+            # the documents first, each one's metadata tested once (not once per chunk), then their chunks
             filters, params = _where_sql(where)
-            allowed = self._db.rows("SELECT c.id FROM chunks AS c JOIN documents AS d ON d.id = c.document_id"
-                                    f" WHERE c.embedding IS NOT NULL{filters}", params)
+            allowed = self._db.rows("SELECT c.id FROM chunks AS c WHERE c.embedding IS NOT NULL AND c.document_id IN"
+                                    f" (SELECT d.id FROM documents AS d WHERE 1{filters})", params)
             keep = np.isin(ids, np.array([r[0] for r in allowed], dtype=np.int64))
             ids, x = ids[keep], x[keep]
         if len(ids) == 0:
