@@ -194,11 +194,20 @@ def test_an_explorer_redraws_in_lab_when_its_slider_moves(browser, lab):
     shutil.copy(REPO / "notebooks" / CHAPTER / f"{CHAPTER}.ipynb", root / "source" / f"{CHAPTER}.ipynb")
     browser.get(f"{base}/lab/tree/source/{CHAPTER}.ipynb?token={TOKEN}")
     wait_for(browser, "return document.querySelectorAll('.jp-Notebook .jp-Cell').length", bool, 90)
-    wait_for(browser, "return document.querySelector('.jp-Notebook-ExecutionIndicator, .jp-KernelStatus')"
-                      " !== null", bool, 30)
-    time.sleep(3)  # the kernel starts
+    # run-all-cells acts on the current notebook: wait for this one's kernel to be idle, then make it
+    # the current one (without that it acted on nothing once, on a loaded machine)
+    wait_for(browser, KERNEL_STATUS, lambda status: status == "idle", 120)
+    browser.execute_script(f"window.jupyterapp.shell.activateById(({SOURCE_PANEL}).id)")
     run_command(browser, "notebook:run-all-cells")
-    wait_for(browser, "return document.querySelectorAll('.jp-OutputArea .widget-slider').length", bool, 120)
+    try:
+        wait_for(browser, "return document.querySelectorAll('.jp-OutputArea .widget-slider').length", bool, 120)
+    except AssertionError as error:  # say what the notebook shows: its kernel, how far it ran, its errors
+        seen = browser.execute_script(
+            "return {kernel: (" + KERNEL_STATUS.removeprefix("return ") + "), "
+            "ran: [...document.querySelectorAll('.jp-InputPrompt')].filter(p => /\\d/.test(p.textContent)).length, "
+            "errors: [...document.querySelectorAll('[data-mime-type=\"application/vnd.jupyter.stderr\"]')]"
+            ".map(e => e.textContent.slice(0, 300))}")
+        raise AssertionError(f"{error}; the notebook shows {seen}") from None
     image = "return [...document.querySelectorAll('.jp-OutputArea .widget-output img')].map(i => i.src).join()"
     wait_for(browser, image, lambda src: bool(src))
     before = browser.execute_script(image)
@@ -214,6 +223,15 @@ def test_an_explorer_redraws_in_lab_when_its_slider_moves(browser, lab):
     shots = REPO / "_build" / "browser"
     shots.mkdir(parents=True, exist_ok=True)
     browser.save_screenshot(str(shots / "lab-explorer-chapter-1.png"))
+
+
+#: The source notebook's panel in Lab (an earlier test's student copy may be open beside it), and
+#: its kernel's status ("starting", "busy", "idle"...) or null.
+SOURCE_PANEL = (f"[...window.jupyterapp.shell.widgets('main')]"
+                f".find(w => w.context && w.context.path === 'source/{CHAPTER}.ipynb')")
+KERNEL_STATUS = ("return (() => { const w = " + SOURCE_PANEL + "; "
+                 "const k = w && w.sessionContext.session && w.sessionContext.session.kernel; "
+                 "return k ? k.status : null; })()")
 
 
 def run_command(driver, command: str) -> None:
