@@ -16,8 +16,8 @@ with training capped at a few seconds as `make grade` does):
   (c) and (d) share one submission per chapter ("broken"), which shows that neither failure
   spills into the other exercises. Only the first chapter loops (an endless loop costs a whole
   time limit); in the second, the second exercise raises too (a different error). The graded
-  cells of these chapters take well under a second, so the limit here is CELL_TIMEOUT (20 s),
-  not the course's 60 s: the loop costs 20 s.
+  cells of these chapters take well under a second, so the limit here is CELL_TIMEOUT (10 s),
+  not the course's 60 s: the loop costs 10 s.
 - Every chapter's student version is executed top to bottom (attnedu.build.run, every cell,
   errors allowed), and the only cells that may fail are the exercises' stubs and the checks
   that test them, each check saying that the function is not written yet. That is the
@@ -45,7 +45,7 @@ from conftest import NOTEBOOKS, NOTEBOOKS_LONGEST_FIRST, REPO, load_notebook
 
 # A cell that runs longer is interrupted; the course's nbgrader_config.py says 60 s, which the
 # endless loop would wait out in full (see the module docstring).
-CELL_TIMEOUT = 20
+CELL_TIMEOUT = 10
 # Chapters that train a model stop training after this many seconds when grading, as
 # `make grade` does: grades must not depend on how long the model trained.
 TRAIN_SECONDS = "1"
