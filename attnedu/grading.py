@@ -872,7 +872,21 @@ def _say_changed(changed: list[str]) -> None:
               "and run `make lab` again; then bring your answers across.")
 
 
+def _without_the_iri_grammar() -> None:
+    """Spare this process jsonschema's IRI grammar: about 2.4 s at every start.
+
+    When jsonschema is imported (by nbformat, so by nbgrader), it imports the optional package
+    rfc3987-syntax (which jupyter-events installs) for its "iri" format checker, and that package
+    compiles an Earley grammar as it is imported. nbformat, nbconvert, nbclient and nbgrader never
+    check formats, so the processes ``python -m attnedu.grading`` starts (every graded submission
+    is one) do without it: jsonschema then has no "iri" checker, as when the package is not
+    installed. Nothing changes in a process that has imported jsonschema already."""
+    if "jsonschema" not in sys.modules:
+        sys.modules.setdefault("rfc3987_syntax", None)  # None: its import raises ImportError
+
+
 def main(argv=None) -> int:
+    _without_the_iri_grammar()
     parser = argparse.ArgumentParser(prog="python -m attnedu.grading", description=__doc__.split("\n\n")[0])
     parser.add_argument("command", choices=["release", "grade", "workspace", "merge", "_worker"])
     parser.add_argument("folders", nargs="*", help="merge: the result folders (each a _grading/ made by "

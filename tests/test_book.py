@@ -3,10 +3,12 @@ tests/test_notebooks.py put in the cache, without executing any notebook again; 
 page is there with its figures, solutions sit behind toggles, and no hidden test is published
 anywhere."""
 
+import functools
 import json
 import os
 import re
 import subprocess
+from pathlib import Path
 
 import pytest
 import yaml
@@ -137,7 +139,14 @@ def test_solutions_are_behind_a_toggle_without_nbgrader_markers(built_book, note
 
 def readable_text(path) -> str:
     """What a reader of a published file sees: HTML without its markup (code is split into
-    highlighting spans and quotes are escaped), notebooks as their cells' text."""
+    highlighting spans and quotes are escaped), notebooks as their cells' text. (Read once per
+    version of the file: each chapter's leak test reads every published file.)"""
+    return _readable_text(str(path), path.stat().st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=None)
+def _readable_text(name: str, mtime_ns: int) -> str:
+    path = Path(name)
     raw = path.read_text(encoding="utf-8", errors="ignore")
     if path.suffix == ".html":
         return BeautifulSoup(raw, "html.parser").get_text()

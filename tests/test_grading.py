@@ -88,6 +88,16 @@ def submission(released: dict, source: dict, override: dict[str, str]) -> dict:
     return nb
 
 
+def course_of(root, *chapters: str):
+    """A course folder at ``root`` holding only ``chapters`` (nbgrader works on every chapter it
+    finds: about 1 s each)."""
+    (root / "notebooks").mkdir(parents=True)
+    for chapter in chapters:
+        shutil.copytree(REPO / "notebooks" / chapter, root / "notebooks" / chapter)
+    shutil.copy(REPO / "nbgrader_config.py", root / "nbgrader_config.py")
+    return root
+
+
 @pytest.fixture(scope="module")
 def course(tmp_path_factory):
     root = tmp_path_factory.mktemp("course")
@@ -229,16 +239,14 @@ def debug_exercise(nb, i: int) -> bool:
     pytest.param(nb.parent.name, marks=pytest.mark.xdist_group(f"student-{nb.parent.name}"))
     for nb in NOTEBOOKS_LONGEST_FIRST
 ])
-def test_the_student_version_runs_top_to_bottom_with_only_the_unfinished_checks_failing(chapter, tmp_path):
+def test_the_student_version_runs_top_to_bottom_with_only_the_unfinished_checks_failing(chapter, released, tmp_path):
     """A learner who has written nothing yet can still run the whole chapter: the only errors
     are the checks of the exercises (or a stub run at the top level), each saying in one
     sentence that the function is not written yet (a debug exercise's check names its bug).
-    (Each chapter has its own xdist group and releases only itself, so that the chapters spread
-    over both workers.)"""
-    (tmp_path / "notebooks").mkdir()
-    shutil.copytree(REPO / "notebooks" / chapter, tmp_path / "notebooks" / chapter)
-    shutil.copy(REPO / "nbgrader_config.py", tmp_path / "nbgrader_config.py")
-    [student] = grading.release(tmp_path)
+    (Each chapter has its own xdist group, so that the chapters spread over both workers; each
+    worker releases every chapter once, and runs a chapter's student version in a folder of its own.)"""
+    student = tmp_path / chapter / released[chapter].name
+    shutil.copytree(released[chapter].parent, student.parent)
     report, nb = build.run(student, allow_errors=True, timeout=60,
                            env={"ATTNEDU_MAX_TRAIN_SECONDS": TRAIN_SECONDS})
     code = [i for i, c in enumerate(nb.cells) if c.cell_type == "code" and c.source.strip()]
@@ -259,10 +267,11 @@ def test_the_student_version_runs_top_to_bottom_with_only_the_unfinished_checks_
     assert len(failed_checks) >= len(solutions), "every exercise's check should fail while it is a stub"
 
 
-def test_a_learners_workspace_is_created_once_and_never_overwritten(course, tmp_path):
+def test_a_learners_workspace_is_created_once_and_never_overwritten(tmp_path):
+    course = course_of(tmp_path / "course", *FULL_MATRIX)  # (every chapter's release: the test above)
     dest = tmp_path / "my-work"
     added = grading.workspace(course, dest)
-    assert sorted(p.parent.name for p in added) == CHAPTERS
+    assert sorted(p.parent.name for p in added) == FULL_MATRIX
     mine = added[0]
     assert "raise NotImplementedError()" in mine.read_text()
     mine.write_text('{"my": "work"}')
@@ -271,10 +280,7 @@ def test_a_learners_workspace_is_created_once_and_never_overwritten(course, tmp_
 
 
 def test_make_lab_says_which_chapters_changed_and_keeps_the_learners_copy(tmp_path, capsys):
-    root = tmp_path / "course"
-    (root / "notebooks").mkdir(parents=True)
-    shutil.copytree(REPO / "notebooks" / "01-weighted-sums", root / "notebooks" / "01-weighted-sums")
-    shutil.copy(REPO / "nbgrader_config.py", root / "nbgrader_config.py")
+    root = course_of(tmp_path / "course", "01-weighted-sums")
     dest = root / "my-work"
     [mine] = grading.workspace(root, dest)
     mine.write_text(mine.read_text().replace("# YOUR CODE HERE", "# my answer", 1))

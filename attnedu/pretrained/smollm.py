@@ -20,6 +20,7 @@ rotates halves instead).
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -214,21 +215,49 @@ def load_reference(path: str | os.PathLike | None = None, dtype: torch.dtype = t
 
     folder = locate(SMOLLM2, path)
     file = Path(path) if path is not None and Path(path).is_file() else sorted(folder.glob("*.gguf"))[0]
-    # Reading a GGUF's metadata takes seconds: read the config once and hand it on.
-    config = AutoConfig.from_pretrained(str(folder), gguf_file=file.name)
-    tokenizer = AutoTokenizer.from_pretrained(str(folder), gguf_file=file.name, config=config)
-    try:
-        import accelerate  # noqa: F401
-    except ImportError:
-        from transformers.modeling_gguf_pytorch_utils import load_gguf_checkpoint
+    with _one_gguf_reader(file):
+        # Reading a GGUF's metadata takes seconds: read the config once and hand it on.
+        config = AutoConfig.from_pretrained(str(folder), gguf_file=file.name)
+        tokenizer = AutoTokenizer.from_pretrained(str(folder), gguf_file=file.name, config=config)
+        try:
+            import accelerate  # noqa: F401
+        except ImportError:
+            from transformers.modeling_gguf_pytorch_utils import load_gguf_checkpoint
 
-        model = AutoModelForCausalLM.from_config(config, dtype=dtype)
-        tensors = load_gguf_checkpoint(str(file), return_tensors=True, model_to_load=model)["tensors"]
-        missing, unexpected = model.load_state_dict({k: torch.as_tensor(v) for k, v in tensors.items()}, strict=False)
-        if unexpected or set(missing) - {"lm_head.weight"}:
-            raise RuntimeError(f"transformers could not load {file.name}: missing {missing}, unexpected {unexpected}")
-        model.tie_weights()
-        model.to(dtype)
-    else:
-        model = AutoModelForCausalLM.from_pretrained(str(folder), gguf_file=file.name, config=config, dtype=dtype)
+            model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+            tensors = load_gguf_checkpoint(str(file), return_tensors=True, model_to_load=model)["tensors"]
+            missing, unexpected = model.load_state_dict({k: torch.as_tensor(v) for k, v in tensors.items()},
+                                                        strict=False)
+            if unexpected or set(missing) - {"lm_head.weight"}:
+                raise RuntimeError(f"transformers could not load {file.name}: missing {missing}, "
+                                   f"unexpected {unexpected}")
+            model.tie_weights()
+            model.to(dtype)
+        else:
+            model = AutoModelForCausalLM.from_pretrained(str(folder), gguf_file=file.name, config=config, dtype=dtype)
     return model.eval(), tokenizer
+
+
+@contextlib.contextmanager
+def _one_gguf_reader(file: Path):
+    """While in this block, ``gguf.GGUFReader(file)`` gives one reader, parsed once.
+
+    ``transformers`` opens the GGUF file three times (for the config, the tokenizer and the
+    tensors), and ``gguf.GGUFReader`` parses the whole file each time: about 4 s each on the
+    course's machine, for SmolLM2's 49,152-token vocabulary. A reader only reads (its arrays map
+    the file read-only), so one can serve all three. Any other path gets a reader of its own."""
+    import gguf
+
+    real = gguf.GGUFReader
+    shared = real(file)
+
+    def reader(path, *args, **kwargs):
+        if not args and not kwargs and Path(path).resolve() == file.resolve():
+            return shared
+        return real(path, *args, **kwargs)
+
+    gguf.GGUFReader = reader
+    try:
+        yield
+    finally:
+        gguf.GGUFReader = real
