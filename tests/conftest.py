@@ -249,6 +249,39 @@ def postgres_server():
         yield server
 
 
+# --------------------------------------------------- one graded class (tests/grading_class.py)
+@pytest.fixture(scope="session")
+def grading_course(tmp_path_factory):
+    """A copy of the course (every chapter and nbgrader_config.py), for the grading tests."""
+    from grading_class import make_course
+
+    return make_course(tmp_path_factory.mktemp("course"))
+
+
+@pytest.fixture(scope="session")
+def grading_config(grading_course):
+    from attnedu import grading
+    from grading_class import CELL_TIMEOUT
+
+    return grading.load_config(grading_course, **{"Execute.timeout": CELL_TIMEOUT})
+
+
+@pytest.fixture(scope="session")
+def released(grading_course, grading_config) -> dict:
+    """Every chapter's student version (chapter -> path), released once per worker."""
+    from attnedu import grading
+
+    return {p.parent.name: p for p in grading.release(grading_course, grading_config)}
+
+
+@pytest.fixture(scope="session")
+def graded_class(grading_course, grading_config, released) -> dict:
+    """tests/test_grading.py's and tests/test_grading_robust.py's submissions, graded in one run."""
+    from grading_class import grade_the_class
+
+    return grade_the_class(grading_course, grading_config, released)
+
+
 @pytest.fixture(scope="module")
 def one_thread():
     """Run a module's tests with one torch thread: on tiny tensors extra threads only add

@@ -1,25 +1,27 @@
 """`make grade` never stops, and tampering never pays: every submission is graded or reported (issue 15).
 
-One `grading.grade` run on chapter 1 (the cheapest to grade: about 3-5 s a submission), two jobs
-at a time, grades honest submissions beside one of each kind of trouble, and every row of
-grades.csv is checked for its exact score, status and flags:
+Chapter 1 (the cheapest to grade: about 11 s a submission) is handed in honestly beside one
+submission of each kind of trouble, graded in one `grading.grade` run, two jobs at a time (with
+tests/test_grading.py's matrix: tests/grading_class.py), and every row of grades.csv is checked
+for its exact score, status and flags:
 
     solutions    the source notebook                          15 of 15, graded
     untouched    the student version                          0, graded
+    broken       the first exercise raises, the second loops  15 minus those two exercises' points,
+                 forever                                      graded (the cell's time limit ends it)
     notjson      a file that is not JSON                      0, failed: ... not valid JSON ...
     otherchapter chapter 2's notebook handed in as chapter 1  0, failed: ... of chapter 02-...
     osexit       os._exit(0) in a solution cell               15, graded without it, flagged tampering
     sysexit      sys.exit() in a solution cell                15, graded without it, flagged tampering
     segfault     ctypes.string_at(0) in a solution cell       0, failed: ... kernel died ...
-    loop         an endless loop in a solution cell           12, graded (the cell's time limit ends it)
-    hog          allocates 2 GB, over a 900 MB cap            0, failed: ... more than 900 MB ...
+    hog          allocates 2 GB, over a 1,500 MB cap          0, failed: ... more than 1,500 MB ...
     flood        prints 20 MB (capped at 1 MB a cell)         15, graded; small feedback
     deleted      the solutions without any test cell          15, graded, flagged tests-restored
     tamper       stubs, and check() replaced in the kernel    0 (15 if judged in the kernel), tampering
     forge        stubs, and the recorder made to record the   0, graded without that statement,
                  library's results                            flagged tampering
     reference    the solutions, softmax imported from attnedu 15, graded, flagged reference-import
-    (and every student gets a `missing` row for the other chapters: 0 of their points)
+    (and every student gets a `missing` row for the chapters they did not hand in: 0 of their points)
 
 Then: regrading one student and chapter keeps the other rows, and results from several
 "machines" merge with `python -m attnedu.grading merge`.
@@ -37,16 +39,10 @@ import pytest
 
 from attnedu import grading
 from conftest import REPO, load_notebook
+from grading_class import CHAPTER, FULL_MATRIX, MEMORY_MB, OTHER, exercises, nbgrader, put
 
-CHAPTER = "01-weighted-sums"
-OTHER = "02-scaled-dot-product"
-CELL_TIMEOUT = 5  # the endless loop costs this much
-MEMORY_MB = 900  # an honest chapter-1 submission peaks at about 250 MB (worker and kernel together)
-FLOOD_BYTES = 20_000_000
-
-
-def nbgrader(cell) -> dict:
-    return cell.get("metadata", {}).get("nbgrader", {})
+# One grading run with tests/test_grading.py's matrix (conftest.py's graded_class).
+pytestmark = pytest.mark.xdist_group("grading")
 
 
 def read_csv(path) -> list[dict]:
@@ -54,99 +50,33 @@ def read_csv(path) -> list[dict]:
         return list(csv.DictReader(fh))
 
 
-def with_code(source: dict, code: str, grade_id: str = "attention-pool") -> dict:
-    """The source notebook with ``code`` put at the top of one solution cell."""
-    nb = json.loads(json.dumps(source))
-    cell = next(c for c in nb["cells"] if nbgrader(c).get("grade_id") == grade_id)
-    cell["source"] = code + "\n" + "".join(cell["source"])
-    return nb
+@pytest.fixture
+def course(grading_course):
+    return grading_course
 
 
-def put(root, student, chapter, content) -> None:
-    path = root / "_grading" / "submitted" / student / chapter / f"{chapter}.ipynb"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(content if isinstance(content, str) else json.dumps(content), encoding="utf-8")
-
-
-@pytest.fixture(scope="module")
-def course(tmp_path_factory):
-    root = tmp_path_factory.mktemp("robust")
-    shutil.copytree(REPO / "notebooks", root / "notebooks")
-    shutil.copy(REPO / "nbgrader_config.py", root / "nbgrader_config.py")
-    return root
-
-
-@pytest.fixture(scope="module")
-def student_version(tmp_path_factory):
-    """Chapter 1's student version (released from a course folder holding chapter 1 alone)."""
-    root = tmp_path_factory.mktemp("release")
-    (root / "notebooks").mkdir()
-    shutil.copytree(REPO / "notebooks" / CHAPTER, root / "notebooks" / CHAPTER)
-    shutil.copy(REPO / "nbgrader_config.py", root / "nbgrader_config.py")
-    [path] = grading.release(root)
-    return load_notebook(path)
-
-
-@pytest.fixture(scope="module")
-def config(course):
-    return grading.load_config(course, **{"Execute.timeout": CELL_TIMEOUT})
-
-
-@pytest.fixture(scope="module")
-def graded(course, config, student_version):
-    source = load_notebook(course / "notebooks" / CHAPTER / f"{CHAPTER}.ipynb")
-    deleted = json.loads(json.dumps(source))
-    tests = [c for c in deleted["cells"] if nbgrader(c).get("grade") and not nbgrader(c).get("solution")]
-    deleted["cells"] = [c for c in deleted["cells"] if c not in tests]
-    assert len(deleted["cells"]) == len(source["cells"]) - 10
-    reference = json.loads(json.dumps(source))
-    for cell in reference["cells"]:
-        if nbgrader(cell).get("grade_id") == "softmax":
-            cell["source"] = "from attnedu.functional import softmax\n"
-    cases = {
-        "solutions": source,
-        "untouched": student_version,
-        "notjson": '{"cells": [ this is not JSON',
-        "otherchapter": load_notebook(course / "notebooks" / OTHER / f"{OTHER}.ipynb"),
-        "osexit": with_code(source, "import os\nos._exit(0)"),
-        "sysexit": with_code(source, "import sys\nsys.exit()"),
-        "segfault": with_code(source, "import ctypes\nctypes.string_at(0)"),
-        "loop": with_code(source, "while True:\n    pass"),
-        "hog": with_code(source, "import time\nhog = b'x' * 2_000_000_000\ntime.sleep(5)"),
-        "flood": with_code(source, f"print('x' * {FLOOD_BYTES})"),
-        "deleted": deleted,
-        # untouched stubs, and a solution cell that makes every check pass in its own kernel
-        "tamper": with_code(student_version, "import attnedu.checks.engine as E\n"
-                            "E.ExerciseSet.check = lambda *a, **k: None", "softmax"),
-        # untouched stubs, and a cell that makes the recorder record the library's results instead
-        "forge": with_code(student_version, "import attnedu.checks.sealed as S\nimport attnedu.functional as F\n"
-                           "_record = S.record\n"
-                           "S.record = lambda ex, fn, **k: _record(ex, getattr(F, ex.name, fn), **k)", "softmax"),
-        # the solutions, except that softmax is the library's
-        "reference": reference,
-    }
-    for student, content in cases.items():
-        put(course, student, CHAPTER, content)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("ATTNEDU_MAX_TRAIN_SECONDS", "3")
-        mp.setenv("ATTNEDU_GRADE_MEMORY_MB", str(MEMORY_MB))
-        return grading.grade(course, config, jobs=2)
+@pytest.fixture
+def graded(graded_class):
+    return graded_class
 
 
 def rows_by_key(path) -> dict:
     return {(r["student_id"], r["assignment"]): r for r in read_csv(path)}
 
 
+_SOURCE = load_notebook(REPO / "notebooks" / CHAPTER / f"{CHAPTER}.ipynb")
+_FIRST_TWO = sum(e["points"] for e in exercises(_SOURCE)[:2])  # what "broken" loses
+
 EXPECTED = {  # student: (score, status prefix, flags)
     "solutions": (15, "graded", ""),
     "untouched": (0, "graded", ""),
+    "broken": (15 - _FIRST_TWO, "graded", ""),
     "notjson": (0, "failed: the file is not a notebook: it is not valid JSON", ""),
     "otherchapter": (0, f"failed: this is a notebook of chapter {OTHER}, not of {CHAPTER}", ""),
     "osexit": (15, "graded", "tampering"),  # graded without the exit
     "sysexit": (15, "graded", "tampering"),
     "segfault": (0, "failed: the notebook's kernel died while running it", ""),
-    "loop": (12, "graded", ""),
-    "hog": (0, f"failed: it used more than {MEMORY_MB} MB of memory", ""),
+    "hog": (0, f"failed: it used more than {MEMORY_MB:,} MB of memory", ""),
     "flood": (15, "graded", ""),
     "deleted": (15, "graded", "tests-restored"),
     "tamper": (0, "graded", "tampering"),  # without sealed checks: 15
@@ -164,8 +94,10 @@ def test_every_submission_is_graded_or_reported_with_its_exact_score(graded, cou
         assert "\n" not in row["status"]
         assert (float(row["score"]), row["flags"]) == (score, flags), (student, row)
         assert float(row["max_score"]) == 15
-    others = len(grading.chapters(course)) - 1
-    assert graded["summary"] == {"graded": 10, "failed": 4, "flagged": 6, "missing": len(EXPECTED) * others}
+    chapters = len(grading.chapters(course))
+    matrix = 3 * (len(FULL_MATRIX) - 1)  # the matrix's students also hand in chapter 2
+    assert graded["summary"] == {"graded": 10 + matrix, "failed": 4, "flagged": 6,
+                                 "missing": len(EXPECTED) * chapters - len(EXPECTED) - matrix}
 
 
 def test_a_chapter_not_handed_in_is_a_missing_row(graded, course):
@@ -175,8 +107,11 @@ def test_a_chapter_not_handed_in_is_a_missing_row(graded, course):
     for student in EXPECTED:
         for chapter in grading.chapters(course):
             assert (student, chapter) in rows
-        row = rows[student, OTHER]
-        assert (row["status"], float(row["score"]), float(row["max_score"]), row["flags"]) == ("missing", 0, 18, "")
+        row = rows[student, grading.chapters(course)[-1]]
+        assert (row["status"], float(row["score"]), row["flags"]) == ("missing", 0, "")
+        if student not in ("solutions", "untouched", "broken"):  # they hand in chapter 2 too
+            row = rows[student, OTHER]
+            assert (row["status"], float(row["score"]), float(row["max_score"]), row["flags"]) == ("missing", 0, 18, "")
 
 
 def test_exercise_rows_and_feedback_exist_for_the_graded_only(graded, course):
@@ -187,7 +122,8 @@ def test_exercise_rows_and_feedback_exist_for_the_graded_only(graded, course):
     for student, (score, status, _) in EXPECTED.items():
         feedback = course / "_grading" / "feedback" / student / CHAPTER / f"{CHAPTER}.html"
         if status == "graded":
-            assert len(per_student[student]) == 10 and sum(float(r["score"]) for r in per_student[student]) == score
+            mine = [r for r in per_student[student] if r["assignment"] == CHAPTER]
+            assert len(mine) == 10 and sum(float(r["score"]) for r in mine) == score
             assert feedback.exists()
         else:
             assert student not in per_student and not feedback.exists()
@@ -209,24 +145,27 @@ def test_an_output_flood_is_capped_and_its_feedback_stays_small(graded, course):
 
 
 def test_regrading_one_student_and_chapter_keeps_the_other_rows(graded, course, capsys):
-    """What `make grade CHAPTER=01-weighted-sums STUDENT=untouched` runs, after that student
-    handed in a corrected notebook."""
+    """What `make grade CHAPTER=01-weighted-sums STUDENT=segfault` runs, after that student
+    handed in a corrected notebook. (Not a student of tests/test_grading.py's matrix, whose rows
+    must stay as graded whichever file's tests run first.)"""
     before = rows_by_key(graded["grades"])
-    put(course, "untouched", CHAPTER, load_notebook(course / "notebooks" / CHAPTER / f"{CHAPTER}.ipynb"))
+    assert before["segfault", CHAPTER]["status"].startswith("failed")
+    put(course, "segfault", CHAPTER, load_notebook(course / "notebooks" / CHAPTER / f"{CHAPTER}.ipynb"))
     capsys.readouterr()
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("ATTNEDU_MAX_TRAIN_SECONDS", "3")
         mp.setattr(grading, "integrity_flags", lambda nb, chapter: [])
-        rc = grading.main(["grade", "--root", str(course), "--chapter", CHAPTER, "--student", "untouched"])
+        rc = grading.main(["grade", "--root", str(course), "--chapter", CHAPTER, "--student", "segfault"])
     assert rc == 0
     assert "summary: 1 graded, 0 failed, 0 flagged, 0 missing" in capsys.readouterr().out
     after = rows_by_key(graded["grades"])
-    assert float(after["untouched", CHAPTER]["score"]) == 15
-    assert {k: v for k, v in after.items() if k != ("untouched", CHAPTER)} == \
-        {k: v for k, v in before.items() if k != ("untouched", CHAPTER)}
+    assert (float(after["segfault", CHAPTER]["score"]), after["segfault", CHAPTER]["status"]) == (15, "graded")
+    assert {k: v for k, v in after.items() if k != ("segfault", CHAPTER)} == \
+        {k: v for k, v in before.items() if k != ("segfault", CHAPTER)}
     exercise_rows = read_csv(graded["by_exercise"])
-    assert sum(float(r["score"]) for r in exercise_rows if r["student_id"] == "untouched") == 15
-    assert sum(float(r["score"]) for r in exercise_rows if r["student_id"] == "solutions") == 15
+    assert sum(float(r["score"]) for r in exercise_rows if r["student_id"] == "segfault") == 15
+    assert sum(float(r["score"]) for r in exercise_rows
+               if r["student_id"] == "solutions" and r["assignment"] == CHAPTER) == 15
 
 
 def machine(folder, rows, cells=()) -> None:
