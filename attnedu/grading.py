@@ -50,6 +50,7 @@ __all__ = [
     "export_grades",
     "export_grades_by_exercise",
     "grade",
+    "gradebook_revision",
     "workspace",
 ]
 

@@ -33,9 +33,16 @@ def test_the_book_is_built_from_the_executed_notebooks_without_a_kernel(built_bo
 
 
 def page(notebook) -> BeautifulSoup:
+    """A chapter's built page, parsed once per version of the file (several tests read each page;
+    none changes the parsed tree)."""
     html = HTML / notebook.relative_to(REPO).with_suffix(".html")
     assert html.exists(), f"{html} was not built"
-    return BeautifulSoup(html.read_text(encoding="utf-8"), "html.parser")
+    return _parsed(str(html), html.stat().st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=None)
+def _parsed(name: str, mtime_ns: int) -> BeautifulSoup:
+    return BeautifulSoup(Path(name).read_text(encoding="utf-8"), "html.parser")
 
 
 def cells(notebook):
