@@ -45,8 +45,8 @@ import pytest
 
 from attnedu import build, grading
 from conftest import NOTEBOOKS_LONGEST_FIRST, REPO, load_notebook
-from grading_class import (CHAPTERS, FULL_MATRIX, LOOPING_CHAPTER, MATRIX_STUDENTS, TRAIN_SECONDS, exercises,
-                           nbgrader)
+from grading_class import (CHAPTERS, FULL_MATRIX, LOOPING_CHAPTER, MATRIX_STUDENTS, TRAIN_SECONDS, course,  # noqa: F401
+                           exercises, graded, nbgrader)  # (course, graded: fixtures)
 
 # The matrix and tests/test_grading_robust.py's submissions are one grading run (conftest.py's
 # graded_class), made once by the worker that runs both files.
@@ -61,16 +61,6 @@ def course_of(root, *chapters: str):
         shutil.copytree(REPO / "notebooks" / chapter, root / "notebooks" / chapter)
     shutil.copy(REPO / "nbgrader_config.py", root / "nbgrader_config.py")
     return root
-
-
-@pytest.fixture
-def course(grading_course):
-    return grading_course
-
-
-@pytest.fixture
-def graded(graded_class):
-    return graded_class
 
 
 def test_every_chapter_is_released_without_solutions_or_hidden_tests(released):

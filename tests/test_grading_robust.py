@@ -39,7 +39,8 @@ import pytest
 
 from attnedu import grading
 from conftest import REPO, load_notebook
-from grading_class import CHAPTER, FULL_MATRIX, MEMORY_MB, OTHER, exercises, nbgrader, put
+from grading_class import (CHAPTER, FULL_MATRIX, MEMORY_MB, OTHER, course, exercises, graded,  # noqa: F401
+                           nbgrader, put)  # (course, graded: fixtures)
 
 # One grading run with tests/test_grading.py's matrix (conftest.py's graded_class).
 pytestmark = pytest.mark.xdist_group("grading")
@@ -48,16 +49,6 @@ pytestmark = pytest.mark.xdist_group("grading")
 def read_csv(path) -> list[dict]:
     with open(path, newline="") as fh:
         return list(csv.DictReader(fh))
-
-
-@pytest.fixture
-def course(grading_course):
-    return grading_course
-
-
-@pytest.fixture
-def graded(graded_class):
-    return graded_class
 
 
 def rows_by_key(path) -> dict:
