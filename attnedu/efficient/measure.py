@@ -9,7 +9,14 @@ once grown, is not always given back, so the second of two calls in one process 
 :func:`peak_memory` therefore runs *one* call in a *fresh child process*: the child builds its
 inputs from a seed (nothing big is pickled), warms the kernel up on a tiny input (so that loading
 code is not counted), records its resident memory (RSS) as the baseline, runs the call, and
-reports the peak RSS above that baseline. Three ways of seeing the peak:
+reports the peak RSS above that baseline.
+
+The children come from a *fork server*: a process started once, at a process's first
+measurement, that imports this module (and so torch) and then only forks (``os.fork``: Linux and
+macOS; on Windows, WSL 2). Each child is still fresh, a copy of a process that has never run a
+kernel, but it starts in milliseconds instead of the 1.5 to 2 s a new Python process spends
+importing torch, which was most of a measurement's cost. The server ends when the process that
+started it does. Three ways of seeing the peak:
 
 1. ``VmHWM``, the kernel's own high-water mark of the resident set (``/proc/self/status``), which
    the child resets to its current RSS just before the call (writing ``5`` to
@@ -26,7 +33,7 @@ up lazily, so any reading can be short by a few hundred KiB), so the child repor
 ``by_method`` keeps all three.
 
 The parent watches the child's RSS every 2 ms and kills it if it passes ``max_bytes`` (the
-result then says ``"over the cap"``) or runs past ``timeout_s``; the child is always reaped.
+result then says ``"over the cap"``) or runs past ``timeout_s``; the server always reaps it.
 
 The named kernels (:data:`ATTENTION_KERNELS`): ``plain`` and ``flash`` from
 :mod:`attnedu.efficient.tiled`, and torch's ``scaled_dot_product_attention`` restricted to one
@@ -37,9 +44,11 @@ the CPU: MATH and FLASH_ATTENTION run; EFFICIENT_ATTENTION and CUDNN_ATTENTION a
 
 from __future__ import annotations
 
+import atexit
 import gc
 import json
 import os
+import select
 import signal
 import statistics
 import subprocess
@@ -47,6 +56,7 @@ import sys
 import tempfile
 import threading
 import time
+import traceback
 from pathlib import Path
 
 import numpy as np
@@ -191,16 +201,115 @@ def _child(spec: dict) -> dict:
             "median_seconds": times[0] if times else None}
 
 
-def _child_main() -> None:
-    print(json.dumps(_child(json.loads(sys.argv[1]))))
+def _write_all(fd: int, data: bytes) -> None:
+    while data:
+        data = data[os.write(fd, data):]
 
 
-# ----------------------------------------------------------------------- the parent
-def _kill(popen: subprocess.Popen) -> None:
-    try:
-        os.killpg(popen.pid, signal.SIGKILL)  # the child leads its own session: its whole group
-    except OSError:
-        popen.kill()
+def _serve() -> None:
+    """The fork server's loop (its own process; this module, and torch, already imported).
+
+    For each spec read from stdin (one JSON line), fork a child that runs :func:`_child` and
+    writes its answer (``{"ok": result}`` or ``{"error": traceback}``) to a pipe of its own; say
+    ``{"pid": ...}`` on stdout at once, so the parent can watch it, then, once it has ended and
+    been reaped, ``{"exit": code, "answer": ...}`` (``answer`` null if it was killed first).
+    The server ends at the end of stdin: when the parent closes it, or dies."""
+    for line in sys.stdin:
+        spec = json.loads(line)
+        read_end, write_end = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: answer down the pipe, then leave, never back into this loop
+            code = 0
+            try:
+                os.close(read_end)
+                try:
+                    answer = {"ok": _child(spec)}
+                except BaseException:  # noqa: BLE001 (the parent quotes it)
+                    answer = {"error": traceback.format_exc()[-2000:]}
+                _write_all(write_end, json.dumps(answer).encode())
+            except BaseException:  # noqa: BLE001
+                code = 1
+            finally:
+                os._exit(code)
+        os.close(write_end)
+        print(json.dumps({"pid": pid}), flush=True)
+        chunks = []
+        while chunk := os.read(read_end, 1 << 16):  # until the child's end closes: done or killed
+            chunks.append(chunk)
+        os.close(read_end)
+        _, status = os.waitpid(pid, 0)
+        answer = json.loads(b"".join(chunks)) if chunks else None
+        print(json.dumps({"exit": os.waitstatus_to_exitcode(status), "answer": answer}), flush=True)
+
+
+class _ForkServer:
+    """The parent's handle on the fork server: starts it, sends it specs, reads its lines."""
+
+    def __init__(self):
+        if not hasattr(os, "fork"):
+            raise RuntimeError("peak_memory needs os.fork, which Linux and macOS have and Windows does not: "
+                               "on Windows, run the course in WSL 2")
+        root = str(Path(__file__).resolve().parents[2])  # attnedu's folder: the server imports it from there
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join([root] + [p for p in [os.environ.get("PYTHONPATH")] if p]))
+        self.errors = tempfile.TemporaryFile()  # the server's stderr, quoted if it dies
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", "from attnedu.efficient.measure import _serve; _serve()"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.errors, env=env, start_new_session=True)
+        self.buffer = b""
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def send(self, spec: dict) -> None:
+        self.process.stdin.write(json.dumps(spec).encode() + b"\n")
+        self.process.stdin.flush()
+
+    def line(self, timeout: float) -> dict | None:
+        """The server's next line, or None if none came within ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        while b"\n" not in self.buffer:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([self.process.stdout], [], [], left)[0]:
+                return None
+            chunk = os.read(self.process.stdout.fileno(), 1 << 16)
+            if not chunk:
+                self.process.wait()
+                self.errors.seek(0)
+                tail = self.errors.read().decode(errors="replace").strip()[-2000:]
+                raise RuntimeError(f"the measuring server ended (exit code {self.process.returncode}): {tail}")
+            self.buffer += chunk
+        line, self.buffer = self.buffer.split(b"\n", 1)
+        return json.loads(line)
+
+    def close(self) -> None:
+        try:
+            self.process.stdin.close()  # the end of its input: it leaves its loop
+            self.process.wait(timeout=10)
+        except (OSError, subprocess.TimeoutExpired):
+            self.process.kill()
+            self.process.wait()
+        self.process.stdout.close()
+        self.errors.close()
+
+
+_server: _ForkServer | None = None
+
+
+def _fork_server() -> _ForkServer:
+    """This process's fork server, started at the first call (and again if it has died)."""
+    global _server
+    if _server is None or not _server.alive():
+        if _server is None:
+            atexit.register(_close_fork_server)
+        _server = _ForkServer()
+    return _server
+
+
+def _close_fork_server() -> None:
+    global _server
+    if _server is not None:
+        _server.close()
+        _server = None
 
 
 def peak_memory(kernel: str, *, T: int, S: int | None = None, B: int = 1, H: int = 1, d: int = 64,
@@ -245,41 +354,35 @@ def peak_memory(kernel: str, *, T: int, S: int | None = None, B: int = 1, H: int
     spec = dict(kernel=kernel, T=T, S=S, B=B, H=H, d=d, causal=bool(causal), tile=tile, seed=seed, dtype=dtype,
                 threads=threads, repeats=repeats)
     _rss()  # fails here, in the parent, on a machine where memory cannot be read
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads),
-               PYTHONPATH=os.pathsep.join([str(Path(__file__).resolve().parents[2])]
-                                          + [p for p in [os.environ.get("PYTHONPATH")] if p]))
-    code = "from attnedu.efficient.measure import _child_main; _child_main()"
     result = dict(spec, status="ok", peak_bytes=None, seconds=None, median_seconds=None, max_bytes=max_bytes)
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        start = time.monotonic()
-        popen = subprocess.Popen([sys.executable, "-c", code, json.dumps(spec)], stdout=out, stderr=err,
-                                 stdin=subprocess.DEVNULL, env=env, start_new_session=True)
-        try:
-            while popen.poll() is None:
-                rss = _rss(popen.pid)
-                if rss > max_bytes:
-                    _kill(popen)
-                    result.update(status="over the cap", rss_at_kill=rss)
-                elif time.monotonic() - start > timeout_s:
-                    _kill(popen)
-                    result.update(status="timeout")
-                if result["status"] != "ok":
-                    break
-                time.sleep(0.002)
-        finally:
-            if popen.poll() is None:
-                _kill(popen)
-            popen.wait()  # reaped, whatever happened
-        result["wall_seconds"] = time.monotonic() - start
+    server = _fork_server()  # the first call of a process starts it: an import of torch
+    server.send(spec)
+    forked = server.line(timeout=60)
+    if forked is None:
+        raise RuntimeError("the measuring server did not fork a child within 60 s")
+    pid, start = forked["pid"], time.monotonic()
+    while (done := server.line(timeout=0.002)) is None:  # the child runs: watch it
+        rss = _rss(pid)
+        if rss > max_bytes:
+            result.update(status="over the cap", rss_at_kill=rss)
+        elif time.monotonic() - start > timeout_s:
+            result.update(status="timeout")
         if result["status"] != "ok":
-            return result
-        out.seek(0)
-        err.seek(0)
-        lines = out.read().decode(errors="replace").strip().splitlines()
-        if popen.returncode != 0 or not lines:
-            tail = err.read().decode(errors="replace").strip()[-2000:]
-            raise RuntimeError(f"the child measuring {kernel!r} at T={T} exited with {popen.returncode}: {tail}")
-    result.update(json.loads(lines[-1]))
+            try:
+                os.kill(pid, signal.SIGKILL)  # the server reaps it, then says so
+            except ProcessLookupError:  # it had just ended
+                pass
+            done = server.line(timeout=60)
+            break
+    result["wall_seconds"] = time.monotonic() - start
+    if done is None:
+        raise RuntimeError(f"the measuring server did not report the end of its child {pid} within 60 s")
+    if result["status"] != "ok":
+        return result
+    answer = done["answer"] or {"error": f"it ended without an answer (exit code {done['exit']})"}
+    if "error" in answer:
+        raise RuntimeError(f"the child measuring {kernel!r} at T={T} failed: {answer['error']}")
+    result.update(answer["ok"])
     return result
 
 
