@@ -16,6 +16,16 @@ import pytest
 
 os.environ.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")
 
+# torch 2.13 makes its compile cache folder, /tmp/torchinductor_<user>, whenever anything imports
+# torch._dynamo (transformers and sentence-transformers do, on import), and never removes it. The
+# tests, and the kernels and processes they start (which inherit this variable), put it in a
+# folder of this process's own, removed when the process ends.
+if "TORCHINDUCTOR_CACHE_DIR" not in os.environ:
+    import atexit
+
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = _inductor_cache = tempfile.mkdtemp(prefix="pytest-torchinductor-")
+    atexit.register(shutil.rmtree, _inductor_cache, ignore_errors=True)
+
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted(p for p in (REPO / "notebooks").glob("*/*.ipynb") if p.stem == p.parent.name)
 
