@@ -240,6 +240,30 @@ def test_the_timeout_kills_a_slow_child():
     assert _children() <= before
 
 
+def test_an_interrupted_measurement_leaves_no_child_and_the_next_one_works():
+    """Ctrl-C (or Jupyter's stop button) during a measurement: the child and its server go, and
+    the next measurement starts a new server and gets its own answer, not the old one's."""
+    import signal
+    import threading
+
+    from attnedu.efficient import measure
+
+    peak_memory("flash", T=64)  # the server is running
+    before, old_server = _children(), measure._server.process.pid
+    timer = threading.Timer(0.5, signal.pthread_kill, (threading.main_thread().ident, signal.SIGINT))
+    timer.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            peak_memory("flash", T=8192, repeats=20)  # seconds of work: interrupted
+    finally:
+        timer.cancel()
+    assert _children() <= before, "the interrupted child was left running"
+    assert not Path(f"/proc/{old_server}").exists(), "the old server was left running"
+    result = peak_memory("plain", T=1024)
+    assert result["status"] == "ok" and (result["kernel"], result["T"]) == ("plain", 1024)
+    assert result["peak_bytes"] >= projected_bytes(1024)
+
+
 def test_each_call_is_measured_in_a_fresh_child():
     """A process that has held the (T, T) scores once would find the second call's memory already
     there (the allocator keeps it): each call gets its own child, so both see the whole peak."""

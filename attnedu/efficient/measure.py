@@ -293,23 +293,36 @@ class _ForkServer:
 
 
 _server: _ForkServer | None = None
+_lock = threading.Lock()
+
+
+def _kill(pid: int | None) -> None:
+    """SIGKILL a measuring child (it has no children of its own, only threads), if it still runs."""
+    if pid is not None:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:  # it had just ended
+            pass
 
 
 def _fork_server() -> _ForkServer:
     """This process's fork server, started at the first call (and again if it has died)."""
     global _server
     if _server is None or not _server.alive():
-        if _server is None:
-            atexit.register(_close_fork_server)
         _server = _ForkServer()
     return _server
 
 
-def _close_fork_server() -> None:
+def _close_fork_server(kill: bool = False) -> None:
     global _server
     if _server is not None:
+        if kill:
+            _server.process.kill()
         _server.close()
         _server = None
+
+
+atexit.register(_close_fork_server)  # (it ends at the end of its input anyway; this waits for it)
 
 
 def peak_memory(kernel: str, *, T: int, S: int | None = None, B: int = 1, H: int = 1, d: int = 64,
@@ -355,25 +368,28 @@ def peak_memory(kernel: str, *, T: int, S: int | None = None, B: int = 1, H: int
                 threads=threads, repeats=repeats)
     _rss()  # fails here, in the parent, on a machine where memory cannot be read
     result = dict(spec, status="ok", peak_bytes=None, seconds=None, median_seconds=None, max_bytes=max_bytes)
-    server = _fork_server()  # the first call of a process starts it: an import of torch
-    server.send(spec)
-    forked = server.line(timeout=60)
-    if forked is None:
-        raise RuntimeError("the measuring server did not fork a child within 60 s")
-    pid, start = forked["pid"], time.monotonic()
-    while (done := server.line(timeout=0.002)) is None:  # the child runs: watch it
-        rss = _rss(pid)
-        if rss > max_bytes:
-            result.update(status="over the cap", rss_at_kill=rss)
-        elif time.monotonic() - start > timeout_s:
-            result.update(status="timeout")
-        if result["status"] != "ok":
-            try:
-                os.kill(pid, signal.SIGKILL)  # the server reaps it, then says so
-            except ProcessLookupError:  # it had just ended
-                pass
-            done = server.line(timeout=60)
-            break
+    with _lock:  # one measurement at a time per process: the server answers in order
+        server, pid = _fork_server(), None  # the first call of a process starts it: an import of torch
+        try:
+            server.send(spec)
+            forked = server.line(timeout=60)
+            if forked is None:
+                raise RuntimeError("the measuring server did not fork a child within 60 s")
+            pid, start = forked["pid"], time.monotonic()
+            while (done := server.line(timeout=0.002)) is None:  # the child runs: watch it
+                rss = _rss(pid)
+                if rss > max_bytes:
+                    result.update(status="over the cap", rss_at_kill=rss)
+                elif time.monotonic() - start > timeout_s:
+                    result.update(status="timeout")
+                if result["status"] != "ok":
+                    _kill(pid)  # the server reaps it, then says so
+                    done = server.line(timeout=60)
+                    break
+        except BaseException:  # an interrupt (Ctrl-C, Jupyter's stop button) or a broken server:
+            _kill(pid)  # the child and the server both go, and the next call starts a new server
+            _close_fork_server(kill=True)
+            raise
     result["wall_seconds"] = time.monotonic() - start
     if done is None:
         raise RuntimeError(f"the measuring server did not report the end of its child {pid} within 60 s")
