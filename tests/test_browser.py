@@ -52,6 +52,26 @@ def site(built_book):
         thread.join(timeout=10)
 
 
+def open_page(driver, url: str, timeout: float = 30) -> None:
+    """Load ``url`` and return once the browser shows that page, loaded, with the theme's main part.
+
+    ChromeDriver's ``get`` can return before the new page is the one that scripts and element lookups
+    see: on a loaded machine a lookup just after it found nothing, now and then (a few times in a hundred
+    page loads here, once in CI), on a page that has it. Every test here looks at a page only once it is
+    there."""
+    from selenium.common.exceptions import TimeoutException
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    driver.get(url)
+    shown = ("return document.URL === arguments[0] && document.readyState === 'complete'"
+             " && document.querySelector('.bd-main') !== null")
+    try:
+        WebDriverWait(driver, timeout).until(lambda d: d.execute_script(shown, url))
+    except TimeoutException:
+        state = driver.execute_script("return [document.URL, document.readyState, document.title]")
+        raise AssertionError(f"{url} was not shown, loaded, within {timeout:.0f} s; the browser shows {state}") from None
+
+
 def drain(driver) -> None:
     """Forget the logs of earlier pages."""
     driver.get_log("browser")
@@ -61,7 +81,7 @@ def drain(driver) -> None:
 def page_problems(driver, url: str, base: str) -> list[str]:
     """Load one page and list what is wrong with it, one line each (an empty list: all is well)."""
     drain(driver)
-    driver.get(url)
+    open_page(driver, url)
     # MathJax typesets after the load event; wait for it when the page has maths
     driver.execute_async_script("""
         const done = arguments[arguments.length - 1];
@@ -134,7 +154,7 @@ def test_the_checker_sees_a_broken_page(browser, site):
 def test_search_finds_a_term_of_chapter_10(browser, site):
     from selenium.webdriver.support.ui import WebDriverWait
 
-    browser.get(f"{site}/search.html?q={CHAPTER_10_TERM}")
+    open_page(browser, f"{site}/search.html?q={CHAPTER_10_TERM}")
     links = WebDriverWait(browser, 30).until(lambda d: d.execute_script(
         "return [...document.querySelectorAll('#search-results li a')].map(a => a.href)") or None)
     assert any("10-vector-search" in href for href in links), links
@@ -143,7 +163,7 @@ def test_search_finds_a_term_of_chapter_10(browser, site):
 def test_a_solution_toggle_opens(browser, site):
     from selenium.webdriver.support.ui import WebDriverWait
 
-    browser.get(f"{site}/notebooks/01-weighted-sums/01-weighted-sums.html")
+    open_page(browser, f"{site}/notebooks/01-weighted-sums/01-weighted-sums.html")
     toggles = browser.find_elements("css selector", "details.hide summary")
     toggles = [t for t in toggles if "Show the solution" in t.get_attribute("textContent")]
     assert toggles, "no 'Show the solution' toggle on chapter 1's page"
@@ -158,7 +178,7 @@ def test_a_solution_toggle_opens(browser, site):
 
 def test_the_launch_and_download_buttons_have_well_formed_targets(browser, site):
     chapter = "notebooks/09-cost-of-attention/09-cost-of-attention"
-    browser.get(f"{site}/{chapter}.html")
+    open_page(browser, f"{site}/{chapter}.html")
     links = browser.execute_script(
         "return [...document.querySelectorAll('.article-header-buttons a[href]')].map(a => a.href)")
     launch = [h for h in links if "mybinder.org" in h or "colab.research.google.com" in h]
@@ -181,7 +201,7 @@ def test_the_launch_and_download_buttons_have_well_formed_targets(browser, site)
     ("search", f"search.html?q={CHAPTER_10_TERM}"),
 ])
 def test_screenshots_of_three_pages_are_kept(browser, site, name, path):
-    browser.get(f"{site}/{path}")
+    open_page(browser, f"{site}/{path}")
     SHOTS.mkdir(parents=True, exist_ok=True)
     shot = SHOTS / f"{name}.png"
     assert browser.save_screenshot(str(shot))
