@@ -84,7 +84,8 @@ with sliders in JupyterLab, fixed settings in the book: chapters 1, 7 and 11), `
 ``course_style`` (the colour-blind-safe palette every chapter uses), ``doctor`` (is this
 machine ready? ``ready(N)`` in each chapter's first cell), ``perf`` (the benchmarks' results
 and the book's performance page), ``_validate`` (the argument checks every public function
-shares).
+shares), ``_torch_cache`` (the empty compile-cache folder that importing ``transformers`` makes
+in /tmp is removed at exit).
 
 One vocabulary runs through all of it. Sizes are ``d_model, n_head, n_kv_head, d_ff, context``
 (and ``vocab_size``, ``n_layer``); a boolean mask is True where a position *may attend*
@@ -98,3 +99,7 @@ can prove the two equal.
 """
 
 __version__ = "0.1.0"
+
+from . import _torch_cache
+
+_torch_cache.watch()  # chapter 7 imports transformers, which makes an empty /tmp/torchinductor_<user>
