@@ -46,21 +46,11 @@ import pytest
 from attnedu import build, grading
 from conftest import NOTEBOOKS_LONGEST_FIRST, REPO, load_notebook
 from grading_class import (CHAPTERS, FULL_MATRIX, LOOPING_CHAPTER, MATRIX_STUDENTS, TRAIN_SECONDS, course,  # noqa: F401
-                           exercises, graded, nbgrader)  # (course, graded: fixtures)
+                           exercises, graded, make_course, nbgrader)  # (course, graded: fixtures)
 
 # The matrix and tests/test_grading_robust.py's submissions are one grading run (conftest.py's
 # graded_class), made once by the worker that runs both files.
 pytestmark = pytest.mark.xdist_group("grading")
-
-
-def course_of(root, *chapters: str):
-    """A course folder at ``root`` holding only ``chapters`` (nbgrader works on every chapter it
-    finds: about 1 s each)."""
-    (root / "notebooks").mkdir(parents=True)
-    for chapter in chapters:
-        shutil.copytree(REPO / "notebooks" / chapter, root / "notebooks" / chapter)
-    shutil.copy(REPO / "nbgrader_config.py", root / "nbgrader_config.py")
-    return root
 
 
 def test_every_chapter_is_released_without_solutions_or_hidden_tests(released):
@@ -187,7 +177,7 @@ def test_the_student_version_runs_top_to_bottom_with_only_the_unfinished_checks_
 
 
 def test_a_learners_workspace_is_created_once_and_never_overwritten(tmp_path):
-    course = course_of(tmp_path / "course", *FULL_MATRIX)  # (every chapter's release: the test above)
+    course = make_course(tmp_path / "course", *FULL_MATRIX)  # (every chapter's release: the test above)
     dest = tmp_path / "my-work"
     added = grading.workspace(course, dest)
     assert sorted(p.parent.name for p in added) == FULL_MATRIX
@@ -199,7 +189,7 @@ def test_a_learners_workspace_is_created_once_and_never_overwritten(tmp_path):
 
 
 def test_make_lab_says_which_chapters_changed_and_keeps_the_learners_copy(tmp_path, capsys):
-    root = course_of(tmp_path / "course", "01-weighted-sums")
+    root = make_course(tmp_path / "course", "01-weighted-sums")
     dest = root / "my-work"
     [mine] = grading.workspace(root, dest)
     mine.write_text(mine.read_text().replace("# YOUR CODE HERE", "# my answer", 1))
@@ -234,7 +224,7 @@ def test_the_gradebook_revision_read_in_process_is_the_one_alembic_reports(tmp_p
         heads = subprocess.run([alembic, "-c", ini, "heads"], capture_output=True, text=True, timeout=120)
     assert heads.returncode == 0, heads.stderr
     assert heads.stdout.split()[0] == grading.gradebook_revision()
-    [student] = grading.release(course_of(tmp_path / "course", FULL_MATRIX[0]))
+    [student] = grading.release(make_course(tmp_path / "course", FULL_MATRIX[0]))
     assert nbgrader.api.get_alembic_version is grading.gradebook_revision
     db = tmp_path / "course" / "_grading" / "gradebook.db"
     with nbgrader.api.Gradebook(f"sqlite:///{db}") as gb:
@@ -271,7 +261,6 @@ print(sys.modules["rfc3987_syntax"] is None)
 
 
 def test_grading_with_no_submissions_says_where_to_put_them(tmp_path, capsys):
-    shutil.copytree(REPO / "notebooks", tmp_path / "notebooks")
-    shutil.copy(REPO / "nbgrader_config.py", tmp_path / "nbgrader_config.py")
+    make_course(tmp_path)
     assert grading.main(["grade", "--root", str(tmp_path)]) == 1
     assert "_grading/submitted/<student>/<NN-slug>/<NN-slug>.ipynb" in capsys.readouterr().err
