@@ -14,7 +14,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from attnedu import doctor
 
 pytest.importorskip("pymilvus")
 pytest.importorskip("milvus_lite")
@@ -201,14 +200,3 @@ def test_without_pymilvus_the_error_names_the_doctor(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "pymilvus", None)  # import pymilvus now raises ImportError
     with pytest.raises(ImportError, match="python -m attnedu doctor"):
         MilvusLite(tmp_path / "x.db", DIM)
-
-
-def test_the_chapter_section_is_skipped_in_one_sentence_on_windows_and_without_pymilvus(monkeypatch, capsys):
-    assert doctor.section_ready(14, doctor.MILVUS_SECTION, platform_name="win32") is False
-    said = capsys.readouterr().out
-    assert said.count("\n") == 1 and "Linux and macOS" in said and "win32" in said
-    find = doctor._find
-    monkeypatch.setattr(doctor, "_find", lambda module: None if module == "pymilvus" else find(module))
-    assert doctor.section_ready(14, doctor.MILVUS_SECTION) is False
-    said = capsys.readouterr().out
-    assert said.count("\n") == 1 and "pymilvus is missing" in said and "python -m attnedu doctor" in said

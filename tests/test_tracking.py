@@ -20,7 +20,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from attnedu import doctor
 from attnedu.governance import checkpoint_record
 from attnedu.models import GPT, GPTConfig, SHIPPED_CHECKPOINT
 from conftest import REPO
@@ -257,16 +256,6 @@ def test_checkpoint_record_refuses_what_is_not_a_checkpoint(tmp_path):
         checkpoint_record(tmp_path / "bad.pt")
     params, metrics = checkpoint_record(SHIPPED_CHECKPOINT)
     assert set(metrics) == {"train_loss", "val_loss"} and "train_loss" not in params
-
-
-def test_the_section_is_skipped_in_one_sentence_when_mlflow_cannot_be_found(monkeypatch, capsys):
-    real = doctor._find
-    assert doctor.section_ready(13, doctor.MLFLOW_SECTION) is True and capsys.readouterr().out == ""
-    monkeypatch.setattr(doctor, "_find", lambda module: None if module == "mlflow" else real(module))
-    assert doctor.section_ready(13, doctor.MLFLOW_SECTION) is False
-    said = capsys.readouterr().out.strip()
-    assert said.startswith("This section is skipped: mlflow is ") and "\n" not in said
-    assert "python -m attnedu doctor" in said
 
 
 def test_every_code_cell_of_the_chapters_mlflow_section_is_guarded():
