@@ -1,14 +1,14 @@
 """The empty compile-cache folder that importing torch._dynamo makes (transformers and
 sentence-transformers import it; chapter 7 imports both) is removed when the process ends, and a
-cache that holds anything, or was there before, is kept."""
+cache that holds anything, or was there before, is kept. Two tests run a fresh Python (about 3 s
+each: it imports torch); the rest test the watch in this process."""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
-
-import pytest
+from pathlib import Path
 
 from attnedu import _torch_cache
 
@@ -25,35 +25,35 @@ def run(tmp_path, code: str) -> str:
     return result.stdout
 
 
-def default_folder(tmp_path):
-    env = {**os.environ, "TMPDIR": str(tmp_path)}
-    code = "from attnedu._torch_cache import default_folder; print(default_folder())"
-    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                          check=True).stdout.strip()
+def default_folder(tmp_path, monkeypatch) -> str:
+    """Where torch puts its cache when the temporary folder is ``tmp_path``."""
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
+    return str(_torch_cache.default_folder())
 
 
-def test_torch_makes_the_folder_on_import_and_the_process_leaves_none(tmp_path):
-    folder = default_folder(tmp_path)
+def test_torch_makes_the_folder_on_import_and_the_process_leaves_none(tmp_path, monkeypatch):
+    folder = default_folder(tmp_path, monkeypatch)
     assert run(tmp_path, IMPORT).strip() == "True"  # torch made it, where default_folder says
     assert not os.path.exists(folder), os.listdir(tmp_path)
     assert os.listdir(tmp_path) == []
 
 
-def test_without_attnedu_torch_leaves_it(tmp_path):
+def test_without_attnedu_torch_leaves_it(tmp_path, monkeypatch):
     """The test above would fail without the watch: torch alone leaves the folder."""
     run(tmp_path, "import torch._dynamo")
-    assert os.listdir(tmp_path) == [os.path.basename(default_folder(tmp_path))]
+    assert os.listdir(tmp_path) == [os.path.basename(default_folder(tmp_path, monkeypatch))]
 
 
-@pytest.mark.parametrize("case", ["there before", "holds a file"])
-def test_a_folder_that_was_there_or_holds_a_cache_is_kept(tmp_path, case):
-    folder = default_folder(tmp_path)
-    if case == "there before":
-        os.makedirs(folder)
-        run(tmp_path, IMPORT)
-    else:
-        run(tmp_path, IMPORT + "; open(os.path.join(os.environ['TORCHINDUCTOR_CACHE_DIR'], 'compiled'), 'w').close()")
-    assert os.path.isdir(folder)
+def test_a_folder_that_was_there_is_not_watched(tmp_path, monkeypatch):
+    """(and one that holds a file is kept: test_remove_if_empty_removes_nested_empty_folders_only)"""
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
+    monkeypatch.setattr(_torch_cache, "_watched", set())
+    os.makedirs(default_folder(tmp_path, monkeypatch))
+    _torch_cache.watch()
+    assert _torch_cache._watched == set()
+    os.rmdir(default_folder(tmp_path, monkeypatch))
+    _torch_cache.watch()  # the test of the test: a folder that is not there is watched
+    assert _torch_cache._watched == {Path(default_folder(tmp_path, monkeypatch))}
 
 
 def test_a_chosen_folder_is_not_watched(tmp_path, monkeypatch):
