@@ -17,9 +17,11 @@ import pytest
 os.environ.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")
 
 # torch 2.13 makes its compile cache folder, /tmp/torchinductor_<user>, whenever anything imports
-# torch._dynamo (transformers and sentence-transformers do, on import), and never removes it. The
-# tests, and the kernels and processes they start (which inherit this variable), put it in a
-# folder of this process's own, removed when the process ends.
+# torch._dynamo (transformers and sentence-transformers do, on import). `import attnedu` removes it
+# at exit when it is empty and new (attnedu/_torch_cache.py), but only in a process that imported
+# attnedu first, and it never touches a cache the machine's user already has. The tests, and the
+# kernels and processes they start (which inherit this variable), put it in a folder of this
+# process's own, removed when the process ends: nothing of theirs reaches the user's cache.
 if "TORCHINDUCTOR_CACHE_DIR" not in os.environ:
     import atexit
 
