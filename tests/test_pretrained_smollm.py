@@ -333,6 +333,28 @@ def test_our_gguf_reader_reads_what_the_gguf_library_reads(tmp_path, alignment):
     assert mine["half.weight"].shape == (3, 32) and mine["Q4_1.weight"].shape == (4, 64)
 
 
+def test_while_transformers_loads_the_file_is_parsed_once_and_the_name_table_built_once(tmp_path):
+    """``load_reference``'s shortcuts: inside the block the same file gives the same reader and
+    an architecture the same name table; another file gets its own reader; afterwards gguf's
+    own functions are back."""
+    import gguf
+
+    from attnedu.pretrained.smollm import _gguf_parsed_once
+
+    path, other = _write_gguf(tmp_path / "small.gguf", None), _write_gguf(tmp_path / "other.gguf", None)
+    real_reader, real_map = gguf.GGUFReader, gguf.get_tensor_name_map
+    with _gguf_parsed_once(path):
+        first = gguf.GGUFReader(path)
+        assert gguf.GGUFReader(str(path)) is first and gguf.GGUFReader(other) is not first
+        arch = gguf.MODEL_ARCH.LLAMA
+        table = gguf.get_tensor_name_map(arch, 30)
+        assert gguf.get_tensor_name_map(arch, 30) is table
+        assert table.get_name("model.layers.3.self_attn.q_proj") == "blk.3.attn_q"
+        assert gguf.get_tensor_name_map(arch, 2) is not table
+    assert (gguf.GGUFReader, gguf.get_tensor_name_map) == (real_reader, real_map)
+    assert gguf.get_tensor_name_map(arch, 30) is not gguf.get_tensor_name_map(arch, 30)
+
+
 def test_our_gguf_reader_says_what_is_wrong_with_a_file(tmp_path):
     from attnedu.pretrained.gguf import GGUFFile
 
