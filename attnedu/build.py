@@ -200,14 +200,21 @@ def _kernel_env(threads: int, extra: dict | None) -> dict:
     return env
 
 
-def _run(nb, folder: Path, timeout: int, env: dict, allow_errors: bool = False) -> dict:
-    """Execute ``nb`` in place; return seconds, per-cell seconds and the first error."""
+def _run(nb, folder: Path, timeout: int, env: dict, allow_errors: bool = False, grading: bool = False) -> dict:
+    """Execute ``nb`` in place; return seconds, per-cell seconds and the first error. ``grading``:
+    skip the cells the grader skips."""
     from nbclient import NotebookClient
+    from nbformat.v4 import new_output
+
+    from .grading import SKIPPED_NOTE, skipped_when_grading
 
     class TimedClient(NotebookClient):
         async def async_execute_cell(self, cell, cell_index, execution_count=None, store_history=True):
             start = time.perf_counter()
             try:
+                if grading and skipped_when_grading(cell):
+                    cell.outputs, cell.execution_count = [new_output("stream", name="stdout", text=SKIPPED_NOTE)], None
+                    return cell
                 return await super().async_execute_cell(cell, cell_index, execution_count, store_history)
             finally:
                 if cell.cell_type == "code" and cell.source.strip():
@@ -312,14 +319,17 @@ def _forget(notebook: Path, root: Path) -> None:
 
 
 def run(notebook: Path | str, *, timeout: int | None = None, threads: int = 1, env: dict | None = None,
-        allow_errors: bool = False, root: Path | str = REPO):
+        allow_errors: bool = False, grading: bool = False, root: Path | str = REPO):
     """Execute any notebook in its own folder, outside the cache (a learner's copy, a student
     version); return ``(report, executed notebook)``. With ``allow_errors`` every cell runs and
-    the report lists every error."""
+    the report lists every error. With ``grading``, the cells that ``make grade`` skips
+    (:func:`attnedu.grading.skipped_when_grading`) are not run either: each gets the grader's
+    note as its output, and 0 s in the report."""
     root = Path(root).resolve()
     notebook = Path(notebook).resolve()
     nb = _read(notebook)
-    result = _run(nb, notebook.parent, timeout or book_timeout(root), _kernel_env(threads, env), allow_errors)
+    result = _run(nb, notebook.parent, timeout or book_timeout(root), _kernel_env(threads, env), allow_errors,
+                  grading)
     return _report(notebook, root, nb, None, result, None), nb
 
 

@@ -37,6 +37,8 @@ from collections import defaultdict
 from pathlib import Path
 
 __all__ = [
+    "SKIP_TAG",
+    "SKIPPED_NOTE",
     "WORKSPACE_RECORD",
     "changed_chapters",
     "student_fingerprint",
@@ -46,6 +48,8 @@ __all__ = [
     "merge",
     "read_submission",
     "restore_tests",
+    "skip_tags_from_source",
+    "skipped_when_grading",
     "max_points",
     "export_grades",
     "export_grades_by_exercise",
@@ -302,6 +306,46 @@ def _nbgrader_meta(cell) -> dict:
     return meta if isinstance(meta, dict) else {}
 
 
+#: A code cell of a source notebook with this tag is not run when grading (``make grade``, and
+#: the tests that run student versions as the grader does): its output is :data:`SKIPPED_NOTE`.
+#: For cells that only compare with other libraries or show something slow; nothing graded, and
+#: no later cell, may depend on them (tests/test_grading.py runs every student version so).
+SKIP_TAG = "skip-when-grading"
+SKIPPED_NOTE = "(not run while grading: nothing graded depends on this cell)\n"
+
+
+def skipped_when_grading(cell) -> bool:
+    """Whether the grader skips this cell: a code cell tagged :data:`SKIP_TAG` that is none of
+    nbgrader's (a solution, a test or a locked cell always runs)."""
+    meta = cell.get("metadata") if isinstance(cell, dict) else None
+    tags = meta.get("tags") if isinstance(meta, dict) else None
+    nbgrader = _nbgrader_meta(cell)
+    return (cell.get("cell_type") == "code" and isinstance(tags, list) and SKIP_TAG in tags
+            and not (nbgrader.get("solution") or nbgrader.get("grade") or nbgrader.get("locked")))
+
+
+def skip_tags_from_source(nb: dict, source: dict) -> int:
+    """The source notebook decides which cells of a submission are skipped, not the student: in
+    place, :data:`SKIP_TAG` is removed from every cell of ``nb``, then given back to each cell
+    whose code is that of a skipped cell of ``source`` (a cell the student changed runs).
+    Returns the number of cells tagged."""
+    skipped = {"".join(c.get("source") or "") for c in source["cells"] if skipped_when_grading(c)}
+    n = 0
+    for cell in nb["cells"]:
+        meta = cell.get("metadata")
+        if not isinstance(meta, dict):
+            continue
+        tags = meta.get("tags")
+        if isinstance(tags, list) and SKIP_TAG in tags:
+            meta["tags"] = [t for t in tags if t != SKIP_TAG]
+        code = cell.get("source")
+        code = "".join(code) if isinstance(code, list) else code if isinstance(code, str) else None
+        if cell.get("cell_type") == "code" and code in skipped and not _nbgrader_meta(cell):
+            meta["tags"] = [*(meta.get("tags") or []), SKIP_TAG]
+            n += 1
+    return n
+
+
 def _grade_ids(nb: dict) -> list[str]:
     return [str(_nbgrader_meta(c)["grade_id"]) for c in nb.get("cells", []) if _nbgrader_meta(c).get("grade_id")]
 
@@ -422,6 +466,12 @@ def _capped_execute():
     cap = _limit("ATTNEDU_GRADE_OUTPUT_BYTES", DEFAULT_OUTPUT_BYTES)
 
     class CappedExecute(Execute):
+        def preprocess_cell(self, cell, resources, index):
+            if skipped_when_grading(cell):  # (the submission's tags are the source's: skip_tags_from_source)
+                cell.outputs, cell.execution_count = [new_output("stream", name="stdout", text=SKIPPED_NOTE)], None
+                return cell, resources
+            return super().preprocess_cell(cell, resources, index)
+
         def output(self, outs, msg, display_id, cell_index):
             sizes = self.__dict__.setdefault("_attnedu_sizes", {})
             used = sizes.get(cell_index, 0)
@@ -758,6 +808,7 @@ def grade(root: Path | str = ".", config=None, jobs: int = 1, chapter: str | Non
                 from .integrity import without_tampering
 
                 nb, tampered = without_tampering(nb, ch)  # graded as the code would be without it
+                skip_tags_from_source(nb, sources[ch])
                 flags += ["tampering"] if tampered else []
                 if ch not in templates:
                     templates[ch] = _template(root, ch, config, tmp)

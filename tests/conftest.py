@@ -264,10 +264,13 @@ def postgres_server():
 # --------------------------------------------------- one graded class (tests/grading_class.py)
 @pytest.fixture(scope="session")
 def grading_course(tmp_path_factory):
-    """A copy of the course (every chapter and nbgrader_config.py), for the grading tests."""
-    from grading_class import make_course
+    """A copy of the course (every chapter and nbgrader_config.py), for the grading tests; its
+    chapter 1 tags one demonstration cell `skip-when-grading` (grading_class.SKIPPED_BY_SOURCE)."""
+    from grading_class import make_course, tag_the_demonstration
 
-    return make_course(tmp_path_factory.mktemp("course"))
+    course = make_course(tmp_path_factory.mktemp("course"))
+    tag_the_demonstration(course)
+    return course
 
 
 @pytest.fixture(scope="session")

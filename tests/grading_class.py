@@ -41,6 +41,11 @@ TRAIN_SECONDS = "1"
 MEMORY_MB = 1500  # an honest submission of chapter 1 or 2 peaks at about 250-700 MB (worker and kernel)
 FLOOD_BYTES = 20_000_000
 MATRIX_STUDENTS = ("solutions", "untouched", "broken")
+# The class's copy of chapter 1 tags one demonstration cell `skip-when-grading` (the real chapter
+# tags none): the grader must show its note there. The "reference" student tags another cell in
+# the submission: that one must run, as the source does not tag it.
+SKIPPED_BY_SOURCE = "from attnedu.explore import explorer"  # the cell's first line
+TAGGED_BY_STUDENT = "scores = np.array([2.0, 1.0, 0.5, 0.0, -1.0])"
 
 
 # The names both test files use for the session fixtures of conftest.py (they import these two).
@@ -115,6 +120,20 @@ def make_course(root, *chapters: str):
     return root
 
 
+def code_cell(nb: dict, first_line: str) -> dict:
+    """The one code cell of ``nb`` whose code starts with ``first_line``."""
+    [cell] = [c for c in nb["cells"] if c["cell_type"] == "code" and "".join(c["source"]).startswith(first_line)]
+    return cell
+
+
+def tag_the_demonstration(course) -> None:
+    """Tag chapter 1's SKIPPED_BY_SOURCE cell `skip-when-grading` in the course's source."""
+    path = course / "notebooks" / CHAPTER / f"{CHAPTER}.ipynb"
+    nb = load_notebook(path)
+    code_cell(nb, SKIPPED_BY_SOURCE)["metadata"].setdefault("tags", []).append(grading.SKIP_TAG)
+    path.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
 def matrix_submissions(course, released: dict) -> None:
     """The three submissions of each FULL_MATRIX chapter."""
     for chapter in FULL_MATRIX:
@@ -145,6 +164,7 @@ def hostile_submissions(course, released: dict) -> list[str]:
     for cell in reference["cells"]:
         if nbgrader(cell).get("grade_id") == "softmax":
             cell["source"] = "from attnedu.functional import softmax\n"
+    code_cell(reference, TAGGED_BY_STUDENT)["metadata"].setdefault("tags", []).append(grading.SKIP_TAG)
     cases = {
         "notjson": '{"cells": [ this is not JSON',
         "otherchapter": load_notebook(course / "notebooks" / OTHER / f"{OTHER}.ipynb"),

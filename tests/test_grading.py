@@ -45,8 +45,9 @@ import pytest
 
 from attnedu import build, grading
 from conftest import NOTEBOOKS_LONGEST_FIRST, REPO, load_notebook
-from grading_class import (CHAPTERS, FULL_MATRIX, LOOPING_CHAPTER, MATRIX_STUDENTS, TRAIN_SECONDS, course,  # noqa: F401
-                           exercises, graded, make_course, nbgrader)  # (course, graded: fixtures)
+from grading_class import (CHAPTER, CHAPTERS, FULL_MATRIX, LOOPING_CHAPTER, MATRIX_STUDENTS,  # noqa: F401
+                           SKIPPED_BY_SOURCE, TAGGED_BY_STUDENT, TRAIN_SECONDS, code_cell, course, exercises, graded,
+                           make_course, nbgrader)  # (course, graded: fixtures)
 
 # The matrix and tests/test_grading_robust.py's submissions are one grading run (conftest.py's
 # graded_class), made once by the worker that runs both files.
@@ -130,6 +131,32 @@ def test_the_endless_loop_was_interrupted_by_the_time_limit(graded, course):
         assert errors[0]["ename"] in {"KeyboardInterrupt", "CellTimeoutError"}
 
 
+def test_the_grader_skips_the_cells_the_source_tags_not_those_a_student_tags(graded, course):
+    def outputs(who, first_line):
+        nb = load_notebook(course / "_grading" / "autograded" / who / CHAPTER / f"{CHAPTER}.ipynb")
+        return code_cell(nb, first_line)["outputs"]
+
+    for who in ("solutions", "untouched", "reference"):  # (on disk, a text is a list of lines)
+        assert ["".join(o.get("text", "")) for o in outputs(who, SKIPPED_BY_SOURCE)] == [grading.SKIPPED_NOTE], who
+    ran = outputs("reference", TAGGED_BY_STUDENT)  # tagged by the student only: it ran and drew its figure
+    assert any(o["output_type"] == "display_data" for o in ran), ran
+
+
+def test_skip_tags_come_from_the_source_and_never_skip_nbgrader_cells():
+    def cell(code, tags=None, **nbgrader):
+        meta = {"tags": list(tags or [])} | ({"nbgrader": nbgrader} if nbgrader else {})
+        return {"cell_type": "code", "source": code, "metadata": meta, "outputs": []}
+
+    tag = [grading.SKIP_TAG]
+    source = {"cells": [cell("compare()\n", tag), cell("show()\n", ["hide-input"]), cell("check()\n", tag, grade=True),
+                        cell("def f():\n    pass\n", tag, solution=True, grade_id="f")]}
+    assert [grading.skipped_when_grading(c) for c in source["cells"]] == [True, False, False, False]
+    submission = {"cells": [cell(["compare()\n"]), cell("show()\n", ["hide-input", *tag]), cell("compare(2)\n", tag),
+                            {"cell_type": "markdown", "source": "compare()\n", "metadata": {}}]}
+    assert grading.skip_tags_from_source(submission, source) == 1
+    assert [c["metadata"].get("tags") for c in submission["cells"]] == [tag, ["hide-input"], [], None]
+
+
 def stub_and_check_cells(nb) -> tuple[set[int], set[int]]:
     """Positions of the solution cells and of the autograder test cells (visible checks and
     what is left of the hidden-tests cells) of a notebook."""
@@ -148,18 +175,25 @@ def debug_exercise(nb, i: int) -> bool:
     pytest.param(nb.parent.name, marks=pytest.mark.xdist_group(f"student-{nb.parent.name}"))
     for nb in NOTEBOOKS_LONGEST_FIRST
 ])
-def test_the_student_version_runs_top_to_bottom_with_only_the_unfinished_checks_failing(chapter, released, tmp_path):
+def test_the_student_version_runs_top_to_bottom_with_only_the_unfinished_checks_failing(chapter, released, course,
+                                                                                          tmp_path):
     """A learner who has written nothing yet can still run the whole chapter: the only errors
     are the checks of the exercises (or a stub run at the top level), each saying in one
     sentence that the function is not written yet (a debug exercise's check names its bug).
+    It runs as the grader runs it: training capped, and the cells tagged `skip-when-grading` in
+    the source not run (so no later cell may need them).
     (Each chapter has its own xdist group, so that the chapters spread over both workers; each
     worker releases every chapter once, and runs a chapter's student version in a folder of its own.)"""
     student = tmp_path / chapter / released[chapter].name
     shutil.copytree(released[chapter].parent, student.parent)
-    report, nb = build.run(student, allow_errors=True, timeout=60,
+    report, nb = build.run(student, allow_errors=True, timeout=60, grading=True,
                            env={"ATTNEDU_MAX_TRAIN_SECONDS": TRAIN_SECONDS})
     code = [i for i, c in enumerate(nb.cells) if c.cell_type == "code" and c.source.strip()]
     assert [c["cell"] for c in report["cells"]] == code, "every code cell should have run"
+    source = load_notebook(course / "notebooks" / chapter / f"{chapter}.ipynb")
+    tagged = [i for i, c in enumerate(source["cells"]) if grading.skipped_when_grading(c)]
+    skipped = [i for i in code if [o.get("text") for o in nb.cells[i].outputs] == [grading.SKIPPED_NOTE]]
+    assert skipped == tagged, "the student version keeps the source's skip-when-grading tags, and only those skip"
     solutions, checks = stub_and_check_cells(nb)
     failing = {e["cell"]: e for e in report["errors"]}
     outside = {i: f"{e['ename']}: {e['evalue']}" for i, e in failing.items() if i not in solutions | checks}
