@@ -329,7 +329,13 @@ def skip_tags_from_source(nb: dict, source: dict) -> int:
     place, :data:`SKIP_TAG` is removed from every cell of ``nb``, then given back to each cell
     whose code is that of a skipped cell of ``source`` (a cell the student changed runs).
     Returns the number of cells tagged."""
-    skipped = {"".join(c.get("source") or "") for c in source["cells"] if skipped_when_grading(c)}
+    def code(cell):  # a submission's cell may hold anything: None unless it is text
+        text = cell.get("source")
+        if isinstance(text, list) and all(isinstance(line, str) for line in text):
+            return "".join(text)
+        return text if isinstance(text, str) else None
+
+    skipped = {code(c) for c in source["cells"] if skipped_when_grading(c)}
     n = 0
     for cell in nb["cells"]:
         meta = cell.get("metadata")
@@ -337,11 +343,9 @@ def skip_tags_from_source(nb: dict, source: dict) -> int:
             continue
         tags = meta.get("tags")
         if isinstance(tags, list) and SKIP_TAG in tags:
-            meta["tags"] = [t for t in tags if t != SKIP_TAG]
-        code = cell.get("source")
-        code = "".join(code) if isinstance(code, list) else code if isinstance(code, str) else None
-        if cell.get("cell_type") == "code" and code in skipped and not _nbgrader_meta(cell):
-            meta["tags"] = [*(meta.get("tags") or []), SKIP_TAG]
+            meta["tags"] = tags = [t for t in tags if t != SKIP_TAG]
+        if cell.get("cell_type") == "code" and code(cell) in skipped and not _nbgrader_meta(cell):
+            meta["tags"] = [*(tags if isinstance(tags, list) else []), SKIP_TAG]
             n += 1
     return n
 

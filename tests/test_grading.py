@@ -144,7 +144,7 @@ def test_the_grader_skips_the_cells_the_source_tags_not_those_a_student_tags(gra
 
 def test_skip_tags_come_from_the_source_and_never_skip_nbgrader_cells():
     def cell(code, tags=None, **nbgrader):
-        meta = {"tags": list(tags or [])} | ({"nbgrader": nbgrader} if nbgrader else {})
+        meta = {"tags": tags if isinstance(tags, str) else list(tags or [])} | ({"nbgrader": nbgrader} if nbgrader else {})
         return {"cell_type": "code", "source": code, "metadata": meta, "outputs": []}
 
     tag = [grading.SKIP_TAG]
@@ -152,9 +152,10 @@ def test_skip_tags_come_from_the_source_and_never_skip_nbgrader_cells():
                         cell("def f():\n    pass\n", tag, solution=True, grade_id="f")]}
     assert [grading.skipped_when_grading(c) for c in source["cells"]] == [True, False, False, False]
     submission = {"cells": [cell(["compare()\n"]), cell("show()\n", ["hide-input", *tag]), cell("compare(2)\n", tag),
-                            {"cell_type": "markdown", "source": "compare()\n", "metadata": {}}]}
-    assert grading.skip_tags_from_source(submission, source) == 1
-    assert [c["metadata"].get("tags") for c in submission["cells"]] == [tag, ["hide-input"], [], None]
+                            {"cell_type": "markdown", "source": "compare()\n", "metadata": {}},
+                            cell([1, 2], tag), cell("compare()\n", "not a list"), {"cell_type": "code", "metadata": None}]}
+    assert grading.skip_tags_from_source(submission, source) == 2
+    assert [(c["metadata"] or {}).get("tags") for c in submission["cells"]] == [tag, ["hide-input"], [], None, [], tag, None]
 
 
 def stub_and_check_cells(nb) -> tuple[set[int], set[int]]:
