@@ -44,7 +44,11 @@ def test_the_explicit_paths_hold_the_scores_and_grow_as_t_squared(printed):
         assert row(printed, kernel, 8192)[1] >= 256.0  # the (8192, 8192) float32 scores alone are 256 MiB
     time_p = number(printed, r"plain attention grows as T\^([\d.]+) in time")
     memory_p = number(printed, r"in time and T\^([\d.]+) in peak memory")
-    assert 1.7 <= memory_p <= 2.3, memory_p
+    # Doubling T from 4096 to 8192 multiplies the plain path's peak by about 4 (3.93 measured): the
+    # T x T arrays dominate there. The fit over 1024..8192 also weighs T = 1024, whose peak of
+    # 10 to 16 MiB carries a few MiB that do not grow with T (measured: 1.90 mostly, 1.68 once).
+    assert row(printed, "plain", 8192)[1] / row(printed, "plain", 4096)[1] >= 3.5
+    assert 1.5 <= memory_p <= 2.3, memory_p
     assert 1.0 <= time_p <= 3.0, time_p  # timings: a sanity range only
 
 
