@@ -204,17 +204,15 @@ def _run(nb, folder: Path, timeout: int, env: dict, allow_errors: bool = False, 
     """Execute ``nb`` in place; return seconds, per-cell seconds and the first error. ``grading``:
     skip the cells the grader skips."""
     from nbclient import NotebookClient
-    from nbformat.v4 import new_output
 
-    from .grading import SKIPPED_NOTE, skipped_when_grading
+    from .grading import show_skipped, skipped_when_grading
 
     class TimedClient(NotebookClient):
         async def async_execute_cell(self, cell, cell_index, execution_count=None, store_history=True):
             start = time.perf_counter()
             try:
                 if grading and skipped_when_grading(cell):
-                    cell.outputs, cell.execution_count = [new_output("stream", name="stdout", text=SKIPPED_NOTE)], None
-                    return cell
+                    return show_skipped(cell)
                 return await super().async_execute_cell(cell, cell_index, execution_count, store_history)
             finally:
                 if cell.cell_type == "code" and cell.source.strip():

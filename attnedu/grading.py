@@ -50,6 +50,7 @@ __all__ = [
     "restore_tests",
     "skip_tags_from_source",
     "skipped_when_grading",
+    "show_skipped",
     "max_points",
     "export_grades",
     "export_grades_by_exercise",
@@ -324,6 +325,14 @@ def skipped_when_grading(cell) -> bool:
             and not (nbgrader.get("solution") or nbgrader.get("grade") or nbgrader.get("locked")))
 
 
+def show_skipped(cell):
+    """Give a skipped cell (a ``nbformat`` node) the grader's note as its only output, as if it ran."""
+    from nbformat.v4 import new_output
+
+    cell.outputs, cell.execution_count = [new_output("stream", name="stdout", text=SKIPPED_NOTE)], None
+    return cell
+
+
 def skip_tags_from_source(nb: dict, source: dict) -> int:
     """The source notebook decides which cells of a submission are skipped, not the student: in
     place, :data:`SKIP_TAG` is removed from every cell of ``nb``, then given back to each cell
@@ -472,8 +481,7 @@ def _capped_execute():
     class CappedExecute(Execute):
         def preprocess_cell(self, cell, resources, index):
             if skipped_when_grading(cell):  # (the submission's tags are the source's: skip_tags_from_source)
-                cell.outputs, cell.execution_count = [new_output("stream", name="stdout", text=SKIPPED_NOTE)], None
-                return cell, resources
+                return show_skipped(cell), resources
             return super().preprocess_cell(cell, resources, index)
 
         def output(self, outs, msg, display_id, cell_index):
