@@ -353,7 +353,7 @@ def skip_tags_from_source(nb: dict, source: dict) -> int:
         tags = meta.get("tags")
         if isinstance(tags, list) and SKIP_TAG in tags:
             meta["tags"] = tags = [t for t in tags if t != SKIP_TAG]
-        if cell.get("cell_type") == "code" and code(cell) in skipped and not _nbgrader_meta(cell):
+        if cell.get("cell_type") == "code" and code(cell) in skipped:  # (nbgrader's cells: skipped_when_grading)
             meta["tags"] = [*(tags if isinstance(tags, list) else []), SKIP_TAG]
             n += 1
     return n
