@@ -476,9 +476,15 @@ def _capped_execute():
     from nbformat.v4 import new_output
     from nbgrader.preprocessors import Execute
 
+    from ._kernel_exit import KERNEL_ARGUMENTS
+
     cap = _limit("ATTNEDU_GRADE_OUTPUT_BYTES", DEFAULT_OUTPUT_BYTES)
 
     class CappedExecute(Execute):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.extra_arguments = [*self.extra_arguments, *KERNEL_ARGUMENTS]  # the kernel ends at once
+
         def preprocess_cell(self, cell, resources, index):
             if skipped_when_grading(cell):  # (the submission's tags are the source's: skip_tags_from_source)
                 return show_skipped(cell), resources
