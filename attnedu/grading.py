@@ -476,7 +476,7 @@ def _capped_execute():
     from nbformat.v4 import new_output
     from nbgrader.preprocessors import Execute
 
-    from ._kernel_exit import KERNEL_ARGUMENTS
+    from ._quick_exit import KERNEL_ARGUMENTS
 
     cap = _limit("ATTNEDU_GRADE_OUTPUT_BYTES", DEFAULT_OUTPUT_BYTES)
 
@@ -987,6 +987,9 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     root = Path(args.root)
     if args.command == "_worker":  # one job's own process (see grade)
+        from ._quick_exit import freeze_at_exit
+
+        freeze_at_exit()  # it ends 0.6 s sooner
         job, student, chapter = args.folders
         return _worker(Path(job).resolve(), student, chapter)
     if args.command == "release":
