@@ -29,7 +29,7 @@ from attnedu import functional as AF
 from attnedu.llama import GroupedQueryAttention, Llama, LlamaConfig, RMSNorm, SwiGLU, grouped_query_attention
 from attnedu.models import GPT, GPTConfig
 from attnedu.nn import KVCache, MultiHeadAttention
-from attnedu.pretrained import ModelNotFoundError, _locate
+from attnedu.pretrained import SMOLLM2, ModelNotFoundError, _locate, locate
 from attnedu.pretrained.gguf import LLAMA_TENSOR_NAMES, attnedu_name, permute_qk, unpermute_qk
 from attnedu.rope import RotaryEmbedding, apply_rope, rotate
 
@@ -331,6 +331,40 @@ def test_our_gguf_reader_reads_what_the_gguf_library_reads(tmp_path, alignment):
     for name, array in mine.items():
         assert array.dtype == np.float32 and np.array_equal(array, reference[name]), name
     assert mine["half.weight"].shape == (3, 32) and mine["Q4_1.weight"].shape == (4, 64)
+
+
+@pytest.mark.parametrize("kind", ["Q4_1", "Q8_0"])
+def test_our_dequantize_gives_gguf_s_numbers_bit_for_bit(kind):
+    """The two block formats read every block at once, against gguf's own reading: random
+    matrices of several shapes, extreme values included, and every such tensor of SmolLM2's file."""
+    import gguf
+
+    from attnedu.pretrained.gguf import GGUFFile, dequantize
+
+    qtype = gguf.GGMLQuantizationType[kind]
+    g = np.random.default_rng(1)
+    for shape in [(1, 32), (3, 64), (2, 5, 96)]:
+        w = (g.standard_normal(shape) * g.choice([1e-3, 1.0, 300.0], size=shape[:-1] + (1,))).astype(np.float32)
+        stored = gguf.quants.quantize(w, qtype)  # (..., bytes per row) uint8
+        ours, theirs = dequantize(stored, qtype), gguf.quants.dequantize(stored, qtype)
+        assert ours.shape == theirs.shape == shape and ours.dtype == np.float32
+        assert np.array_equal(ours.view(np.uint32), theirs.view(np.uint32)), shape
+    shipped = [t for t in GGUFFile(sorted(locate(SMOLLM2).glob("*.gguf"))[0]).tensors if t.tensor_type == qtype]
+    assert shipped, f"SmolLM2's file has {kind} tensors"
+    for t in shipped:
+        assert np.array_equal(dequantize(t.data, qtype).view(np.uint32),
+                              gguf.quants.dequantize(t.data, qtype).view(np.uint32)), t.name
+
+
+def test_dequantize_says_what_is_wrong_with_the_bytes():
+    import gguf
+
+    from attnedu.pretrained.gguf import dequantize
+
+    with pytest.raises(ValueError, match="Q4_1 data must be uint8 rows of whole 20-byte blocks, got uint8 \\(2, 30\\)"):
+        dequantize(np.zeros((2, 30), np.uint8), gguf.GGMLQuantizationType.Q4_1)
+    with pytest.raises(ValueError, match="whole 34-byte blocks, got float32"):
+        dequantize(np.zeros((2, 34), np.float32), gguf.GGMLQuantizationType.Q8_0)
 
 
 def test_while_transformers_loads_the_file_is_parsed_once_and_the_name_table_built_once(tmp_path):

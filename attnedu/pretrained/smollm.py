@@ -29,7 +29,6 @@ from torch import Tensor, nn
 
 from attnedu.llama import Llama, LlamaConfig
 from attnedu.models import _prompt_ids
-from attnedu.rope import RotaryEmbedding
 
 from ._locate import SMOLLM2, ModelNotFoundError, locate
 from .gguf import attnedu_name, build_tokenizer, load_llama
@@ -97,16 +96,10 @@ class SmolLM:
         names = {name: attnedu_name(name) for name in tensors}  # blk.0.attn_q.weight -> blocks.0.attn.q_proj.weight
         state = {names[name]: torch.from_numpy(array) for name, array in tensors.items()}
         config = LlamaConfig(**hparams)
-        with torch.device("meta"):  # no time spent on a random initialisation that is overwritten
+        with _uninitialised():  # no time spent on a random initialisation that is overwritten
             model = Llama(config)
-        model.to_empty(device="cpu")
-        model.rope = RotaryEmbedding(config.head_dim, config.context, config.rope_base, layout="adjacent")
-        for block in model.blocks:  # the meta-device tables were lost: share the real one
-            block.attn.rope = model.rope
         if "lm_head.weight" in state:  # a file with its own output layer (not SmolLM2's case): untie
             model.lm_head.weight = nn.Parameter(torch.empty_like(model.tok_emb.weight))
-        else:  # tied embeddings: the output layer is the embedding (to_empty gave them separate storage)
-            model.lm_head.weight = model.tok_emb.weight
         missing, unexpected = model.load_state_dict(state, strict=False)
         missing = [m for m in missing if m != "lm_head.weight"]
         if missing or unexpected:
@@ -199,6 +192,29 @@ class SmolLM:
         c = self.config
         return (f"SmolLM({self.name!r}: {c.n_layer} layers, d_model={c.d_model}, {c.n_head} query heads / "
                 f"{c.n_kv_head} key-value heads, vocab {c.vocab_size}, context {c.context})")
+
+
+class _Uninitialised(torch.overrides.TorchFunctionMode):
+    """:func:`_uninitialised`'s mode: ``torch.nn.init``'s functions return their tensor as it is."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if getattr(func, "__module__", None) == "torch.nn.init":
+            return args[0] if args else kwargs["tensor"]
+        return func(*args, **kwargs)
+
+
+def _uninitialised():
+    """A block in which layers skip their random initialisation: their weights are the memory
+    ``torch.empty`` gives (any numbers), for a model whose every weight is loaded next.
+
+    Initialising SmolLM2's 135 million weights at random takes 0.8 s. Building the model on
+    PyTorch's ``meta`` device (shapes, no numbers) skips that, but the first model built there
+    imports ``torch._dynamo`` (PyTorch's compiler, 1.2 s): the meta device computes with Python
+    functions that import it. Inside this block, each ``torch.nn.init`` function (every layer's
+    ``reset_parameters`` calls them) returns its tensor unchanged; everything else runs as usual
+    (the rotary tables, RMSNorm's ones), and the output layer stays tied to the embedding."""
+    return _Uninitialised()
 
 
 # ------------------------------------------------------------------- the reference library
