@@ -32,6 +32,11 @@ def test_there_is_at_least_one_chapter():
 def test_notebook_is_valid_and_lives_at_nn_slug(path):
     assert re.fullmatch(r"\d\d-[a-z0-9-]+", path.parent.name)
     nbformat.validate(nbformat.read(path, as_version=4))
+    # nbformat.read gives a cell without an id a random one (and warns): the file itself must have them
+    ids = [cell.get("id") for cell in load_notebook(path)["cells"]]
+    missing = [i for i, cell_id in enumerate(ids) if not (isinstance(cell_id, str) and re.fullmatch(r"[\w-]{1,64}", cell_id))]
+    assert not missing, f"cells {missing} have no valid id (nbformat 4.5: 1-64 letters, digits, - or _)"
+    assert len(set(ids)) == len(ids), "cell ids must be unique"
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=ids)
