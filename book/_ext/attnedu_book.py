@@ -20,10 +20,16 @@
   console on every page (``tests/test_browser.py`` fails on any console error).
 * The theme's colour mode defaults to ``auto`` (the reader's system setting) instead of the
   empty string, which the theme's script reports as an error on every page.
+* pybtex (behind sphinxcontrib-bibtex's citations) asks ``importlib.metadata`` for its plugins
+  (the citation style, the plain-text backend) at every citation it resolves, and each ask reads
+  the entry points of every installed package (about 260 in the course's venv): 154 asks, 3.4 of
+  the 26.7 s of a profiled build. The packages do not change during a build, so each distinct
+  ask is answered once (:func:`pybtex_entry_points_once`).
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from pathlib import Path
@@ -118,7 +124,20 @@ def default_colour_mode(app, pagename, templatename, context, doctree) -> None:
         context["default_mode"] = "auto"
 
 
+def pybtex_entry_points_once() -> None:
+    """Memoise pybtex's ``entry_points(group=..., name=...)`` for this process (see the module's docstring).
+    Plugins registered at run time (``pybtex.plugin.register_plugin``) are looked up before the
+    entry points and are unaffected."""
+    try:
+        import pybtex.plugin as plugin
+    except ImportError:  # no bibliography extension: nothing to speed up
+        return
+    if not hasattr(plugin.entry_points, "cache_info"):
+        plugin.entry_points = functools.lru_cache(maxsize=None)(plugin.entry_points)
+
+
 def setup(app):
+    pybtex_entry_points_once()
     app.connect("html-page-context", default_colour_mode, priority=100)
     app.connect("html-page-context", one_of_each_script, priority=100)  # before any handler that returns (emit_firstresult stops there)
     app.connect("doctree-read", depend_on_execution_report)
