@@ -356,6 +356,25 @@ def test_our_dequantize_gives_gguf_s_numbers_bit_for_bit(kind):
                               gguf.quants.dequantize(t.data, qtype).view(np.uint32)), t.name
 
 
+def test_inside_uninitialised_layers_draw_no_random_numbers_and_the_rest_runs():
+    """SmolLM.load builds the model inside ``_uninitialised()``: torch.nn.init's functions leave
+    their tensor alone (the global generator does not move), everything else computes."""
+    from attnedu.pretrained.smollm import _uninitialised
+
+    torch.manual_seed(0)
+    state = torch.get_rng_state()
+    t = torch.zeros(3)
+    with _uninitialised():
+        assert torch.nn.init.normal_(t) is t and torch.equal(t, torch.zeros(3))
+        layer = torch.nn.Linear(8, 8)
+        rope = RotaryEmbedding(8, 4)
+    assert torch.equal(torch.get_rng_state(), state), "a layer drew random numbers inside the block"
+    assert torch.equal(rope.cos, RotaryEmbedding(8, 4).cos)  # computed as usual
+    torch.nn.Linear(8, 8)
+    assert not torch.equal(torch.get_rng_state(), state)  # outside the block, initialisation is back
+    assert layer.weight.shape == (8, 8)
+
+
 def test_dequantize_says_what_is_wrong_with_the_bytes():
     import gguf
 

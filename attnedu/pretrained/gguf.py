@@ -257,9 +257,9 @@ def dequantize(data: np.ndarray, tensor_type) -> np.ndarray:
         from gguf.quants import dequantize as gguf_dequantize
 
         return gguf_dequantize(data, tensor_type)
-    _, numbers = BLOCKS[kind]
+    size, numbers = BLOCKS[kind]
     rows = _DEQUANTIZE[kind](data)  # (n_blocks, numbers)
-    return rows.reshape(*data.shape[:-1], data.shape[-1] // BLOCKS[kind][0] * numbers)
+    return rows.reshape(*data.shape[:-1], data.shape[-1] // size * numbers)
 
 
 def read_tensors(path_or_reader, names=None) -> dict[str, np.ndarray]:
