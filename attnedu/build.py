@@ -417,6 +417,9 @@ def describe(report: dict) -> str:
 
 
 def main(argv=None) -> int:
+    from .grading import _without_the_iri_grammar
+
+    _without_the_iri_grammar()  # 2.4 s less at every start (nbformat and nbclient check no formats)
     parser = argparse.ArgumentParser(prog="python -m attnedu.build", description=__doc__.split("\n\n")[0])
     parser.add_argument("chapters", nargs="*", help="NN-slug, NN or a notebook's path (default: every chapter)")
     parser.add_argument("--workers", type=int, default=2, help="notebooks executed at a time (default: 2)")

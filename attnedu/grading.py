@@ -969,7 +969,9 @@ def _without_the_iri_grammar() -> None:
     compiles an Earley grammar as it is imported. nbformat, nbconvert, nbclient and nbgrader never
     check formats, so the processes ``python -m attnedu.grading`` starts (every graded submission
     is one) do without it: jsonschema then has no "iri" checker, as when the package is not
-    installed. Nothing changes in a process that has imported jsonschema already."""
+    installed. ``python -m attnedu.build`` (``make book``) and the test processes
+    (``tests/conftest.py``) do the same. Nothing changes in a process that has imported
+    jsonschema already."""
     if "jsonschema" not in sys.modules:
         sys.modules.setdefault("rfc3987_syntax", None)  # None: its import raises ImportError
 

@@ -295,6 +295,28 @@ print(sys.modules["rfc3987_syntax"] is None)
     assert result.stdout.split() == ["rejected", "True"]
 
 
+def test_the_test_processes_and_attnedu_build_skip_the_iri_grammar_too():
+    """tests/conftest.py does it before any test module imports nbformat (each pytest worker
+    collected the tests in 10-11 s with the grammar, 5-6 s without), and `python -m attnedu.build`
+    (make book's first step) as it starts."""
+    import subprocess
+    import sys
+
+    assert sys.modules.get("rfc3987_syntax", "imported") is None  # this process: conftest.py
+    code = """
+import sys
+from attnedu import build
+try:
+    build.main(["--help"])
+except SystemExit:
+    pass
+print(sys.modules.get("rfc3987_syntax", "imported"))
+"""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split()[-1] == "None"
+
+
 def test_grading_with_no_submissions_says_where_to_put_them(tmp_path, capsys):
     make_course(tmp_path)
     assert grading.main(["grade", "--root", str(tmp_path)]) == 1
