@@ -476,7 +476,7 @@ def _capped_execute():
     from nbformat.v4 import new_output
     from nbgrader.preprocessors import Execute
 
-    from ._quick_exit import KERNEL_ARGUMENTS
+    from ._lean_process import KERNEL_ARGUMENTS
 
     cap = _limit("ATTNEDU_GRADE_OUTPUT_BYTES", DEFAULT_OUTPUT_BYTES)
 
@@ -961,23 +961,10 @@ def _say_changed(changed: list[str]) -> None:
               "and run `make lab` again; then bring your answers across.")
 
 
-def _without_the_iri_grammar() -> None:
-    """Spare this process jsonschema's IRI grammar: about 2.4 s at every start.
-
-    When jsonschema is imported (by nbformat, so by nbgrader), it imports the optional package
-    rfc3987-syntax (which jupyter-events installs) for its "iri" format checker, and that package
-    compiles an Earley grammar as it is imported. nbformat, nbconvert, nbclient and nbgrader never
-    check formats, so the processes ``python -m attnedu.grading`` starts (every graded submission
-    is one) do without it: jsonschema then has no "iri" checker, as when the package is not
-    installed. ``python -m attnedu.build`` (``make book``) and the test processes
-    (``tests/conftest.py``) do the same. Nothing changes in a process that has imported
-    jsonschema already."""
-    if "jsonschema" not in sys.modules:
-        sys.modules.setdefault("rfc3987_syntax", None)  # None: its import raises ImportError
-
-
 def main(argv=None) -> int:
-    _without_the_iri_grammar()
+    from ._lean_process import freeze_at_exit, without_the_iri_grammar
+
+    without_the_iri_grammar()  # about 2.4 s less at every start (see attnedu._lean_process)
     parser = argparse.ArgumentParser(prog="python -m attnedu.grading", description=__doc__.split("\n\n")[0])
     parser.add_argument("command", choices=["release", "grade", "workspace", "merge", "_worker"])
     parser.add_argument("folders", nargs="*", help="merge: the result folders (each a _grading/ made by "
@@ -989,8 +976,6 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     root = Path(args.root)
     if args.command == "_worker":  # one job's own process (see grade)
-        from ._quick_exit import freeze_at_exit
-
         freeze_at_exit()  # it ends 0.6 s sooner
         job, student, chapter = args.folders
         return _worker(Path(job).resolve(), student, chapter)

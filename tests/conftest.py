@@ -19,9 +19,9 @@ os.environ.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")
 # As in every process `python -m attnedu.grading` and `python -m attnedu.build` start: no IRI grammar
 # for jsonschema (2.4 s of Earley parser construction when nbformat is first imported; nothing
 # here checks formats). Each pytest worker would otherwise build it while collecting the tests.
-from attnedu.grading import _without_the_iri_grammar  # noqa: E402
+from attnedu._lean_process import without_the_iri_grammar  # noqa: E402
 
-_without_the_iri_grammar()
+without_the_iri_grammar()
 
 # torch 2.13 makes its compile cache folder, /tmp/torchinductor_<user>, whenever anything imports
 # torch._dynamo (transformers and sentence-transformers do, on import). `import attnedu` removes it

@@ -268,55 +268,6 @@ def test_the_gradebook_revision_read_in_process_is_the_one_alembic_reports(tmp_p
     assert version == heads.stdout.split()[0]
 
 
-def test_grading_processes_skip_jsonschemas_iri_grammar_and_still_validate_notebooks():
-    """Every graded submission is a `python -m attnedu.grading` process: without the optional IRI
-    grammar (2.4 s of Earley parser construction at import), nbformat still reads and validates
-    notebooks, and still rejects a broken one."""
-    import subprocess
-    import sys
-
-    code = """
-import sys
-from attnedu import grading
-grading._without_the_iri_grammar()
-import nbformat, nbgrader.apps
-nb = nbformat.read(sys.argv[1], as_version=4)
-nbformat.validate(nb)
-nb.cells[0].cell_type = "bogus"
-try:
-    nbformat.validate(nb)
-except nbformat.ValidationError:
-    print("rejected")
-print(sys.modules["rfc3987_syntax"] is None)
-"""
-    notebook = REPO / "notebooks" / FULL_MATRIX[0] / f"{FULL_MATRIX[0]}.ipynb"
-    result = subprocess.run([sys.executable, "-c", code, str(notebook)], capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert result.stdout.split() == ["rejected", "True"]
-
-
-def test_the_test_processes_and_attnedu_build_skip_the_iri_grammar_too():
-    """tests/conftest.py does it before any test module imports nbformat (each pytest worker
-    collected the tests in 10-11 s with the grammar, 5-6 s without), and `python -m attnedu.build`
-    (make book's first step) as it starts."""
-    import subprocess
-    import sys
-
-    assert sys.modules.get("rfc3987_syntax", "imported") is None  # this process: conftest.py
-    code = """
-import sys
-from attnedu import build
-try:
-    build.main(["--help"])
-except SystemExit:
-    pass
-print(sys.modules.get("rfc3987_syntax", "imported"))
-"""
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert result.stdout.split()[-1] == "None"
-
-
 def test_grading_with_no_submissions_says_where_to_put_them(tmp_path, capsys):
     make_course(tmp_path)
     assert grading.main(["grade", "--root", str(tmp_path)]) == 1

@@ -357,14 +357,14 @@ def test_our_dequantize_gives_gguf_s_numbers_bit_for_bit(kind):
 
 
 def test_inside_uninitialised_layers_draw_no_random_numbers_and_the_rest_runs():
-    """SmolLM.load builds the model inside ``_uninitialised()``: torch.nn.init's functions leave
+    """SmolLM.load builds the model inside ``_Uninitialised()``: torch.nn.init's functions leave
     their tensor alone (the global generator does not move), everything else computes."""
-    from attnedu.pretrained.smollm import _uninitialised
+    from attnedu.pretrained.smollm import _Uninitialised
 
     torch.manual_seed(0)
     state = torch.get_rng_state()
     t = torch.zeros(3)
-    with _uninitialised():
+    with _Uninitialised():
         assert torch.nn.init.normal_(t) is t and torch.equal(t, torch.zeros(3))
         layer = torch.nn.Linear(8, 8)
         rope = RotaryEmbedding(8, 4)

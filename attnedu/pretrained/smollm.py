@@ -96,7 +96,7 @@ class SmolLM:
         names = {name: attnedu_name(name) for name in tensors}  # blk.0.attn_q.weight -> blocks.0.attn.q_proj.weight
         state = {names[name]: torch.from_numpy(array) for name, array in tensors.items()}
         config = LlamaConfig(**hparams)
-        with _uninitialised():  # no time spent on a random initialisation that is overwritten
+        with _Uninitialised():  # no time spent on a random initialisation that is overwritten
             model = Llama(config)
         if "lm_head.weight" in state:  # a file with its own output layer (not SmolLM2's case): untie
             model.lm_head.weight = nn.Parameter(torch.empty_like(model.tok_emb.weight))
@@ -195,16 +195,6 @@ class SmolLM:
 
 
 class _Uninitialised(torch.overrides.TorchFunctionMode):
-    """:func:`_uninitialised`'s mode: ``torch.nn.init``'s functions return their tensor as it is."""
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        if getattr(func, "__module__", None) == "torch.nn.init":
-            return args[0] if args else kwargs["tensor"]
-        return func(*args, **kwargs)
-
-
-def _uninitialised():
     """A block in which layers skip their random initialisation: their weights are the memory
     ``torch.empty`` gives (any numbers), for a model whose every weight is loaded next.
 
@@ -214,7 +204,12 @@ def _uninitialised():
     functions that import it. Inside this block, each ``torch.nn.init`` function (every layer's
     ``reset_parameters`` calls them) returns its tensor unchanged; everything else runs as usual
     (the rotary tables, RMSNorm's ones), and the output layer stays tied to the embedding."""
-    return _Uninitialised()
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if getattr(func, "__module__", None) == "torch.nn.init":
+            return args[0] if args else kwargs["tensor"]
+        return func(*args, **kwargs)
 
 
 # ------------------------------------------------------------------- the reference library
